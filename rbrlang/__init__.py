@@ -1,0 +1,24 @@
+"""rbrlang: Rule Based Rewards as a language.
+
+`compile_file` runs the compiler (parser and checker); `load_policy` reads a
+compiled folder and needs neither, so a trainer imports only what it uses.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "compile_file", "load_policy", "CompiledPolicy", "CompileError"]
+
+
+def __getattr__(name):
+    # Lazy: `import rbrlang` must not pull in Lark for a trainer.
+    if name == "compile_file":
+        from .compiler import compile_file
+        return compile_file
+    if name in ("load_policy", "CompiledPolicy"):
+        from . import policy
+        return getattr(policy, name)
+    if name == "CompileError":
+        from .diagnostics import CompileError
+        return CompileError
+    raise AttributeError(name)

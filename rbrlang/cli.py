@@ -1,0 +1,204 @@
+"""rbrc: thin commands over the library. Exit codes: 0 fine, 1 the input has
+errors, 2 the command line is wrong."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from . import diagnostics as dg
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
+
+
+class UsageError(Exception):
+    pass
+
+
+def _report(diags: Sequence[dg.Diagnostic], sources: dict, fmt: str) -> None:
+    if fmt == "json":
+        print(dg.to_json(diags))
+        return
+    if diags:
+        print(dg.render_all(diags, sources), file=sys.stderr)
+        print(f"\n{dg.summary(list(diags))}", file=sys.stderr)
+
+
+def cmd_check(args) -> int:
+    from .check import check_file
+
+    all_diags, sources = [], {}
+    for path in args.files:
+        _, diags, srcs = check_file(Path(path))
+        all_diags += diags
+        sources.update(srcs)
+    all_diags = dg.normalise(all_diags)
+    _report(all_diags, sources, args.format)
+    failed = dg.has_errors(all_diags) or (args.deny_warnings and all_diags)
+    if not failed and args.format == "human":
+        print(f"ok: {len(args.files)} file{'s' * (len(args.files) != 1)} checked", file=sys.stderr)
+    return EXIT_ERRORS if failed else EXIT_OK
+
+
+def cmd_compile(args) -> int:
+    from .codegen import stale_files, write_output
+    from .compiler import compile_path
+
+    started = time.perf_counter()
+    try:
+        comp = compile_path(args.file)
+    except dg.CompileError as exc:
+        _report(exc.diagnostics, exc.sources, args.format)
+        return EXIT_ERRORS
+    _report(comp.diagnostics, comp.sources, args.format)
+    out = Path(args.output) if args.output else Path("compiled") / comp.checked.name
+    if args.check:
+        stale = stale_files(comp.files, out)
+        if stale:
+            print(f"{out} is stale; differs from a fresh compile in:", file=sys.stderr)
+            for rel in stale:
+                print(f"  {rel}", file=sys.stderr)
+            print(f"help: run `rbrc compile {args.file} -o {out}` and commit the result", file=sys.stderr)
+            return EXIT_ERRORS
+        print(f"{out} is up to date", file=sys.stderr)
+        return EXIT_OK
+    write_output(comp.files, out)
+    elapsed = time.perf_counter() - started
+    print(f"compiled {comp.checked.name} → {out} ({len(comp.files)} files, {elapsed:.2f}s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_fmt(args) -> int:
+    from .formatter import format_source
+    from .source import SourceError, read_source
+
+    status = EXIT_OK
+    for name in args.files:
+        path = Path(name)
+        try:
+            src = read_source(path)
+        except SourceError as exc:
+            _report([dg.error(exc.code, exc.span, exc.message, exc.help)], {}, "human")
+            status = EXIT_ERRORS
+            continue
+        result = format_source(src)
+        if result.text is None:
+            _report(list(result.diagnostics), {src.name: src.text}, "human")
+            status = EXIT_ERRORS
+            continue
+        if result.text == src.text:
+            continue
+        if args.diff:
+            sys.stdout.writelines(difflib.unified_diff(
+                src.text.splitlines(True), result.text.splitlines(True), f"{src.name} (original)",
+                f"{src.name} (formatted)"))
+        if args.check or args.diff:
+            print(f"{src.name}: not formatted", file=sys.stderr)
+            status = max(status, EXIT_ERRORS)
+        else:
+            path.write_text(result.text, encoding="utf-8")
+            print(f"formatted {src.name}", file=sys.stderr)
+    return status
+
+
+def cmd_explain(args) -> int:
+    import json
+
+    from .explain import SAMPLE_CONVERSATION, SAMPLE_RESPONSE, explain_policy
+    from .policy import PolicyError, load_policy
+
+    target = Path(args.target)
+    if target.is_dir():
+        policy = load_policy(target)
+    else:
+        from .compiler import compile_path, policy_from_files
+        try:
+            comp = compile_path(target)
+        except dg.CompileError as exc:
+            _report(exc.diagnostics, exc.sources, "human")
+            return EXIT_ERRORS
+        policy = policy_from_files(comp.files)
+    if args.proposition:
+        conversation, response = SAMPLE_CONVERSATION, SAMPLE_RESPONSE
+        if args.conversation:
+            try:
+                conversation = json.loads(Path(args.conversation).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"--conversation {args.conversation}: {exc}")
+        if args.response is not None:
+            response = args.response
+        try:
+            sys.stdout.write(policy.render(args.proposition, conversation, response) + "\n")
+        except PolicyError as exc:
+            raise UsageError(str(exc))
+        return EXIT_OK
+    sys.stdout.write(explain_policy(policy))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rbrc", description="The rbrlang compiler: rule based rewards as a language.")
+    parser.add_argument("--version", action="version", version=f"rbrc {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("check", help="check policies and print diagnostics")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--format", choices=("human", "json"), default="human")
+    p.add_argument("--deny-warnings", action="store_true", help="fail on warnings too")
+    p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("compile", help="compile a policy into a folder a trainer loads")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: compiled/<policy name>)")
+    p.add_argument("--check", action="store_true", help="fail if the output folder is stale; write nothing")
+    p.add_argument("--format", choices=("human", "json"), default="human")
+    p.set_defaults(run=cmd_compile)
+
+    p = sub.add_parser("fmt", help="rewrite policies in the canonical layout")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--check", action="store_true", help="fail if a file is not formatted; write nothing")
+    p.add_argument("--diff", action="store_true", help="print what would change; write nothing")
+    p.set_defaults(run=cmd_fmt)
+
+    p = sub.add_parser("explain", help="show classes as sums of products, features, and prompts")
+    p.add_argument("target", metavar="FILE_OR_COMPILED")
+    p.add_argument("--proposition", metavar="NAME", help="print this proposition's full grader prompt")
+    p.add_argument("--conversation", metavar="JSON", help="a JSON file with the conversation's messages")
+    p.add_argument("--response", metavar="TEXT", help="the response to show in the prompt")
+    p.set_defaults(run=cmd_explain)
+
+    from .commands import register
+    register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as exc:
+        print(f"rbrc {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:  # `rbrc … | head`
+        sys.stderr.close()
+        return EXIT_OK
+    except Exception as exc:  # a bug in rbrc, never a mistake in the input
+        from .policy import PolicyError
+        if isinstance(exc, PolicyError):
+            print(f"rbrc {args.command}: error: {exc}", file=sys.stderr)
+            return EXIT_ERRORS
+        import traceback
+        traceback.print_exc()
+        print(f"rbrc: internal error ({type(exc).__name__}); please report it with the input", file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

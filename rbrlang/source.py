@@ -1,0 +1,102 @@
+"""Source files and spans: where every diagnostic points."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# A policy is a few hundred lines; anything this large is a mistake (a data file
+# passed by accident) and would only make the parser slow before failing.
+MAX_SOURCE_BYTES = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Span:
+    """A region of one file. Lines and columns are 1-based; offsets 0-based."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    start: int = 0
+    end: int = 0
+
+    @staticmethod
+    def point(file: str, line: int = 1, column: int = 1, offset: int = 0) -> "Span":
+        return Span(file, line, column, line, column + 1, offset, offset + 1)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """The text of one `.rbr` file and the name diagnostics show for it."""
+
+    path: Path
+    name: str
+    text: str
+
+    def line_text(self, line: int) -> str:
+        lines = self.text.split("\n")
+        return lines[line - 1] if 0 < line <= len(lines) else ""
+
+
+class SourceError(Exception):
+    """A file that cannot be read as a policy at all (missing, binary, too big)."""
+
+    def __init__(self, code: str, message: str, help: str, span: Span, text: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.help, self.span = code, message, help, span
+        self.text = text  # a lossy decoding, so the diagnostic can still show the line
+
+
+def display_name(path: Path) -> str:
+    """Relative to the working folder when possible: short and clickable."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_source(path: Path, name: str | None = None) -> SourceFile:
+    name = name or display_name(path)
+    here = Span.point(name)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SourceError("E0001", f"cannot read `{name}`: no such file",
+                          "check the path; imports are relative to the importing file", here)
+    except IsADirectoryError:
+        raise SourceError("E0001", f"cannot read `{name}`: it is a folder",
+                          "pass a `.rbr` file", here)
+    except OSError as exc:
+        raise SourceError("E0001", f"cannot read `{name}`: {exc.strerror}",
+                          "check the file's permissions", here)
+    if len(data) > MAX_SOURCE_BYTES:
+        raise SourceError("E0002", f"file is too large ({len(data):,} bytes; "
+                          f"the limit is {MAX_SOURCE_BYTES:,})",
+                          "split the policy into files joined with `import`", here)
+    if b"\x00" in data:
+        offset = data.index(b"\x00")
+        raise SourceError("E0003", "file is binary, not a policy (it contains a NUL byte)",
+                          "pass a `.rbr` text file", _offset_span(name, data, offset),
+                          _lossy(data))
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SourceError("E0003", f"file is not valid UTF-8 (byte 0x{data[exc.start]:02x})",
+                          "save the file as UTF-8", _offset_span(name, data, exc.start), _lossy(data))
+    text = text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+    return SourceFile(path, name, text)
+
+
+def _lossy(data: bytes) -> str:
+    # One replacement character per bad byte keeps columns aligned with bytes
+    # for ASCII text around the error.
+    text = data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+    return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text)
+
+
+def _offset_span(name: str, data: bytes, offset: int) -> Span:
+    before = data[:offset]
+    line = before.count(b"\n") + 1
+    column = offset - (before.rfind(b"\n") + 1) + 1
+    return Span.point(name, line, column, offset)

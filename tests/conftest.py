@@ -1,0 +1,61 @@
+"""Shared helpers: write policies to real files and run the real CLI."""
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rbrlang.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "openai-rbr"
+GOLDEN = Path(__file__).resolve().parent / "golden"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+
+MINIMAL = """\
+rbr 1
+
+proposition a {
+  question "Is a?"
+}
+
+proposition b {
+  question "Is b?"
+}
+
+classes good > ok > bad
+
+response r {
+  good = a and b
+  ok   = a and not b
+  bad  = not a
+}
+
+route "C-R" -> r
+route default -> r
+"""
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def rbrc(capsys):
+    """Run `rbrc ARGS…` in-process; returns (exit code, stdout, stderr)."""
+    def run(*args):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+    return run
+
+
+def golden(path: Path, actual: str) -> None:
+    """Compare with a golden file; UPDATE_GOLDEN=1 rewrites it."""
+    if UPDATE or not path.exists():
+        path.write_text(actual, encoding="utf-8")
+    assert actual == path.read_text(encoding="utf-8"), f"golden mismatch: {path}"
