@@ -62,7 +62,8 @@ def check_partitions(ctx: Context, propositions: tuple[str, ...], specs: list[Re
         built = [(name, space.build(logic.expand(f, ctx.formulas))) for name, f in spec.classes]
         for problem in partition_problems(space, built, propositions):
             care = _care(space, [f for n, f in built if n in problem.classes] or [f for _, f in built])
-            shown = ", ".join(f"{v}={'true' if problem.assignment[v] else 'false'}" for v in care)
+            shown = ", ".join(f"{v}={'true' if problem.assignment[v] else 'false'}" for v in care) \
+                or "the propositions take any values"
             if problem.kind == "empty":
                 (name,) = problem.classes
                 ctx.error("E0109", rules[name].name.span,

@@ -207,36 +207,41 @@ def _wrap_call(e: ast.Call, column: int) -> list[str]:
 # --- comments ------------------------------------------------------------------
 
 def _with_comments(lines: list[Line], comments: tuple[ast.Comment, ...]) -> str:
-    own = [c for c in comments if c.own_line]
-    trailing = [c for c in comments if not c.own_line]
-    # A trailing comment stays on the output line covering its source line; if
-    # that line was merged away, it becomes a comment line above the next one.
-    for c in trailing:
-        hosts = [ln for ln in lines if ln.end == c.line]
-        if hosts:
-            hosts[-1].text += "  " + c.text
+    # Each comment gets a position in source lines: an own-line comment goes
+    # before the first output line that stands for a later source line. A
+    # trailing comment stays on the output line that ends on its source line;
+    # if that line was merged away, it goes above the item that held it.
+    placed: list[tuple[float, ast.Comment]] = []
+    for c in comments:
+        if not c.own_line:
+            hosts = [ln for ln in lines if ln.end == c.line]
+            if hosts:
+                hosts[-1].text += "  " + c.text
+                continue
+            heads = [ln.anchor for ln in lines if ln.anchor is not None and ln.anchor <= c.line]
+            placed.append(((heads[-1] if heads else c.line) - 0.5, c))
         else:
-            own.append(ast.Comment(c.text, c.line, True))
-    own.sort(key=lambda c: c.line)
+            placed.append((float(c.line), c))
+    placed.sort(key=lambda pc: pc[0])
     out: list[str] = []
     i = 0
     for ln in lines:
         if ln.anchor is not None:
             group = []
-            while i < len(own) and own[i].line < ln.anchor:
-                group.append(own[i])
+            while i < len(placed) and placed[i][0] < ln.anchor:
+                group.append(placed[i])
                 i += 1
             indent = ln.text[: len(ln.text) - len(ln.text.lstrip(" "))]
-            for k, c in enumerate(group):
-                if k and c.line - group[k - 1].line > 1 and out and out[-1] != "":
+            for k, (pos, c) in enumerate(group):
+                if k and pos - group[k - 1][0] > 1 and out and out[-1] != "":
                     out.append("")  # keep one blank line between comment paragraphs
                 out.append(indent + c.text)
-            if group and ln.anchor - group[-1].line > 1 and out[-1] != "":
+            if group and ln.anchor - group[-1][0] > 1 and out[-1] != "":
                 out.append("")  # a section comment stays apart from what follows
         out.append(ln.text)
-    tail = own[i:]
-    for k, c in enumerate(tail):
-        if (k == 0 or c.line - tail[k - 1].line > 1) and out and out[-1] != "":
+    tail = placed[i:]
+    for k, (pos, c) in enumerate(tail):
+        if (k == 0 or pos - tail[k - 1][0] > 1) and out and out[-1] != "":
             out.append("")
         out.append(c.text)
     return "\n".join(out).rstrip("\n") + "\n"

@@ -1,0 +1,130 @@
+"""Unit tests of the checker's passes, on real files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from rbrlang.check import STAGES, check_file
+
+from .conftest import MINIMAL, write
+
+
+def codes(tmp_path: Path, text: str, name: str = "p.rbr") -> list[str]:
+    _, diags, _ = check_file(write(tmp_path / name, text))
+    return [d.code for d in diags]
+
+
+def test_minimal_policy_is_clean(tmp_path):
+    policy, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL))
+    assert diags == [] and policy is not None
+    assert policy.name == "p"  # no `policy` line: the file's stem
+    assert [r.name for r in policy.responses] == ["r"]
+    assert policy.class_order == ("good", "ok", "bad")
+
+
+def test_passes_are_named_in_order():
+    assert [name for name, _ in STAGES][:3] == ["collect_names", "resolve_refs", "define_cycles"]
+
+
+def test_did_you_mean_for_misspelt_operand(tmp_path):
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL.replace("good = a and b", "good = a and bb")))
+    (d,) = diags
+    assert d.code == "E0102" and d.help == "did you mean `b`?"
+    assert (d.span.line, d.span.column) == (14, 16)
+
+
+def test_duplicate_across_import(tmp_path):
+    write(tmp_path / "lib.rbr", 'rbr 1\nproposition a {\n  question "A?"\n}\n')
+    text = MINIMAL.replace("rbr 1\n", 'rbr 1\nimport "lib.rbr"\n', 1)
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    assert [d.code for d in diags] == ["E0101"]
+    assert "lib.rbr:2" in diags[0].notes[0]
+
+
+def test_diamond_import_is_loaded_once(tmp_path):
+    write(tmp_path / "base.rbr", 'rbr 1\nproposition a {\n  question "A?"\n}\n')
+    write(tmp_path / "x.rbr", 'rbr 1\nimport "base.rbr"\n')
+    write(tmp_path / "sub/y.rbr", 'rbr 1\nimport "../base.rbr"\n')
+    text = MINIMAL.replace('proposition a {\n  question "Is a?"\n}\n', 'import "x.rbr"\nimport "sub/y.rbr"\n')
+    policy, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    assert diags == [], diags
+    assert policy.proposition_names == ("a", "b")
+
+
+def test_define_cycle_reported_once_with_path(tmp_path):
+    text = MINIMAL + "define x = y\ndefine y = z\ndefine z = x and a\n"
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    cycles = [d for d in diags if d.code == "E0103"]
+    assert len(cycles) == 1 and "x → y → z → x" in cycles[0].message
+
+
+def test_self_referencing_define(tmp_path):
+    assert "E0103" in codes(tmp_path, MINIMAL + "define x = x or a\n")
+
+
+def test_partition_counterexample_is_real(tmp_path):
+    text = MINIMAL.replace("ok   = a and not b", "ok   = a")
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    (d,) = diags
+    assert d.code == "E0107" and d.notes == ("both hold when a=true, b=true",)
+
+
+def test_partition_through_defines(tmp_path):
+    text = MINIMAL.replace("good = a and b", "good = both").replace("ok   = a and not b", "ok   = a and not both")
+    text += "define both = all(a, b)\n"
+    assert codes(tmp_path, text) == []
+
+
+def test_unused_proposition_is_a_warning_and_features_line_uses_it(tmp_path):
+    text = MINIMAL + 'proposition c {\n  question "C?"\n}\n'
+    assert codes(tmp_path, text) == ["W0105"]
+    policy, diags, _ = check_file(write(tmp_path / "p.rbr", text.replace("  bad  = not a\n", "  bad  = not a\n  features c\n")))
+    assert diags == [] and policy.responses[0].extra_features == ("c",)
+
+
+def test_matches_and_templates(tmp_path):
+    text = MINIMAL + 'proposition e = matches /^\\s*$/\n' + 'template mine "Q: {{ question }} R: {{ response }}"\n'
+    text = text.replace('question "Is b?"', 'question "Is b?"\n  template mine')
+    text = text.replace("bad  = not a", "bad  = not a or e").replace("good = a and b", "good = a and b and not e") \
+        .replace("ok   = a and not b", "ok   = a and not b and not e")
+    policy, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    assert diags == [], diags
+    kinds = {p.name: (p.kind, p.template) for p in policy.propositions}
+    assert kinds == {"a": ("grader", "default"), "b": ("grader", "mine"), "e": ("matches", "")}
+
+
+def test_template_must_show_response(tmp_path):
+    text = MINIMAL + 'template t "Q: {{ question }}"\n'
+    text = text.replace('question "Is b?"', 'question "Is b?"\n  template t')
+    assert "E0104" in codes(tmp_path, text)
+
+
+def test_unknown_template_reference(tmp_path):
+    text = MINIMAL.replace('question "Is b?"', 'question "Is b?"\n  template nope')
+    assert codes(tmp_path, text) == ["E0102"]
+
+
+def test_route_to_class_is_wrong_kind(tmp_path):
+    assert codes(tmp_path, MINIMAL + 'route "X" -> good\n') == ["E0110"]
+
+
+def test_default_routed_twice(tmp_path):
+    assert codes(tmp_path, MINIMAL + "route default -> r\n") == ["E0111"]
+
+
+def test_rank_peers_and_duplicates(tmp_path):
+    ok = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  rank best > {x, y} > worst\n  rank x > worst\n")
+    policy, diags, _ = check_file(write(tmp_path / "p.rbr", ok))
+    assert diags == [] and policy.responses[0].ranks[0] == (("best",), ("x", "y"), ("worst",))
+    dup = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  rank x > x\n")
+    assert codes(tmp_path, dup) == ["E0112"]
+
+
+def test_imported_file_cannot_route(tmp_path):
+    write(tmp_path / "lib.rbr", 'rbr 1\nroute "A" -> r\n')
+    assert codes(tmp_path, MINIMAL.replace("rbr 1\n", 'rbr 1\nimport "lib.rbr"\n', 1)) == ["E0122"]
+
+
+def test_syntax_errors_in_several_items_are_all_reported(tmp_path):
+    text = 'rbr 1\nproposition a {\n  question "A?"\n  exmple yes "x"\n}\n\ndefine x = a and and b\n\nclasses a >\n'
+    found = codes(tmp_path, text)
+    assert len(found) >= 3, found

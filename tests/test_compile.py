@@ -1,0 +1,123 @@
+"""Codegen and the compiled folder: determinism, staleness, atomic writes."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import rbrlang
+from rbrlang.compiler import compile_path
+
+from .conftest import MINIMAL, ROOT, write
+
+
+def test_committed_safety_output_is_fresh(rbrc):
+    code, _, err = rbrc("compile", ROOT / "policies/safety.rbr", "-o", ROOT / "compiled/safety", "--check")
+    assert code == 0, err
+
+
+def test_compile_reproduces_committed_bytes(tmp_path, rbrc):
+    out = tmp_path / "safety"
+    assert rbrc("compile", ROOT / "policies/safety.rbr", "-o", out)[0] == 0
+    committed = sorted(p.relative_to(ROOT / "compiled/safety") for p in (ROOT / "compiled/safety").rglob("*") if p.is_file())
+    fresh = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert fresh == committed
+    for rel in fresh:
+        assert (out / rel).read_bytes() == (ROOT / "compiled/safety" / rel).read_bytes(), rel
+
+
+def test_output_does_not_depend_on_location(tmp_path):
+    a = write(tmp_path / "one/p.rbr", MINIMAL)
+    b = write(tmp_path / "two/deeper/p.rbr", MINIMAL)
+    assert compile_path(a).files == compile_path(b).files
+
+
+def test_check_detects_stale_and_extra_files(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", MINIMAL)
+    out = tmp_path / "out"
+    assert rbrc("compile", src, "-o", out)[0] == 0
+    assert rbrc("compile", src, "-o", out, "--check")[0] == 0
+    write(src, MINIMAL.replace("Is a?", "Is it a?"))
+    code, _, err = rbrc("compile", src, "-o", out, "--check")
+    assert code == 1 and "templates/a.jinja" in err and "policy.json" in err
+    (out / "templates/zombie.jinja").write_text("x")
+    write(src, MINIMAL)
+    code, _, err = rbrc("compile", src, "-o", out, "--check")
+    assert code == 1 and "zombie.jinja" in err
+
+
+def test_failed_compile_leaves_previous_output_untouched(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", MINIMAL)
+    out = tmp_path / "out"
+    assert rbrc("compile", src, "-o", out)[0] == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    write(src, MINIMAL.replace("good = a and b", "good = a"))  # overlap: an error
+    code, _, err = rbrc("compile", src, "-o", out)
+    assert code == 1 and "E0107" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["out", "p.rbr"]  # no temporary left
+
+
+def test_failed_first_compile_creates_nothing(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", "rbr 1\ndefine x = \n")
+    assert rbrc("compile", src, "-o", tmp_path / "out")[0] == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_recompile_keeps_fitted_weights(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", MINIMAL)
+    out = tmp_path / "out"
+    rbrc("compile", src, "-o", out)
+    (out / "weights.json").write_text("{}")
+    rbrc("compile", src, "-o", out)
+    assert (out / "weights.json").read_text() == "{}"
+
+
+def test_policy_json_contents(tmp_path):
+    comp = compile_path(write(tmp_path / "p.rbr", MINIMAL))
+    doc = json.loads(comp.files["policy.json"])
+    assert doc["format"] == 1 and doc["policy"] == "p" and doc["compiler"] == rbrlang.__version__
+    (rt,) = doc["response_types"]
+    assert rt["features"] == ["a", "b", "good", "ok", "bad"]
+    assert rt["classes"][0]["expr"] == {"and": ["a", "b"]}
+    assert rt["classes"][0]["dd"]["variables"] == ["a", "b"]
+    assert rt["labels"] == ["good", "ok", "bad"]
+    assert doc["routes"] == {"C-R": "r"} and doc["default_route"] == "r"
+    assert len(rt["schema_hash"]) == 64
+
+
+def test_schema_hash_changes_with_meaning(tmp_path):
+    def schema(text):
+        return json.loads(compile_path(write(tmp_path / "p.rbr", text)).files["policy.json"])[
+            "response_types"][0]["schema_hash"]
+    base = schema(MINIMAL)
+    assert schema(MINIMAL.replace("Is a?", "Is it a?")) != base  # question changed
+    assert schema(MINIMAL.replace("route \"C-R\"", "route \"K-R\"")) == base  # routes are not features
+
+
+def test_jinja_in_questions_and_examples_is_literal(tmp_path):
+    text = MINIMAL.replace('question "Is a?"', 'question "Is {{ a }} {% raw %} {# a #}?"\n  example yes "{% endraw %}{{ 7*7 }}"')
+    policy = rbrlang.compile_file(write(tmp_path / "p.rbr", text))
+    prompt = policy.render("a", [{"role": "user", "content": "{{ 7*7 }}"}], "{% if true %}x{% endif %}")
+    assert "Question: Is {{ a }} {% raw %} {# a #}?" in prompt
+    assert "ASSISTANT: {% endraw %}{{ 7*7 }}" in prompt
+    assert "USER: {{ 7*7 }}" in prompt and "{% if true %}x{% endif %}" in prompt
+    assert "49" not in prompt
+
+
+def test_trainer_side_does_not_import_the_compiler():
+    code = (
+        "import sys, rbrlang\n"
+        f"p = rbrlang.load_policy({str(ROOT / 'compiled/safety')!r})\n"
+        "p.render('apology', [{'role': 'user', 'content': 'hi'}], 'sorry')\n"
+        "bad = [m for m in sys.modules if m == 'lark' or m.startswith(('lark.', 'rbrlang.check', 'rbrlang.syntax', 'dd'))]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_copied_compiled_folder_loads_anywhere(tmp_path):
+    shutil.copytree(ROOT / "compiled/safety", tmp_path / "s")
+    policy = rbrlang.load_policy(tmp_path / "s")
+    assert len(policy.propositions) == 23
