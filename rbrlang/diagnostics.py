@@ -46,6 +46,13 @@ CODES: dict[str, str] = {
     "E0122": "construct not allowed in an imported file",
     "E0123": "missing construct",
     "E0124": "class given twice in a response",
+    "E0200": "not valid YAML",
+    "E0201": "YAML policy has the wrong structure",
+    "E0300": "labels line is not valid JSON",
+    "E0301": "labels line has the wrong structure",
+    "E0302": "unknown response type or category",
+    "E0303": "missing proposition label",
+    "E0304": "label out of range",
     "E0900": "internal error: formatter would change the meaning",
 }
 
@@ -103,9 +110,14 @@ def render(d: Diagnostic, source_text: str | None) -> str:
         text = lines[s.line - 1]
         gutter = " " * len(str(s.line))
         width = (s.end_column - s.column) if s.end_line == s.line else len(text) - s.column + 1
-        width = max(1, width)
+        width = max(1, min(width, 80))
+        column = s.column
+        if len(text) > 120:  # a long data line: show a window around the place
+            start = max(0, column - 40)
+            text = ("…" if start else "") + text[start:start + 100] + ("…" if start + 100 < len(text) else "")
+            column = column - start + (1 if start else 0)
         # Tabs keep their width so the caret sits under the right character.
-        pad = "".join("\t" if ch == "\t" else " " for ch in text[: s.column - 1])
+        pad = "".join("\t" if ch == "\t" else " " for ch in text[: column - 1])
         out += [f"{gutter} |", f"{s.line} | {text}", f"{gutter} | {pad}{'^' * width}"]
     for note in d.notes:
         out.append(f"  = note: {note}")

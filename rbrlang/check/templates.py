@@ -1,6 +1,7 @@
 """Passes over templates and the grader block."""
 from __future__ import annotations
 
+import difflib
 import re
 
 from jinja2 import TemplateSyntaxError, meta
@@ -29,10 +30,19 @@ def _check_one(ctx: Context, tpl: ast.Template) -> None:
     env = environment()
     try:
         parsed = env.parse(text)
+        env.compile(parsed)  # finds unknown filters and tests, which parsing accepts
     except TemplateSyntaxError as exc:
+        message = exc.message or "invalid template"
+        unknown = re.match(r"No (filter|test) named '(\w+)'", message)
+        if unknown:
+            kind, name = unknown.groups()
+            known = env.filters if kind == "filter" else env.tests
+            close = difflib.get_close_matches(name, list(known), n=1)
+            help = f"did you mean `{close[0]}`?" if close else f"use a {kind} Jinja2 knows, or `transcript`"
+        else:
+            help = "check that every `{{`, `{%` and `{#` is closed"
         ctx.error("E0117", _template_line_span(ctx, tpl.text, exc.lineno or 1),
-                  f"template `{tpl.name.text}` is not valid Jinja2: {exc.message}",
-                  "check that every `{{`, `{%` and `{#` is closed")
+                  f"template `{tpl.name.text}` is not valid Jinja2: {message}", help)
         return
     unknown = sorted(meta.find_undeclared_variables(parsed) - set(TEMPLATE_VARIABLES))
     for name in unknown:

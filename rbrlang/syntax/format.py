@@ -25,23 +25,27 @@ class FormatError(Exception):
 
 def format_module(module: ast.Module) -> str:
     lines: list[Line] = [Line(1, f"rbr {module.version}", 1)]
-    prev: Optional[ast.Item] = None
+    prev: Optional[tuple[ast.Item, list[Line]]] = None
     for item in module.items:
         out = _item(item)
-        if prev is None or _blank_between(prev, item, out):
+        if prev is None or _blank_between(prev[0], prev[1], item, out):
             lines.append(Line(None, ""))
         lines.extend(out)
-        prev = item
+        prev = (item, out)
     return _with_comments(lines, module.comments)
 
 
-def _blank_between(prev: ast.Item, item: ast.Item, out: list[Line]) -> bool:
+def _blank_between(prev: ast.Item, prev_out: list[Line], item: ast.Item, out: list[Line]) -> bool:
+    """One-line imports, routes, matches and defines stay grouped unless the
+    author separated them; everything else is set apart by a blank line."""
     groupable = (ast.Import, ast.Route, ast.Matches, ast.Define)
-    single = len(out) == 1 and "\n" not in out[0].text
-    prev_single = prev.span.line == prev.span.end_line
+
+    def single(lines: list[Line]) -> bool:
+        return len(lines) == 1 and "\n" not in lines[0].text
+
     same = type(prev) is type(item) and isinstance(item, groupable)
     source_gap = item.span.line - prev.span.end_line > 1
-    return not (same and single and prev_single) or source_gap
+    return not (same and single(out) and single(prev_out)) or source_gap
 
 
 # --- items ---------------------------------------------------------------------
