@@ -1,4 +1,4 @@
-"""rbrc commands beyond the compiler's own: import-yaml and classify."""
+"""rbrc commands beyond the compiler's own: import-yaml, classify and grade."""
 from __future__ import annotations
 
 import json
@@ -21,6 +21,23 @@ def register(sub) -> None:
     p.add_argument("--keep-going", action="store_true",
                    help="report bad lines and go on (exit status 1 if any line was bad)")
     p.set_defaults(run=cmd_classify)
+
+    p = sub.add_parser("grade", help="grade conversations and completions (JSON lines) with a grader model")
+    p.add_argument("compiled", metavar="COMPILED")
+    p.add_argument("--data", metavar="IN.jsonl", required=True)
+    p.add_argument("--grader", metavar="MODEL", required=True, help="a local model folder or hub id")
+    p.add_argument("-o", "--output", metavar="OUT.jsonl", required=True)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--token-budget", type=int, default=16384, help="padded tokens per batch")
+    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--cache", metavar="PATH", default=".rbrlang/grades.sqlite", help="the grade cache file")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the grade cache")
+    p.add_argument("--no-chat-template", action="store_true", help="send the prompt as plain text")
+    p.add_argument("--truncate", choices=("error", "oldest-turns"), default="error",
+                   help="what to do when a prompt is longer than the grader's context")
+    p.add_argument("--keep-going", action="store_true", help="report bad lines and grade the rest")
+    p.set_defaults(run=cmd_grade)
 
 
 def cmd_import_yaml(args) -> int:
@@ -66,4 +83,38 @@ def cmd_classify(args) -> int:
         print(json.dumps(item.to_json()))
     if bad:
         print(f"{bad} bad line{'s' * (bad != 1)} skipped", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_grade(args) -> int:
+    from .grading import grade_file
+    from .policy import load_policy
+    from .runtime import GraderError, HFGrader
+
+    policy = load_policy(args.compiled)
+    data = Path(args.data)
+    if not data.is_file():
+        print(f"rbrc grade: error: {data}: no such file", file=sys.stderr)
+        return 1
+    try:
+        grader = HFGrader.from_pretrained(
+            args.grader, device=args.device, dtype=args.dtype, token_budget=args.token_budget,
+            max_batch=args.max_batch, cache=None if args.no_cache else args.cache,
+            use_chat_template=False if args.no_chat_template else None,
+            truncate=args.truncate.replace("-", "_"))
+    except (OSError, ValueError) as exc:
+        print(f"rbrc grade: error: cannot load grader `{args.grader}`: {exc}", file=sys.stderr)
+        return 1
+    try:
+        written, bad = grade_file(policy, grader, data, Path(args.output), keep_going=args.keep_going)
+    except GraderError as exc:
+        print(f"rbrc grade: error: {exc}", file=sys.stderr)
+        return 1
+    text = data.read_text(encoding="utf-8", errors="replace") if bad else ""
+    for d in bad:
+        print(dg.render(d, text), file=sys.stderr)
+    summary = f"graded {written} line{'s' * (written != 1)} → {args.output}"
+    if bad:
+        summary += f"; {len(bad)} bad line{'s' * (len(bad) != 1)} skipped"
+    print(summary, file=sys.stderr)
     return 1 if bad else 0

@@ -1,0 +1,114 @@
+"""`rbrc grade`: a JSONL file of conversations and completions → probabilities,
+features and class probabilities per line."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+from . import diagnostics as dg
+from .policy import CompiledPolicy, PolicyError
+from .rendering import ConversationError, check_conversation
+from .source import Span
+
+
+@dataclass(frozen=True)
+class GradeItem:
+    line: int
+    conversation: list
+    response: str
+    response_type: Optional[str]  # None: the category routes nowhere (no RBR reward)
+
+
+def _completion_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(isinstance(m, dict) for m in value):
+        check_conversation(value)
+        if value[-1].get("role") != "assistant":
+            raise ConversationError("the completion's last message must be the assistant's")
+        return "".join(m["content"] for m in value if m["role"] == "assistant")
+    if isinstance(value, list) and not value:
+        return ""
+    raise ConversationError("`completion` is a string or a list of assistant messages")
+
+
+def read_items(policy: CompiledPolicy, path: Path) -> Iterator[Union[GradeItem, dg.Diagnostic]]:
+    name = str(path)
+    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
+        for number, text in enumerate(fh, 1):
+            if not text.strip():
+                continue
+            try:
+                row = json.loads(text)
+            except (json.JSONDecodeError, UnicodeEncodeError) as exc:
+                col = getattr(exc, "colno", 1)
+                yield dg.error("E0300", Span(name, number, col, number, col + 1),
+                               f"not valid JSON: {getattr(exc, 'msg', 'not UTF-8 text')}", "each line holds one JSON object")
+                continue
+            try:
+                if not isinstance(row, dict):
+                    raise ConversationError("each line must be a JSON object")
+                prompt = row.get("prompt")
+                check_conversation(prompt)
+                response = _completion_text(row.get("completion"))
+                if "response_type" in row:
+                    response_type = policy.response_type(str(row["response_type"])).name
+                else:
+                    response_type = policy.route(str(row.get("category", "")))
+                yield GradeItem(number, prompt, response, response_type)
+            except (ConversationError, PolicyError) as exc:
+                yield dg.error("E0301", Span(name, number, 1, number, 2), str(exc),
+                               'a line reads {"prompt": [messages], "completion": "…" or [messages], '
+                               '"response_type" or "category": …}')
+
+
+def grade_file(policy: CompiledPolicy, grader, data: Path, out: Path, keep_going: bool = False,
+               chunk: int = 64, progress: bool = True) -> tuple[int, list[dg.Diagnostic]]:
+    """Grade every line; returns (lines written, diagnostics for bad lines).
+
+    Stops at the first bad line unless `keep_going`; the output is written to
+    a temporary file and renamed, so a failed run leaves no partial file."""
+    from tqdm import tqdm
+
+    items, bad = [], []
+    for entry in read_items(policy, data):
+        if isinstance(entry, dg.Diagnostic):
+            bad.append(entry)
+            if not keep_going:
+                return 0, bad
+        else:
+            items.append(entry)
+    tmp = out.with_name(out.name + ".partial")
+    written = 0
+    with open(tmp, "w", encoding="utf-8") as fh, tqdm(total=len(items), unit="item", disable=not progress,
+                                                      desc="grading") as bar:
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            grades = grader.grade_detailed(policy, [i.conversation for i in part], [i.response for i in part])
+            for k, item in enumerate(part):
+                fh.write(json.dumps(_row(policy, item, grades.p_yes[k:k + 1], grades.answer_mass[k]),
+                                    ensure_ascii=False) + "\n")
+                written += 1
+            bar.update(len(part))
+    tmp.replace(out)
+    return written, bad
+
+
+def _row(policy: CompiledPolicy, item: GradeItem, probs, mass) -> dict:
+    names = policy.proposition_names
+    row = {
+        "line": item.line,
+        "response_type": item.response_type,
+        "propositions": dict(zip(names, probs[0].tolist())),
+        "answer_mass": dict(zip(names, mass.tolist())),
+        "features": None,
+        "classes": None,
+    }
+    if item.response_type is not None:
+        rt = policy.response_type(item.response_type)
+        row["features"] = dict(zip(rt.features, policy.features(rt.name, probs)[0].tolist()))
+        row["classes"] = dict(zip(rt.classes, policy.class_probabilities(rt.name, probs)[0].tolist()))
+        row["schema_hash"] = rt.schema_hash
+    return row

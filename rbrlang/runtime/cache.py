@@ -1,0 +1,79 @@
+"""A grade cache on disk: SQLite in WAL mode, safe for several processes.
+
+A key is the hash of (grader identity, proposition's prompt template, the
+conversation and the response); the value is P(yes) and the answer mass. A
+changed model, template or text is a different key, so nothing goes stale.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS grades (
+  key TEXT PRIMARY KEY,
+  p_yes REAL NOT NULL,
+  answer_mass REAL NOT NULL,
+  created REAL NOT NULL
+)
+"""
+
+
+def item_key(grader_id: str, template_sha: str, conversation: Sequence[Mapping[str, str]], response: str) -> str:
+    text = json.dumps([grader_id, template_sha, list(conversation), response], ensure_ascii=False,
+                      sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class GradeCache:
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._retry(lambda: self._db.execute(SCHEMA))
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, tuple[float, float]]:
+        out: dict[str, tuple[float, float]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = list(keys[start:start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self._retry(lambda: self._db.execute(
+                f"SELECT key, p_yes, answer_mass FROM grades WHERE key IN ({marks})", chunk).fetchall())
+            out.update({k: (p, m) for k, p, m in rows})
+        return out
+
+    def put_many(self, rows: Iterable[tuple[str, float, float]]) -> None:
+        now = time.time()
+        data = [(k, float(p), float(m), now) for k, p, m in rows]
+        if not data:
+            return
+
+        def write():
+            with self._db:  # one transaction
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR REPLACE INTO grades VALUES (?, ?, ?, ?)", data)
+        self._retry(write)
+
+    def __len__(self) -> int:
+        return self._retry(lambda: self._db.execute("SELECT COUNT(*) FROM grades").fetchone()[0])
+
+    def close(self) -> None:
+        self._db.close()
+
+    @staticmethod
+    def _retry(fn, attempts: int = 20):
+        # `timeout` covers most contention; a burst of writers can still see
+        # "database is locked" on BEGIN, so back off and try again.
+        for i in range(attempts):
+            try:
+                return fn()
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc) or i == attempts - 1:
+                    raise
+                time.sleep(0.05 * (i + 1))
