@@ -136,7 +136,14 @@ def cmd_explain(args) -> int:
         except PolicyError as exc:
             raise UsageError(str(exc))
         return EXIT_OK
-    sys.stdout.write(explain_policy(policy))
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--tokenizer {args.tokenizer}: {exc}")
+    sys.stdout.write(explain_policy(policy, tokenizer))
     return EXIT_OK
 
 
@@ -169,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proposition", metavar="NAME", help="print this proposition's full grader prompt")
     p.add_argument("--conversation", metavar="JSON", help="a JSON file with the conversation's messages")
     p.add_argument("--response", metavar="TEXT", help="the response to show in the prompt")
+    p.add_argument("--tokenizer", metavar="MODEL", help="count prompt sizes in this tokenizer's tokens")
     p.set_defaults(run=cmd_explain)
 
     from .commands import register

@@ -27,10 +27,10 @@ def sum_of_products(space: Space, dd: logic.DecisionDiagram) -> str:
     return "\n      or ".join(f"({t})" if len(cubes) > 1 and " and " in t else t for t in terms)
 
 
-def explain_policy(policy: CompiledPolicy) -> str:
+def explain_policy(policy: CompiledPolicy, tokenizer=None) -> str:
+    """`tokenizer` (a transformers tokenizer): count tokens, not characters."""
     space = Space(policy.proposition_names)
     out = [f"policy {policy.name}" + (f": {policy.description}" if policy.description else "")]
-    static = {p.name: len(policy.static_prefix(p.name)) for p in policy.propositions if p.kind == "grader"}
     for rt in policy.response_types.values():
         out.append("")
         routed = sorted(c for c, t in policy.routes.items() if t == rt.name)
@@ -43,11 +43,19 @@ def explain_policy(policy: CompiledPolicy) -> str:
         out.append(f"  features ({len(rt.features)}, schema {rt.schema_hash[:12]}):")
         out.append("    " + ", ".join(rt.features))
     out.append("")
-    out.append("prompts (characters: static prefix, computed once per grader / rest, per item):")
+    unit = "tokens" if tokenizer is not None else "characters"
+    out.append(f"prompts ({unit}: static prefix, computed once per grader / the rest, per item, "
+               "for the sample exchange):")
     for p in policy.propositions:
         if p.kind == "grader":
-            full = len(policy.render(p.name, SAMPLE_CONVERSATION, SAMPLE_RESPONSE))
-            out.append(f"  {p.name}: {static[p.name]} / {full - static[p.name]}")
+            prompt = policy.render(p.name, SAMPLE_CONVERSATION, SAMPLE_RESPONSE)
+            prefix = policy.static_prefix(p.name)
+            if tokenizer is not None:
+                head = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
+                rest = len(tokenizer(prompt[len(prefix):], add_special_tokens=False)["input_ids"])
+            else:
+                head, rest = len(prefix), len(prompt) - len(prefix)
+            out.append(f"  {p.name}: {head} / {rest}")
         else:
             out.append(f"  {p.name}: matches /{p.pattern}/{p.flags} (no grader call)")
     return "\n".join(out) + "\n"

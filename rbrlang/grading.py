@@ -98,6 +98,7 @@ def grade_file(policy: CompiledPolicy, grader, data: Path, out: Path, keep_going
 
 def _row(policy: CompiledPolicy, item: GradeItem, probs, mass) -> dict:
     names = policy.proposition_names
+    probs = probs.double()  # class probabilities sum to 1 to the last digit
     row = {
         "line": item.line,
         "response_type": item.response_type,

@@ -59,3 +59,18 @@ def golden(path: Path, actual: str) -> None:
     if UPDATE or not path.exists():
         path.write_text(actual, encoding="utf-8")
     assert actual == path.read_text(encoding="utf-8"), f"golden mismatch: {path}"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny Llama grader with a locally trained tokenizer, built once."""
+    from rbrlang.runtime.tiny import build_tiny_grader
+    return build_tiny_grader(tmp_path_factory.mktemp("tiny") / "grader", seed=0)
+
+
+def gold_rows(n: int | None = None, shortest: bool = True) -> list[dict]:
+    import json
+    rows = [json.loads(line) for line in (SHARED / "gold_train.jsonl").read_text().splitlines()]
+    if shortest:
+        rows.sort(key=lambda r: len(json.dumps(r)))
+    return rows[:n] if n else rows

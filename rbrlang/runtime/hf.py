@@ -20,6 +20,7 @@ import torch
 
 from ..policy import CompiledPolicy
 from .answers import AnswerTokens, GraderError, answer_tokens, yes_probability
+from .attention import use_fused_prefix_attention
 from .batching import plan_batches
 from .cache import GradeCache, item_key
 from .prompts import Encoded, PromptEncoder
@@ -54,8 +55,10 @@ class Grades:
 class HFGrader:
     def __init__(self, model, tokenizer, *, use_chat_template: Optional[bool] = None, token_budget: int = 16384,
                  max_batch: int = 64, cache: GradeCache | str | Path | None = None, truncate: str = "error",
-                 min_answer_mass: float = 0.5, model_id: Optional[str] = None, progress: bool = False):
+                 min_answer_mass: float = 0.5, model_id: Optional[str] = None, fused_attention: bool = True):
         self.model = model.eval()
+        # Rows continue a cached prefix; give SDPA a fused kernel for that (see attention.py).
+        self.fused_attention = fused_attention and use_fused_prefix_attention(model)
         self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
         limit = getattr(model.config, "max_position_embeddings", None)
@@ -64,7 +67,6 @@ class HFGrader:
         self.max_batch = max_batch
         self.cache = GradeCache(cache) if isinstance(cache, (str, Path)) else cache
         self.min_answer_mass = min_answer_mass
-        self.progress = progress
         self._kv: dict[tuple, tuple] = {}  # (template, proposition) -> prefix key/values, kept for our lifetime
         self._answers: dict[tuple, AnswerTokens] = {}
         base = model.base_model

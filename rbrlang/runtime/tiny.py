@@ -35,10 +35,13 @@ class TinyConfig:
     max_position_embeddings: int = 8192
 
 
-# The configs bench/grading.py documents.
+# The configs bench/grading.py documents. `vocab_size` is the model's; the
+# tokenizer learns at most TOKENIZER_VOCAB tokens from the corpus and the rest of
+# the embedding rows are padding, as in many released models (Llama-2: 32000).
+TOKENIZER_VOCAB = 4096
 PRESETS = {
     "tiny": TinyConfig(),
-    "small": TinyConfig(vocab_size=4096, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
+    "small": TinyConfig(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
                         num_attention_heads=8, num_key_value_heads=4),
     # ~0.5B parameters, Qwen2.5-0.5B-like shape, for GPU runs (random weights).
     "half_b": TinyConfig(vocab_size=32000, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -77,9 +80,10 @@ def build_tiny_grader(path, seed: int = 0, config: TinyConfig | str = "tiny",
 
     cfg = PRESETS[config] if isinstance(config, str) else config
     path = Path(path)
-    tokenizer = build_tokenizer(corpus if corpus is not None else default_corpus(), cfg.vocab_size)
+    tokenizer = build_tokenizer(corpus if corpus is not None else default_corpus(),
+                                min(cfg.vocab_size, TOKENIZER_VOCAB))
     fields = asdict(cfg)
-    fields["vocab_size"] = len(tokenizer)
+    fields["vocab_size"] = max(cfg.vocab_size, len(tokenizer))
     llama = LlamaConfig(**fields, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False)
     torch.manual_seed(seed)

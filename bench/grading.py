@@ -1,0 +1,170 @@
+"""Grading benchmark: the safety policy over gold conversations, three ways in
+one run on the same model and the same token ids.
+
+  naive   one full prompt per (item, proposition), one forward each
+  padded  full prompts in data order, right-padded batches with an attention
+          mask, no prefix reuse (what one writes first)
+  ours    HFGrader: each proposition's static prefix forwarded once and its
+          KV cache reused; length-sorted batches under a token budget; logits
+          only at each row's last real token
+
+Tokens forwarded per item are compared with the unavoidable minimum (every
+proposition's prefix once, plus every item's own tokens, no padding).
+
+    python bench/grading.py                # small config, N=64, CPU
+    python bench/grading.py --json         # one JSON object
+    python bench/grading.py --config half_b --device cuda --dtype bfloat16 --n 256
+
+The baselines are the plain transformers calls one writes first
+(`model(ids).logits`, `model(ids, attention_mask=mask).logits`, stock SDPA),
+which compute vocabulary logits at every position.
+
+Reference model configs (random weights, a locally trained byte-level BPE
+tokenizer of at most 4096 tokens, embedding rows padded to the model's vocab
+as in Llama-2; see rbrlang/runtime/tiny.py PRESETS):
+  small   Llama, vocab 32000, hidden 256, 4 layers, 8 heads (4 KV), MLP 688: ~19M params
+  half_b  Llama, vocab 32000, hidden 896, 24 layers, 14 heads (2 KV), MLP 4864: ~0.5B params
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rbrlang.policy import load_policy  # noqa: E402
+from rbrlang.runtime import HFGrader  # noqa: E402
+from rbrlang.runtime.reference import full_forward, padded_forward  # noqa: E402
+from rbrlang.runtime.tiny import build_tiny_grader  # noqa: E402
+
+GOLD = ROOT.parent / "shared" / "data" / "openai-rbr" / "gold_train.jsonl"
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per GPU
+
+
+def load_items(n: int):
+    rows = [json.loads(line) for line in GOLD.read_text().splitlines()][:n]
+    return [r["prompt"] for r in rows], [r["completion"][0]["content"] for r in rows]
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=64, help="gold conversations (N)")
+    ap.add_argument("--config", default="small", help="tiny.py preset")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--batch", type=int, default=8, help="rows per batch for the padded baseline")
+    ap.add_argument("--token-budget", type=int, default=16384)
+    ap.add_argument("--skip-naive", action="store_true", help="leave out the one-at-a-time baseline")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    warnings.simplefilter("ignore")
+    torch.manual_seed(0)
+
+    dtype = getattr(torch, args.dtype)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_tiny_grader(Path(tmp) / "grader", seed=0, config=args.config, dtype=dtype)
+        policy = load_policy(ROOT / "compiled" / "safety")
+        convs, resps = load_items(args.n)
+        ours = HFGrader.from_pretrained(str(path), device=args.device, dtype=dtype, token_budget=args.token_budget)
+        device = ours.device
+        # The baselines run the same weights through stock transformers (SDPA).
+        stock = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa").to(device)
+        stock.eval()
+        params = sum(p.numel() for p in ours.model.parameters())
+        answers = ours.answer_tokens(policy)
+        names = policy.proposition_names
+        encoded = {name: [ours.encoder.encode(policy, name, c, r) for c, r in zip(convs, resps)] for name in names}
+        full_tokens = sum(len(e.ids) for es in encoded.values() for e in es)
+        minimum = sum(es[0].prefix_len for es in encoded.values()) + sum(
+            len(e.ids) - e.prefix_len for es in encoded.values() for e in es)
+
+        # warm-up, so no method pays for first-call set-up
+        full_forward(stock, encoded[names[0]][0].ids, answers)
+
+        results = {}
+        if not args.skip_naive:
+            sync(device)
+            t = time.perf_counter()
+            naive = torch.tensor([[full_forward(stock, encoded[n][i].ids, answers)[0] for n in names]
+                                  for i in range(args.n)])
+            sync(device)
+            results["naive"] = {"seconds": time.perf_counter() - t, "tokens": full_tokens}
+
+        sync(device)
+        t = time.perf_counter()
+        padded = torch.zeros(args.n, len(names), dtype=torch.float64)
+        padded_tokens = 0
+        for j, n in enumerate(names):
+            for s in range(0, args.n, args.batch):
+                rows = [encoded[n][i].ids for i in range(s, min(args.n, s + args.batch))]
+                p, _ = padded_forward(stock, rows, answers, ours.pad_id)
+                padded[s:s + len(rows), j] = p.cpu()
+                padded_tokens += max(len(r) for r in rows) * len(rows)
+        sync(device)
+        results["padded"] = {"seconds": time.perf_counter() - t, "tokens": padded_tokens}
+
+        sync(device)
+        t = time.perf_counter()
+        grades = ours.grade_detailed(policy, convs, resps)
+        sync(device)
+        results["ours"] = {"seconds": time.perf_counter() - t, "tokens": grades.stats.forwarded}
+
+    reference = naive if "naive" in results else padded
+    max_diff = float((grades.p_yes.double() - reference.double()).abs().max())
+    fastest_baseline = min(v["seconds"] for k, v in results.items() if k != "ours")
+    out = {
+        "machine": f"{platform.node()} {platform.machine()} {torch.get_num_threads()} threads"
+                   + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
+        "config": args.config, "params": params, "dtype": args.dtype, "device": str(device), "n": args.n,
+        "propositions": len(names),
+        "tokens_per_item": {k: v["tokens"] / args.n for k, v in results.items()},
+        "minimum_tokens_per_item": minimum / args.n,
+        "seconds": {k: round(v["seconds"], 3) for k, v in results.items()},
+        "items_per_second": {k: args.n / v["seconds"] for k, v in results.items()},
+        "tokens_ratio": results["ours"]["tokens"] / minimum,
+        "speedup": fastest_baseline / results["ours"]["seconds"],
+        "speedup_vs": {k: v["seconds"] / results["ours"]["seconds"] for k, v in results.items() if k != "ours"},
+        "max_abs_diff_p_yes": max_diff,
+    }
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name()
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        flops = 2 * params * results["ours"]["tokens"]  # matmul FLOPs; attention excluded
+        out["achieved_tflops"] = flops / results["ours"]["seconds"] / 1e12
+        if peak:
+            out["roofline_fraction"] = out["achieved_tflops"] / peak
+
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"{out['machine']}; config {args.config} ({params / 1e6:.1f}M params, {args.dtype}, {device}); "
+              f"N={args.n} × {len(names)} propositions")
+        print(f"{'method':8} {'tokens/item':>12} {'× minimum':>10} {'seconds':>9} {'items/s':>9} {'ours is':>9}")
+        for k, v in results.items():
+            ratio = v["tokens"] / minimum
+            faster = "" if k == "ours" else f"{v['seconds'] / results['ours']['seconds']:.2f}×"
+            print(f"{k:8} {v['tokens'] / args.n:12.0f} {ratio:10.3f} {v['seconds']:9.2f} "
+                  f"{args.n / v['seconds']:9.2f} {faster:>9}")
+        print(f"minimum  {minimum / args.n:12.0f}")
+        print(f"tokens_ratio {out['tokens_ratio']:.3f}  speedup (vs faster baseline) {out['speedup']:.2f}×  "
+              f"max |ΔP(yes)| {max_diff:.1e}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
