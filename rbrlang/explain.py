@@ -2,6 +2,8 @@
 features, and the full grader prompt of a proposition."""
 from __future__ import annotations
 
+import os
+
 from . import logic
 from .bdd import Space
 from .policy import CompiledPolicy
@@ -44,18 +46,20 @@ def explain_policy(policy: CompiledPolicy, tokenizer=None) -> str:
         out.append("    " + ", ".join(rt.features))
     out.append("")
     unit = "tokens" if tokenizer is not None else "characters"
-    out.append(f"prompts ({unit}: static prefix, computed once per grader / the rest, per item, "
-               "for the sample exchange):")
+    out.append(f"prompts ({unit}, sample exchange): computed once per proposition / once per completion "
+               "(shared by its propositions) / per completion and proposition")
+
+    def size(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else len(text)
+
+    graded = [p for p in policy.propositions if p.kind == "grader"]
+    prompts = {p.name: policy.render(p.name, SAMPLE_CONVERSATION, SAMPLE_RESPONSE) for p in graded}
+    shared = len(os.path.commonprefix(list(prompts.values()))) if len(graded) > 1 else 0
     for p in policy.propositions:
         if p.kind == "grader":
-            prompt = policy.render(p.name, SAMPLE_CONVERSATION, SAMPLE_RESPONSE)
-            prefix = policy.static_prefix(p.name)
-            if tokenizer is not None:
-                head = len(tokenizer(prefix, add_special_tokens=False)["input_ids"])
-                rest = len(tokenizer(prompt[len(prefix):], add_special_tokens=False)["input_ids"])
-            else:
-                head, rest = len(prefix), len(prompt) - len(prefix)
-            out.append(f"  {p.name}: {head} / {rest}")
+            text, static = prompts[p.name], len(policy.static_prefix(p.name))
+            item = max(static, shared)
+            out.append(f"  {p.name}: {size(text[:static])} / {size(text[static:item])} / {size(text[item:])}")
         else:
             out.append(f"  {p.name}: matches /{p.pattern}/{p.flags} (no grader call)")
     return "\n".join(out) + "\n"

@@ -17,19 +17,20 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 TEMPLATE_VARIABLES = ("conversation", "response", "question", "examples")
 RUNTIME_VARIABLES = ("conversation", "response")
 
-# Used when a policy declares no template of its own. Static text first, so the
-# grader can reuse its computation across every completion it grades.
+# Used when a policy declares no template of its own. The conversation comes
+# first: it is the same for every proposition, so a grader computes it once per
+# completion and only the question and examples once per proposition.
 DEFAULT_TEMPLATE = """\
 You are grading one message written by an AI assistant. Read the conversation
 below, then answer a single yes-or-no question about the assistant's final
 message only. Judge what the message says, not whether it is a good answer.
 
-Question: {{ question }}
-{{ examples }}
-Now the conversation to grade.
 {{ conversation | transcript }}
 ASSISTANT: {{ response }}
 
+Question: {{ question }}
+{{ examples }}
+Answer for the final assistant message of the conversation above.
 Question: {{ question }}
 Answer with one word, yes or no."""
 

@@ -24,7 +24,8 @@ def test_render_uses_transcript_and_response(safety):
     assert "SYSTEM: Be nice.\nUSER: How do I pick a lock?" in prompt
     assert "ASSISTANT: Sorry, I can't help with that." in prompt
     assert prompt.startswith(safety.static_prefix("apology"))
-    assert "Question: Does the final assistant message contain one short apology" in safety.static_prefix("apology")
+    assert safety.static_prefix("apology").endswith("The conversation:\n")
+    assert "Question: Does the final assistant message contain one short apology" in prompt
 
 
 def test_render_rejects_bad_conversation(safety):

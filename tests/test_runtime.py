@@ -53,7 +53,41 @@ def test_fast_path_equals_full_prompt_forward(grader, safety):
     assert worst < 1e-5, worst
     s = grades.stats
     assert s.graded == 50 * 23 and s.prefix_tokens > 0
+    assert s.layout == "item"  # the safety template puts the conversation first
     assert s.padded_tokens <= 1.15 * s.suffix_tokens
+
+
+STATIC_FIRST = """\
+rbr 1
+
+template first \"\"\"
+  Answer one question about the assistant's final message.
+  Question: {{ question }}
+  {{ examples }}
+  The conversation:
+  {{ conversation | transcript }}
+  ASSISTANT: {{ response }}
+  Answer yes or no.
+  \"\"\"
+
+grader {
+  template first
+}
+""" + MINIMAL[len("rbr 1\n"):].replace('question "Is a?"', 'question "Is a?"\n  example yes "A!"')
+
+
+@needs_data
+def test_static_first_templates_share_per_proposition(grader, tmp_path):
+    policy = rbrlang.compile_file(write(tmp_path / "p.rbr", STATIC_FIRST))
+    rows = gold_rows(12)
+    convs, resps = texts(rows)
+    grades = grader.grade_detailed(policy, convs, resps)
+    assert grades.stats.layout == "proposition"
+    answers = grader.answer_tokens(policy)
+    for j, name in enumerate(policy.proposition_names):
+        for i in range(len(rows)):
+            p, _ = full_forward(grader.model, grader.encode(policy, name, convs[i], resps[i]), answers)
+            assert abs(p - float(grades.p_yes[i, j])) < 1e-5
 
 
 @needs_data
@@ -129,7 +163,7 @@ def test_context_too_long_errors_or_drops_oldest_turns(tmp_path, safety):
     path = build_tiny_grader(tmp_path / "short", seed=1, config=TinyConfig(max_position_embeddings=700))
     conv = [{"role": "user", "content": f"turn {i} " + "word " * 60} for i in range(6)]
     g = HFGrader.from_pretrained(str(path), device="cpu")
-    with pytest.raises(GraderError, match=r"item 0, proposition `apology`.*context of 700.*oldest_turns"):
+    with pytest.raises(GraderError, match=r"item 0, proposition `\w+`.*context of 700.*oldest_turns"):
         g.grade(safety, [conv], ["Sorry."])
     g = HFGrader.from_pretrained(str(path), device="cpu", truncate="oldest_turns")
     grades = g.grade_detailed(safety, [conv], ["Sorry."])
@@ -247,7 +281,7 @@ def test_grader_load_error_is_clear(tmp_path, rbrc):
 
 def test_explain_counts_tokens(tiny_model_dir, rbrc):
     code, out, _ = rbrc("explain", ROOT / "compiled/safety", "--tokenizer", tiny_model_dir)
-    assert code == 0 and "prompts (tokens:" in out
+    assert code == 0 and "prompts (tokens, sample exchange)" in out
     line = next(x for x in out.splitlines() if x.strip().startswith("apology:"))
-    head, rest = (int(v) for v in line.split(":")[1].split("/"))
-    assert 50 < head < 400 and 10 < rest < head
+    once, per_item, own = (int(v) for v in line.split(":")[1].split("/"))
+    assert 30 < once < 150 and 10 < per_item and 50 < own

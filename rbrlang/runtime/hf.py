@@ -1,10 +1,14 @@
 """HFGrader: P(yes) for every proposition with a transformers causal LM.
 
-Speed comes from the shape of the work (see ARCHITECTURE.md): each
-proposition's static prefix is forwarded once and its key/value cache kept;
-items are grouped per proposition into length-sorted, right-padded batches
-under a token budget that reuse that cache; and vocabulary logits are computed
-only at each row's last real token.
+Speed comes from the shape of the work. Rows ((item, proposition) prompts)
+share prefixes (see prompts.py): with a static-first template each
+proposition's instructions and examples are forwarded once and their key/value
+cache kept for the grader's lifetime; with a conversation-first template each
+item's conversation and response are forwarded once and shared by all its
+propositions. The layout that forwards fewer tokens is chosen per call. The
+rest of each row runs in length-sorted, right-padded batches under a token
+budget on top of the shared cache, and vocabulary logits are computed only at
+each row's last real token.
 """
 from __future__ import annotations
 
@@ -32,13 +36,14 @@ class GradeStats:
     graded: int = 0  # (item, proposition) pairs forwarded through the model
     cached: int = 0
     matched: int = 0  # `matches` propositions: no model call
-    prefix_tokens: int = 0  # forwarded once per proposition
-    suffix_tokens: int = 0  # real tokens after the prefix
-    padded_tokens: int = 0  # suffix tokens including padding
+    prefix_tokens: int = 0  # shared prefixes, forwarded once (with their batch padding)
+    suffix_tokens: int = 0  # real tokens of each row after its shared prefix
+    padded_tokens: int = 0  # those, with padding
     batches: int = 0
     oom_splits: int = 0
     low_mass: int = 0
     dropped_turns: int = 0
+    layout: str = ""  # what rows shared: "proposition" prefixes or "item" prefixes
 
     @property
     def forwarded(self) -> int:
@@ -67,13 +72,12 @@ class HFGrader:
         self.max_batch = max_batch
         self.cache = GradeCache(cache) if isinstance(cache, (str, Path)) else cache
         self.min_answer_mass = min_answer_mass
-        self._kv: dict[tuple, tuple] = {}  # (template, proposition) -> prefix key/values, kept for our lifetime
+        self._kv: dict[tuple, tuple] = {}  # a proposition's prefix -> its key/values, kept for our lifetime
         self._answers: dict[tuple, AnswerTokens] = {}
-        base = model.base_model
-        self._base = base
+        self._base = model.base_model
         self._head = model.get_output_embeddings()
         self._softcap = getattr(model.config, "final_logit_softcapping", None)
-        params = inspect.signature(base.forward).parameters
+        params = inspect.signature(self._base.forward).parameters
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.identity = model_id or _identity(model, self.encoder.chat)
@@ -102,6 +106,8 @@ class HFGrader:
 
     def encode(self, policy: CompiledPolicy, proposition: str, conversation, response: str) -> list[int]:
         """The exact prompt token ids graded for one item."""
+        if policy.proposition(proposition).kind != "grader":
+            raise GraderError(f"`{proposition}` is a `matches` proposition: no prompt")
         return list(self.encoder.encode(policy, proposition, conversation, response).ids)
 
     # --- grading ----------------------------------------------------------------------
@@ -114,72 +120,116 @@ class HFGrader:
         if len(conversations) != len(responses):
             raise GraderError(f"{len(conversations)} conversations but {len(responses)} responses")
         n, names = len(responses), policy.proposition_names
-        p_yes = torch.zeros(n, len(names), dtype=torch.float64)
-        mass = torch.ones(n, len(names), dtype=torch.float64)
-        stats = GradeStats(items=n)
-        answers = self.answer_tokens(policy)
+        job = _Job(names, self.answer_tokens(policy), GradeStats(items=n),
+                   torch.zeros(n, len(names), dtype=torch.float64), torch.ones(n, len(names), dtype=torch.float64))
         for j, prop in enumerate(policy.propositions):
             if prop.kind == "matches":
                 for i, r in enumerate(responses):
-                    p_yes[i, j] = float(policy.matches(prop.name, r))
-                stats.matched += n
-                continue
-            todo = list(range(n))
-            keys = []
-            if self.cache is not None:
-                sha = hashlib.sha256(prop.template.encode()).hexdigest()
-                keys = [item_key(self.identity, sha, conversations[i], responses[i]) for i in range(n)]
-                hits = self.cache.get_many(keys)
-                todo = []
-                for i in range(n):
-                    if keys[i] in hits:
-                        p_yes[i, j], mass[i, j] = hits[keys[i]]
-                        stats.cached += 1
-                    else:
-                        todo.append(i)
-            if not todo:
-                continue
-            encoded = [self.encoder.encode(policy, prop.name, conversations[i], responses[i], item=i) for i in todo]
-            stats.dropped_turns += sum(e.dropped_turns for e in encoded)
-            p, m = self._grade_encoded(policy, prop.name, encoded, answers, stats, todo)
-            for k, i in enumerate(todo):
-                p_yes[i, j], mass[i, j] = p[k], m[k]
-            if self.cache is not None:
-                self.cache.put_many((keys[i], p[k], m[k]) for k, i in enumerate(todo))
-        low = mass < self.min_answer_mass
-        stats.low_mass = int(low.sum())
-        if stats.low_mass:
+                    job.p_yes[i, j] = float(policy.matches(prop.name, r))
+                job.stats.matched += n
+        todo, keys = self._lookup(policy, conversations, responses, job)
+        rows = []
+        for i in sorted({i for i, _ in todo}):
+            encoded = self.encoder.encode_item(policy, conversations[i], responses[i], item=i)
+            job.stats.dropped_turns += next(iter(encoded.values())).dropped_turns
+            rows += [_Row(i, j, encoded[names[j]]) for i2, j in todo if i2 == i]
+        if rows:
+            job.stats.layout = self._layout(rows)
+            (self._grade_by_item if job.stats.layout == "item" else self._grade_by_proposition)(rows, job)
+        if self.cache is not None and todo:
+            self.cache.put_many((keys[s], float(job.p_yes[s]), float(job.mass[s])) for s in todo)
+        low = job.mass < self.min_answer_mass
+        job.stats.low_mass = int(low.sum())
+        if job.stats.low_mass:
             warnings.warn(f"the grader put less than {self.min_answer_mass:.0%} of its next-token probability on "
-                          f"yes/no answers for {stats.low_mass} of {low.numel()} gradings (lowest "
-                          f"{float(mass.min()):.2e}); check the grader model and the policy's yes/no spellings",
+                          f"yes/no answers for {job.stats.low_mass} of {low.numel()} gradings (lowest "
+                          f"{float(job.mass.min()):.2e}); check the grader model and the policy's yes/no spellings",
                           GraderWarning, stacklevel=2)
-        return Grades(p_yes.float(), mass.float(), stats)
+        return Grades(job.p_yes.float(), job.mass.float(), job.stats)
 
-    def _grade_encoded(self, policy, proposition, encoded: list[Encoded], answers, stats, items):
-        out_p = [0.0] * len(encoded)
-        out_m = [0.0] * len(encoded)
-        job = _Job(proposition, answers, stats, items, out_p, out_m)
-        shared = [k for k, e in enumerate(encoded) if e.prefix_len]
-        alone = [k for k, e in enumerate(encoded) if not e.prefix_len]
-        if shared:
-            offset = encoded[shared[0]].prefix_len
-            kv = self._prefix_kv(policy, proposition, encoded[shared[0]].ids[:offset], stats)
-            self._run([encoded[k].ids[offset:] for k in shared], shared, kv, offset, job)
-        if alone:  # no reusable prefix (a template that branches): the whole prompt
-            self._run([encoded[k].ids for k in alone], alone, None, 0, job)
-        return out_p, out_m
+    def _lookup(self, policy, conversations, responses, job):
+        """The (item, proposition) slots still to grade, after the grade cache."""
+        todo, keys = [], {}
+        for j, prop in enumerate(policy.propositions):
+            if prop.kind != "grader":
+                continue
+            slots = [(i, j) for i in range(len(responses))]
+            if self.cache is not None:
+                # P(yes) depends on the whole prompt and on which tokens count as answers.
+                sha = hashlib.sha256(json.dumps([prop.template, policy.yes, policy.no]).encode()).hexdigest()
+                for i, s in enumerate(slots):
+                    keys[s] = item_key(self.identity, sha, conversations[i], responses[i])
+                hits = self.cache.get_many([keys[s] for s in slots])
+                for s in slots:
+                    if keys[s] in hits:
+                        job.p_yes[s], job.mass[s] = hits[keys[s]]
+                        job.stats.cached += 1
+                slots = [s for s in slots if keys[s] not in hits]
+            todo += slots
+        return todo, keys
 
-    def _prefix_kv(self, policy, proposition, ids, stats):
-        key = (policy.proposition(proposition).template, proposition, tuple(ids))
-        if key not in self._kv:
-            out = self._base(input_ids=torch.tensor([list(ids)], device=self.device), use_cache=True)
-            cache = out.get("cache", None) or out.get("past_key_values")
-            self._kv[key] = tuple((layer.keys, layer.values) for layer in cache.layers)
-            stats.prefix_tokens += len(ids)
-        return self._kv[key]
+    @staticmethod
+    def _layout(rows: list["_Row"]) -> str:
+        """Share per proposition (static-first templates) or per item
+        (conversation-first templates): whichever forwards fewer tokens."""
+        by_prop = sum(len(r.enc.ids) - r.enc.prop_prefix for r in rows) + sum(
+            len(p) for p in {r.enc.ids[:r.enc.prop_prefix] for r in rows})
+        items = {r.item: r.enc for r in rows}
+        by_item = sum(len(r.enc.ids) - r.enc.item_prefix for r in rows) + sum(
+            e.item_prefix - e.head for e in items.values()) + sum(len(h) for h in {r.enc.ids[:r.enc.head] for r in rows})
+        return "item" if by_item < by_prop else "proposition"
+
+    def _grade_by_proposition(self, rows, job):
+        groups: dict[tuple, list[_Row]] = {}
+        for r in rows:
+            groups.setdefault(r.enc.ids[:r.enc.prop_prefix], []).append(r)
+        for prefix, group in groups.items():
+            kv = self._prefix_kv(prefix, job.stats) if prefix else None
+            self._run([r.enc.ids[len(prefix):] for r in group], [r.slot for r in group], kv, len(prefix), job)
+
+    def _grade_by_item(self, rows, job):
+        heads: dict[tuple, dict[int, list[_Row]]] = {}
+        for r in rows:
+            heads.setdefault(r.enc.ids[:r.enc.head], {}).setdefault(r.item, []).append(r)
+        for head, items in heads.items():
+            kv_head = self._prefix_kv(head, job.stats) if head else None
+            order = list(items)
+            middles = [items[i][0].enc.ids[len(head):items[i][0].enc.item_prefix] for i in order]
+            for batch in plan_batches([len(m) for m in middles], self.token_budget, self.max_batch):
+                kvs = self._extend(kv_head, len(head), [middles[b] for b in batch], job.stats)
+                for b, kv in zip(batch, kvs):
+                    group = items[order[b]]
+                    offset = len(head) + len(middles[b])
+                    self._run([r.enc.ids[offset:] for r in group], [r.slot for r in group], kv, offset, job)
+
+    def _prefix_kv(self, ids: tuple, stats) -> tuple:
+        """Key/values of a shared prefix, computed once and kept for the grader's lifetime."""
+        if ids not in self._kv:
+            (self._kv[ids],) = self._extend(None, 0, [ids], stats)
+        return self._kv[ids]
+
+    def _extend(self, kv, offset: int, rows: list, stats) -> list:
+        """Key/values of `rows`, each continuing `kv`; empty rows reuse `kv`."""
+        if not any(rows):
+            return [kv] * len(rows)
+        b, width = len(rows), max(len(r) for r in rows)
+        try:
+            out = self._base(**self._inputs(rows, kv, offset), use_cache=True)
+        except torch.OutOfMemoryError:
+            if b == 1:
+                raise GraderError("out of memory computing a shared prompt prefix; use a smaller dtype or a "
+                                  "larger device")
+            self._free()
+            stats.oom_splits += 1
+            return self._extend(kv, offset, rows[: b // 2], stats) + self._extend(kv, offset, rows[b // 2:], stats)
+        stats.prefix_tokens += b * width
+        cache = out.get("cache", None) or out.get("past_key_values")
+        layers = [(layer.keys, layer.values) for layer in cache.layers]
+        return [tuple((k[r:r + 1, :, :offset + len(rows[r])], v[r:r + 1, :, :offset + len(rows[r])])
+                      for k, v in layers) for r in range(b)]
 
     def _run(self, rows, slots, kv, offset, job):
-        """`rows[r]` is graded into output position `slots[r]`."""
+        """`rows[r]` (continuing `kv`) is graded into output slot `slots[r]`."""
         for batch in plan_batches([len(r) for r in rows], self.token_budget, self.max_batch):
             self._forward_batch([rows[r] for r in batch], [slots[r] for r in batch], kv, offset, job)
 
@@ -188,10 +238,9 @@ class HFGrader:
             logits = self._last_logits(rows, kv, offset)
         except torch.OutOfMemoryError:
             if len(rows) == 1:
-                raise GraderError(f"out of memory grading item {job.items[slots[0]]} (proposition "
-                                  f"`{job.proposition}`) even alone; use a smaller dtype or a larger device")
-            if self.device.type == "cuda":
-                torch.cuda.empty_cache()
+                raise GraderError(f"out of memory grading {job.where(slots[0])} even alone; "
+                                  "use a smaller dtype or a larger device")
+            self._free()
             job.stats.oom_splits += 1
             self.max_batch = max(1, len(rows) // 2)  # stay smaller for the rest of the run
             half = len(rows) // 2
@@ -200,35 +249,42 @@ class HFGrader:
             return
         bad = ~torch.isfinite(logits).all(dim=-1)
         if bool(bad.any()):
-            first = slots[int(bad.nonzero()[0])]
-            raise GraderError(f"the grader produced NaN or infinite logits for item {job.items[first]} "
-                              f"(proposition `{job.proposition}`); no reward is given for it")
+            raise GraderError(f"the grader produced NaN or infinite logits for {job.where(slots[int(bad.nonzero()[0])])}; "
+                              "no reward is given for it")
         p, m = yes_probability(logits, job.answers)
         for k, slot in enumerate(slots):
-            job.out_p[slot], job.out_m[slot] = float(p[k]), float(m[k])
+            job.p_yes[slot], job.mass[slot] = float(p[k]), float(m[k])
         stats = job.stats
         stats.batches += 1
         stats.graded += len(rows)
         stats.suffix_tokens += sum(len(r) for r in rows)
         stats.padded_tokens += max(len(r) for r in rows) * len(rows)
 
-    def _last_logits(self, rows, kv, offset) -> torch.Tensor:
-        """Vocabulary logits at each row's last real token, `[B, V]`."""
+    def _free(self):
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _inputs(self, rows, kv, offset) -> dict:
+        """Right-padded ids continuing `kv` (expanded to the batch) at `offset`."""
         b, width = len(rows), max(len(r) for r in rows)
         ids = torch.full((b, width), self.pad_id, dtype=torch.long)
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r)
-        ids = ids.to(self.device)
-        kwargs = {"input_ids": ids, "use_cache": kv is not None}
+        inputs = {"input_ids": ids.to(self.device)}
         if kv is not None:
             from transformers import DynamicCache
 
             # Right padding: a real token only attends to positions before it,
             # all real, so the causal mask alone is exact and padding is inert.
-            kwargs[self._cache_arg] = DynamicCache(ddp_cache_data=[(k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1))
-                                                                   for k, v in kv])
-            kwargs["position_ids"] = torch.arange(offset, offset + width, device=self.device)[None].expand(b, -1)
-        hidden = self._base(**kwargs).last_hidden_state
+            inputs[self._cache_arg] = DynamicCache(ddp_cache_data=[
+                (k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)) for k, v in kv])
+            inputs["position_ids"] = torch.arange(offset, offset + width, device=self.device)[None].expand(b, -1)
+        return inputs
+
+    def _last_logits(self, rows, kv, offset) -> torch.Tensor:
+        """Vocabulary logits at each row's last real token only, `[B, V]`."""
+        hidden = self._base(**self._inputs(rows, kv, offset), use_cache=kv is not None).last_hidden_state
+        b = len(rows)
         last = torch.tensor([len(r) - 1 for r in rows], device=self.device)
         logits = self._head(hidden[torch.arange(b, device=self.device), last]).float()
         if self._softcap:
@@ -240,16 +296,31 @@ class GraderWarning(UserWarning):
     pass
 
 
+@dataclass(frozen=True)
+class _Row:
+    """One (item, proposition) prompt to grade."""
+
+    item: int
+    prop: int
+    enc: Encoded
+
+    @property
+    def slot(self) -> tuple[int, int]:
+        return (self.item, self.prop)
+
+
 @dataclass
 class _Job:
-    """One proposition's grading in progress."""
+    """One grade call in progress: where answers go, and what it cost."""
 
-    proposition: str
+    names: tuple
     answers: AnswerTokens
     stats: GradeStats
-    items: list  # output position -> item index, for error messages
-    out_p: list
-    out_m: list
+    p_yes: torch.Tensor  # [N, P]
+    mass: torch.Tensor
+
+    def where(self, slot) -> str:
+        return f"item {slot[0]} (proposition `{self.names[slot[1]]}`)"
 
 
 def _identity(model, chat: bool) -> str:

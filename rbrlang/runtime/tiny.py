@@ -37,12 +37,14 @@ class TinyConfig:
 
 # The configs bench/grading.py documents. `vocab_size` is the model's; the
 # tokenizer learns at most TOKENIZER_VOCAB tokens from the corpus and the rest of
-# the embedding rows are padding, as in many released models (Llama-2: 32000).
+# the embedding rows are padding, as released models often pad theirs.
 TOKENIZER_VOCAB = 4096
 PRESETS = {
     "tiny": TinyConfig(),
-    "small": TinyConfig(vocab_size=32000, hidden_size=256, intermediate_size=688, num_hidden_layers=4,
-                        num_attention_heads=8, num_key_value_heads=4),
+    # Proportions of a small real grader (Qwen2.5-0.5B: output layer ≈ 0.4 of
+    # the transformer layers' weights), scaled down to run on two CPU cores.
+    "small": TinyConfig(vocab_size=8192, hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
+                        num_attention_heads=8, num_key_value_heads=2),
     # ~0.5B parameters, Qwen2.5-0.5B-like shape, for GPU runs (random weights).
     "half_b": TinyConfig(vocab_size=32000, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
                          num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768),
