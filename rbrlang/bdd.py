@@ -10,7 +10,7 @@ from typing import Mapping, Sequence
 
 from dd.autoref import BDD, Function
 
-from .logic import And, DecisionDiagram, Formula, Not, Or, Ref
+from .logic import And, DecisionDiagram, Formula, Not, Ref
 
 
 class Space:

@@ -64,11 +64,11 @@ def cmd_classify(args) -> int:
     from .labels import classify_file
     from .policy import load_policy
 
-    policy = load_policy(args.compiled)
     path = Path(args.labels)
     if not path.is_file():
         print(f"rbrc classify: error: {path}: no such file", file=sys.stderr)
         return 1
+    policy = load_policy(args.compiled)
     bad = 0
     sources = {}
     for item in classify_file(policy, path):
@@ -91,11 +91,11 @@ def cmd_grade(args) -> int:
     from .policy import load_policy
     from .runtime import GraderError, HFGrader
 
-    policy = load_policy(args.compiled)
     data = Path(args.data)
     if not data.is_file():
         print(f"rbrc grade: error: {data}: no such file", file=sys.stderr)
         return 1
+    policy = load_policy(args.compiled)
     try:
         grader = HFGrader.from_pretrained(
             args.grader, device=args.device, dtype=args.dtype, token_budget=args.token_budget,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Union
 
 from . import diagnostics as dg
+from .jsonl import read_jsonl
 from .policy import CompiledPolicy, PolicyError
 from .rendering import ConversationError, check_conversation
 from .source import Span
@@ -35,33 +36,25 @@ def _completion_text(value) -> str:
 
 
 def read_items(policy: CompiledPolicy, path: Path) -> Iterator[Union[GradeItem, dg.Diagnostic]]:
-    name = str(path)
-    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-        for number, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except (json.JSONDecodeError, UnicodeEncodeError) as exc:
-                col = getattr(exc, "colno", 1)
-                yield dg.error("E0300", Span(name, number, col, number, col + 1),
-                               f"not valid JSON: {getattr(exc, 'msg', 'not UTF-8 text')}", "each line holds one JSON object")
-                continue
-            try:
-                if not isinstance(row, dict):
-                    raise ConversationError("each line must be a JSON object")
-                prompt = row.get("prompt")
-                check_conversation(prompt)
-                response = _completion_text(row.get("completion"))
-                if "response_type" in row:
-                    response_type = policy.response_type(str(row["response_type"])).name
-                else:
-                    response_type = policy.route(str(row.get("category", "")))
-                yield GradeItem(number, prompt, response, response_type)
-            except (ConversationError, PolicyError) as exc:
-                yield dg.error("E0301", Span(name, number, 1, number, 2), str(exc),
-                               'a line reads {"prompt": [messages], "completion": "…" or [messages], '
-                               '"response_type" or "category": …}')
+    for number, _, row in read_jsonl(path):
+        if isinstance(row, dg.Diagnostic):
+            yield row
+            continue
+        try:
+            if not isinstance(row, dict):
+                raise ConversationError("each line must be a JSON object")
+            prompt = row.get("prompt")
+            check_conversation(prompt)
+            response = _completion_text(row.get("completion"))
+            if "response_type" in row:
+                response_type = policy.response_type(str(row["response_type"])).name
+            else:
+                response_type = policy.route(str(row.get("category", "")))
+            yield GradeItem(number, prompt, response, response_type)
+        except (ConversationError, PolicyError) as exc:
+            yield dg.error("E0301", Span(str(path), number, 1, number, 2), str(exc),
+                           'a line reads {"prompt": [messages], "completion": "…" or [messages], '
+                           '"response_type" or "category": …}')
 
 
 def grade_file(policy: CompiledPolicy, grader, data: Path, out: Path, keep_going: bool = False,

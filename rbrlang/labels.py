@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Union
 
 from . import diagnostics as dg
+from .jsonl import read_jsonl
 from .policy import CompiledPolicy, PolicyError
 from .source import Span
 
@@ -86,24 +87,14 @@ def classify_record(policy: CompiledPolicy, record: Any, line: int = 0) -> Class
 
 def classify_file(policy: CompiledPolicy, path: Path) -> Iterator[Union[Classified, dg.Diagnostic]]:
     """Every line of a JSONL file, as a result or a located diagnostic."""
-    name = str(path)
-    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-        for number, text in enumerate(fh, 1):
-            text = text.rstrip("\n")
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except (json.JSONDecodeError, UnicodeEncodeError) as exc:
-                col = getattr(exc, "colno", 1)
-                msg = getattr(exc, "msg", "not UTF-8 text")
-                yield dg.error("E0300", Span(name, number, col, number, col + 1),
-                               f"not valid JSON: {msg}", "each line holds one JSON object")
-                continue
-            try:
-                yield classify_record(policy, record, number)
-            except LabelError as exc:
-                yield dg.error(exc.code, _key_span(name, number, text, exc.key), exc.message, exc.help)
+    for number, text, record in read_jsonl(path):
+        if isinstance(record, dg.Diagnostic):
+            yield record
+            continue
+        try:
+            yield classify_record(policy, record, number)
+        except LabelError as exc:
+            yield dg.error(exc.code, _key_span(str(path), number, text, exc.key), exc.message, exc.help)
 
 
 def _key_span(file: str, line: int, text: str, key: str | None) -> Span:

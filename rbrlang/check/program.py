@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from .. import diagnostics as dg
-from ..source import SourceError, SourceFile, Span, display_name, read_source
+from ..source import SourceError, SourceFile, display_name, read_source
 from ..syntax import ast
 from ..syntax.parser import parse_source
 

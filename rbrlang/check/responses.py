@@ -6,6 +6,7 @@ from ..bdd import Space, partition_problems
 from ..syntax import ast
 from .context import Context
 from .defines import to_formula
+from .graphs import cycles
 from .model import ResponseSpec
 
 
@@ -103,29 +104,8 @@ def check_ranks(ctx: Context) -> None:
             for hi, lo in zip(rank.groups, rank.groups[1:]):
                 for a in hi:
                     edges.setdefault(a.text, set()).update(b.text for b in lo)
-            cycle = _find_cycle(edges)
-            if cycle:
+            found = next(cycles(sorted(edges), lambda a: [(b, None) for b in sorted(edges.get(a, ()))]), None)
+            if found:
                 ctx.error("E0112", rank.span, f"ranks of `{resp.name.text}` form a cycle: "
-                          + " > ".join(cycle), "a label cannot rank above itself; remove one ordering")
-                return
-
-
-def _find_cycle(edges: dict[str, set[str]]):
-    state: dict[str, int] = {}
-    for start in sorted(edges):
-        if state.get(start):
-            continue
-        path, iters = [start], [iter(sorted(edges.get(start, ())))]
-        state[start] = 1
-        while iters:
-            nxt = next(iters[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                iters.pop()
-            elif state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            elif not state.get(nxt):
-                state[nxt] = 1
-                path.append(nxt)
-                iters.append(iter(sorted(edges.get(nxt, ()))))
-    return None
+                          + " > ".join(found[0]), "a label cannot rank above itself; remove one ordering")
+                break  # one report per response type
