@@ -7,7 +7,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "compile_file", "load_policy", "CompiledPolicy", "CompileError"]
+__all__ = ["__version__", "compile_file", "load_policy", "CompiledPolicy", "CompileError", "import_yaml",
+           "classify_record", "classify_file"]
 
 
 def __getattr__(name):
@@ -15,6 +16,12 @@ def __getattr__(name):
     if name == "compile_file":
         from .compiler import compile_file
         return compile_file
+    if name == "import_yaml":
+        from .yaml_import import import_yaml
+        return import_yaml
+    if name in ("classify_record", "classify_file"):
+        from . import labels
+        return getattr(labels, name)
     if name in ("load_policy", "CompiledPolicy"):
         from . import policy
         return getattr(policy, name)

@@ -60,15 +60,28 @@ def cmd_import_yaml(args) -> int:
     return 1 if dg.has_errors(diags) else 0
 
 
-def cmd_classify(args) -> int:
-    from .labels import classify_file
+def _open_inputs(command: str, compiled: str, data: str):
+    """The compiled policy and the data file, or None after saying what is missing."""
     from .policy import load_policy
 
-    path = Path(args.labels)
+    path = Path(data)
     if not path.is_file():
-        print(f"rbrc classify: error: {path}: no such file", file=sys.stderr)
+        print(f"rbrc {command}: error: {path}: no such file", file=sys.stderr)
+        return None
+    return load_policy(compiled), path
+
+
+def _lines(n: int) -> str:
+    return f"{n} line{'s' * (n != 1)}"
+
+
+def cmd_classify(args) -> int:
+    from .labels import classify_file
+
+    opened = _open_inputs("classify", args.compiled, args.labels)
+    if opened is None:
         return 1
-    policy = load_policy(args.compiled)
+    policy, path = opened
     bad = 0
     sources = {}
     for item in classify_file(policy, path):
@@ -82,20 +95,18 @@ def cmd_classify(args) -> int:
             continue
         print(json.dumps(item.to_json()))
     if bad:
-        print(f"{bad} bad line{'s' * (bad != 1)} skipped", file=sys.stderr)
+        print(f"{_lines(bad).replace(' ', ' bad ', 1)} skipped", file=sys.stderr)
     return 1 if bad else 0
 
 
 def cmd_grade(args) -> int:
     from .grading import grade_file
-    from .policy import load_policy
     from .runtime import GraderError, HFGrader
 
-    data = Path(args.data)
-    if not data.is_file():
-        print(f"rbrc grade: error: {data}: no such file", file=sys.stderr)
+    opened = _open_inputs("grade", args.compiled, args.data)
+    if opened is None:
         return 1
-    policy = load_policy(args.compiled)
+    policy, data = opened
     try:
         grader = HFGrader.from_pretrained(
             args.grader, device=args.device, dtype=args.dtype, token_budget=args.token_budget,
@@ -113,8 +124,8 @@ def cmd_grade(args) -> int:
     text = data.read_text(encoding="utf-8", errors="replace") if bad else ""
     for d in bad:
         print(dg.render(d, text), file=sys.stderr)
-    summary = f"graded {written} line{'s' * (written != 1)} → {args.output}"
+    summary = f"graded {_lines(written)} → {args.output}"
     if bad:
-        summary += f"; {len(bad)} bad line{'s' * (len(bad) != 1)} skipped"
+        summary += f"; {_lines(len(bad)).replace(' ', ' bad ', 1)} skipped"
     print(summary, file=sys.stderr)
     return 1 if bad else 0
