@@ -54,6 +54,7 @@ def check_program(program: Program) -> tuple[Optional[CheckedPolicy], list[dg.Di
     for _name, stage in STAGES:
         stage(ctx)
     grader = check_grader(ctx)
+    policy_decl = ctx.one(ast.PolicyDecl, "policy")
     order = class_order(ctx)
     check_class_rules(ctx, order)
     routes = check_routes(ctx)
@@ -67,7 +68,6 @@ def check_program(program: Program) -> tuple[Optional[CheckedPolicy], list[dg.Di
     _unused_propositions(ctx, specs)
     if ctx.failed:
         return None, ctx.diags
-    policy_decl = ctx.one(ast.PolicyDecl, "policy")
     name = policy_decl.name.text if policy_decl else program.root.stem
     description = policy_decl.description.value if policy_decl and policy_decl.description else ""
     templates = template_sources(ctx)
