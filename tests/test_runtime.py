@@ -285,3 +285,33 @@ def test_explain_counts_tokens(tiny_model_dir, rbrc):
     line = next(x for x in out.splitlines() if x.strip().startswith("apology:"))
     once, per_item, own = (int(v) for v in line.split(":")[1].split("/"))
     assert 30 < once < 150 and 10 < per_item and 50 < own
+
+
+def test_fused_prefix_attention_matches_stock_sdpa(tiny_model_dir):
+    """The fused path is exact, and masks it cannot fuse go to stock SDPA."""
+    from transformers import AutoModelForCausalLM, DynamicCache
+
+    from rbrlang.runtime.attention import NAME, use_fused_prefix_attention
+
+    stock = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    fused = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+    assert use_fused_prefix_attention(fused) and fused.config._attn_implementation == NAME
+    torch.manual_seed(0)
+    ids = torch.randint(10, 500, (1, 60))
+    with torch.no_grad():
+        ref = stock(ids).logits[0, -1]
+        torch.testing.assert_close(fused(ids).logits[0, -1], ref, atol=1e-5, rtol=0)
+        pad = torch.zeros(1, 7, dtype=torch.long)
+        ones, zeros = torch.ones(1, 60, dtype=torch.long), torch.zeros(1, 7, dtype=torch.long)
+        right = fused(torch.cat([ids, pad], 1), attention_mask=torch.cat([ones, zeros], 1)).logits[0, 59]
+        left = fused(torch.cat([pad, ids], 1), attention_mask=torch.cat([zeros, ones], 1)).logits[0, -1]
+        torch.testing.assert_close(right, ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(left, ref, atol=1e-5, rtol=0)
+        prefix = fused.model(ids[:, :40], use_cache=True)
+        cache = prefix.get("cache", None) or prefix.get("past_key_values")
+        kv = [(layer.keys.expand(3, -1, -1, -1), layer.values.expand(3, -1, -1, -1)) for layer in cache.layers]
+        import inspect
+        arg = "cache" if "cache" in inspect.signature(fused.model.forward).parameters else "past_key_values"
+        out = fused.model(input_ids=ids[:, 40:].expand(3, -1), **{arg: DynamicCache(ddp_cache_data=kv)},
+                          position_ids=torch.arange(40, 60)[None].expand(3, -1)).last_hidden_state
+        torch.testing.assert_close(fused.lm_head(out[:, -1]), ref.expand(3, -1), atol=1e-5, rtol=0)
