@@ -168,6 +168,3 @@ def partition_problems(space: Space, classes: Sequence[tuple[str, Function]],
         problems.append(PartitionProblem("gap", (), space.example(~union, care)))
     return problems
 
-
-def formula_support(space: Space, u: Function) -> list[str]:
-    return [v for v in space.variables if v in u.support]

@@ -97,7 +97,7 @@ class CompiledPolicy:
             raise PolicyError(f"`{proposition}` is a `matches` proposition: it has no grader prompt")
         if not isinstance(response, str):
             raise PolicyError(f"the response must be a string, not {type(response).__name__}")
-        return _template(prop.template).render(conversation=list(conversation), response=response)
+        return _compiled(prop.template).render(conversation=list(conversation), response=response)
 
     def static_prefix(self, proposition: str) -> str:
         """The start of this proposition's prompt that no conversation or
@@ -169,18 +169,14 @@ class CompiledPolicy:
         return torch.cat([picked, classes], dim=1)
 
 
-def _template(source: str):
-    return _compiled(source)
-
-
-_cache: dict[str, Any] = {}
+_jinja: dict[str, Any] = {}  # template source -> compiled template
 _static: dict[str, str] = {}  # template source -> its static prefix
 
 
 def _compiled(source: str):
-    tpl = _cache.get(source)
+    tpl = _jinja.get(source)
     if tpl is None:
-        tpl = _cache[source] = environment().from_string(source)
+        tpl = _jinja[source] = environment().from_string(source)
     return tpl
 
 

@@ -34,10 +34,6 @@ class SourceFile:
     name: str
     text: str
 
-    def line_text(self, line: int) -> str:
-        lines = self.text.split("\n")
-        return lines[line - 1] if 0 < line <= len(lines) else ""
-
 
 class SourceError(Exception):
     """A file that cannot be read as a policy at all (missing, binary, too big)."""

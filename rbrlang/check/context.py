@@ -32,7 +32,6 @@ class Context:
     symbols: dict[str, Symbol] = field(default_factory=dict)
     items: list[tuple[Unit, ast.Item]] = field(default_factory=list)
     formulas: dict[str, Formula] = field(default_factory=dict)  # define name -> formula
-    used_templates: set[str] = field(default_factory=set)
 
     def of(self, kind: type) -> list:
         return [item for _, item in self.items if isinstance(item, kind)]

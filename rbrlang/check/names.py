@@ -61,7 +61,5 @@ def _resolve_expr(ctx: Context, expr: ast.Expr, where: str) -> None:
 
 def _resolve_template(ctx: Context, ident: ast.Ident) -> None:
     if ident.text == "default" and ident.text not in ctx.symbols:
-        ctx.used_templates.add("default")  # the built-in one
-        return
-    if ctx.lookup(ident, ("template",), "a template slot"):
-        ctx.used_templates.add(ident.text)
+        return  # the built-in one
+    ctx.lookup(ident, ("template",), "a template slot")

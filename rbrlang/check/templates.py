@@ -88,7 +88,6 @@ def check_grader(ctx: Context) -> GraderSpec:
     if both:
         ctx.error("E0118", settings["no"].span if "no" in settings else grader.span,
                   f"`{both[0]}` is spelt as both yes and no", "give each answer its own spellings")
-    ctx.used_templates.add(template)
     return GraderSpec(template, yes, no)
 
 

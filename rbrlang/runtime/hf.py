@@ -128,11 +128,14 @@ class HFGrader:
                     job.p_yes[i, j] = float(policy.matches(prop.name, r))
                 job.stats.matched += n
         todo, keys = self._lookup(policy, conversations, responses, job)
+        by_item: dict[int, list[int]] = {}
+        for i, j in todo:
+            by_item.setdefault(i, []).append(j)
         rows = []
-        for i in sorted({i for i, _ in todo}):
+        for i in sorted(by_item):
             encoded = self.encoder.encode_item(policy, conversations[i], responses[i], item=i)
             job.stats.dropped_turns += next(iter(encoded.values())).dropped_turns
-            rows += [_Row(i, j, encoded[names[j]]) for i2, j in todo if i2 == i]
+            rows += [_Row(i, j, encoded[names[j]]) for j in by_item[i]]
         if rows:
             job.stats.layout = self._layout(rows)
             (self._grade_by_item if job.stats.layout == "item" else self._grade_by_proposition)(rows, job)
@@ -340,9 +343,4 @@ def _identity(model, chat: bool) -> str:
                        "dtype": str(next(model.parameters()).dtype), "chat": chat, "path": str(path)})
 
 
-def grade_features(grader: HFGrader, policy: CompiledPolicy, response_type: str, conversations, responses):
-    """Convenience: `[N, F]` features for one response type."""
-    return policy.features(response_type, grader.grade(policy, conversations, responses))
-
-
-__all__ = ["HFGrader", "Grades", "GradeStats", "GraderError", "GraderWarning", "grade_features"]
+__all__ = ["HFGrader", "Grades", "GradeStats", "GraderError", "GraderWarning"]
