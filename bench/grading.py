@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from rbrlang.policy import load_policy  # noqa: E402
 from rbrlang.runtime import HFGrader  # noqa: E402
-from rbrlang.runtime.reference import full_forward, padded_forward  # noqa: E402
+from tests.support.reference import full_forward, padded_forward  # noqa: E402
 from rbrlang.runtime.tiny import build_tiny_grader  # noqa: E402
 
 GOLD = ROOT.parent / "shared" / "data" / "openai-rbr" / "gold_train.jsonl"

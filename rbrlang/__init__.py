@@ -7,8 +7,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "compile_file", "load_policy", "CompiledPolicy", "CompileError", "import_yaml",
-           "classify_record", "classify_file"]
+_ERRORS = ("RbrError", "InputError", "CompileError", "DataError", "PolicyError", "ConversationError", "GraderError",
+           "PathError", "UsageError")
+__all__ = ["__version__", "compile_file", "load_policy", "CompiledPolicy", "import_yaml", "classify_record",
+           "classify_file", *_ERRORS]
 
 
 def __getattr__(name):
@@ -17,15 +19,15 @@ def __getattr__(name):
         from .compiler import compile_file
         return compile_file
     if name == "import_yaml":
-        from .yaml_import import import_yaml
+        from .compiler.yaml_import import import_yaml
         return import_yaml
     if name in ("classify_record", "classify_file"):
-        from . import labels
-        return getattr(labels, name)
+        from .data import classify
+        return getattr(classify, name)
     if name in ("load_policy", "CompiledPolicy"):
         from . import policy
         return getattr(policy, name)
-    if name == "CompileError":
-        from .diagnostics import CompileError
-        return CompileError
+    if name in _ERRORS:
+        from . import errors
+        return getattr(errors, name)
     raise AttributeError(name)

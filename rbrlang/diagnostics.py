@@ -92,15 +92,6 @@ def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
     return any(d.is_error for d in diagnostics)
 
 
-class CompileError(Exception):
-    """Raised by library entry points when a policy has errors."""
-
-    def __init__(self, diagnostics: list[Diagnostic], sources: Mapping[str, str] | None = None):
-        self.diagnostics = normalise(diagnostics)
-        self.sources = dict(sources or {})
-        super().__init__(render_all(self.diagnostics, self.sources))
-
-
 def render(d: Diagnostic, source_text: str | None) -> str:
     """`file:line:col: error[CODE]: message`, the line, a caret underline, help."""
     s = d.span

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import RbrError
+
 # A policy is a few hundred lines; anything this large is a mistake (a data file
 # passed by accident) and would only make the parser slow before failing.
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
@@ -35,7 +37,7 @@ class SourceFile:
     text: str
 
 
-class SourceError(Exception):
+class SourceError(RbrError):
     """A file that cannot be read as a policy at all (missing, binary, too big)."""
 
     def __init__(self, code: str, message: str, help: str, span: Span, text: str | None = None):

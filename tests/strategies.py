@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from rbrlang import logic
-from rbrlang.syntax import ast
+from rbrlang.policy import logic
+from rbrlang.compiler.syntax import ast
 
 KEYWORDS = {
     "rbr", "policy", "import", "grader", "template", "yes", "no", "proposition", "question",

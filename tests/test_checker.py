@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rbrlang.check import STAGES, check_file
+from rbrlang.compiler.check import STAGES, check_file
 
 from .conftest import MINIMAL, write
 

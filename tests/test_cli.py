@@ -120,8 +120,8 @@ def test_explain_sum_of_products_is_equivalent():
     """Explain's sums of products mean exactly the class formulas."""
     import random
 
-    from rbrlang.bdd import Space
-    from rbrlang.explain import sum_of_products
+    from rbrlang.compiler.proofs import Space
+    from rbrlang.compiler.explain import sum_of_products
     from rbrlang.policy import load_policy
 
     policy = load_policy(ROOT / "compiled/safety")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from rbrlang import diagnostics as dg
-from rbrlang.check import check_file
+from rbrlang.compiler.check import check_file
 
 from .conftest import GOLDEN, golden
 

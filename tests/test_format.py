@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from rbrlang.formatter import format_source
+from rbrlang.compiler.fmt import format_source
 from rbrlang.source import SourceFile, read_source
-from rbrlang.syntax.parser import parse_source
+from rbrlang.compiler.syntax.parser import parse_source
 
 from .conftest import GOLDEN, ROOT, golden, write
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import rbrlang
-from rbrlang import logic
+from rbrlang.policy import logic
 from rbrlang.policy import PolicyError, load_policy
 
 from .conftest import MINIMAL, ROOT, write

@@ -10,13 +10,13 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rbrlang import logic
-from rbrlang.bdd import Space
-from rbrlang.check import check_file
-from rbrlang.formatter import format_source
+from rbrlang.policy import logic
+from rbrlang.compiler.proofs import Space
+from rbrlang.compiler.check import check_file
+from rbrlang.compiler.fmt import format_source
 from rbrlang.source import SourceFile
-from rbrlang.syntax.format import format_module
-from rbrlang.syntax.parser import parse_source
+from rbrlang.compiler.syntax.printer import format_module
+from rbrlang.compiler.syntax.parser import parse_source
 
 from .conftest import ROOT
 from .strategies import VARS, formulas, modules

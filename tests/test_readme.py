@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import site
 import subprocess
 import sys
 import venv
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -47,8 +49,12 @@ def test_ci_runs_the_readme_test_command():
 
 @pytest.fixture(scope="module")
 def fresh_venv(tmp_path_factory):
-    """The project built as a wheel and installed (no-deps) into a new venv
-    that sees this interpreter's packages for the heavy dependencies."""
+    """The project built as a wheel and installed (no-deps) into a new venv.
+
+    The dependencies come from the interpreter running the tests, through a
+    `.pth` file naming its site-packages: `system_site_packages=True` would
+    show the *base* interpreter's packages instead, which on a clean machine
+    (CI's venv made from the system python) have none of them."""
     tmp = tmp_path_factory.mktemp("wheel")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", tmp, ROOT],
                    check=True, capture_output=True)
@@ -57,8 +63,13 @@ def fresh_venv(tmp_path_factory):
     assert "rbrlang/grammar/rbr.lark" in names
     assert zipfile.ZipFile(wheel).read("rbrlang/grammar/rbr.lark") == (ROOT / "grammar/rbr.lark").read_bytes()
     env_dir = tmp / "venv"
-    venv.create(env_dir, system_site_packages=True, with_pip=True)
+    venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
+    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+    ours = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    # Appended after the new venv's own site-packages, so the wheel installed there wins.
+    (Path(purelib) / "zz_test_deps.pth").write_text("\n".join(ours) + "\n")
     subprocess.run([python, "-m", "pip", "install", "--no-deps", "-q", wheel], check=True, capture_output=True)
     return env_dir
 

@@ -12,7 +12,7 @@ import rbrlang
 from rbrlang.policy import load_policy
 from rbrlang.runtime import GradeCache, GraderError, GraderWarning, HFGrader
 from rbrlang.runtime.batching import plan_batches
-from rbrlang.runtime.reference import full_forward
+from tests.support.reference import full_forward
 from rbrlang.runtime.tiny import build_tiny_grader
 
 from .conftest import MINIMAL, ROOT, SHARED, gold_rows, write
@@ -257,7 +257,7 @@ def test_rbrc_grade_end_to_end(tiny_model_dir, tmp_path, rbrc):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         code, _, err = rbrc(*args)
-        assert code == 1 and "in.jsonl:7:1: error[E0301]" in err and not out.exists()
+        assert code == 1 and "in.jsonl:7:2: error[E0301]" in err and not out.exists()
         code, _, err = rbrc(*args, "--keep-going")
     assert code == 1 and "graded 6 lines" in err
     lines = [json.loads(x) for x in out.read_text().splitlines()]

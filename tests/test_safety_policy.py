@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from rbrlang.check import check_file
+from rbrlang.compiler.check import check_file
 from rbrlang.policy import load_policy
 
 from .conftest import ROOT, SHARED

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rbrlang.compiler import compile_path, policy_from_files
-from rbrlang.labels import LabelError, classify_record
+from rbrlang.data.classify import LabelError, classify_record
 from rbrlang.policy import load_policy
-from rbrlang.yaml_import import import_yaml
+from rbrlang.compiler.yaml_import import import_yaml
 
 from .conftest import ROOT, SHARED, write
 

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-class GraderError(RuntimeError):
-    """The grader cannot produce a trustworthy answer (and says why)."""
+from ..errors import GraderError
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from .answers import AnswerTokens, GraderError, answer_tokens, yes_probability
 from .attention import use_fused_prefix_attention
 from .batching import plan_batches
 from .cache import GradeCache, item_key
-from .prompts import Encoded, PromptEncoder
+from .encoding import Encoded, PromptEncoder
 
 
 @dataclass

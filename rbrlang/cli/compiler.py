@@ -1,0 +1,188 @@
+"""rbrc commands of the authoring side: check, compile, fmt, explain, import-yaml."""
+from __future__ import annotations
+
+import difflib
+import sys
+import time
+from pathlib import Path
+
+from .. import diagnostics as dg
+from ..errors import CompileError, EXIT_ERRORS, EXIT_OK, PolicyError, UsageError
+from .output import report
+
+
+def register(sub) -> None:
+    p = sub.add_parser("check", help="check policies and print diagnostics")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--format", choices=("human", "json"), default="human")
+    p.add_argument("--deny-warnings", action="store_true", help="fail on warnings too")
+    p.set_defaults(run=cmd_check)
+
+    p = sub.add_parser("compile", help="compile a policy into a folder a trainer loads")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: compiled/<policy name>)")
+    p.add_argument("--check", action="store_true", help="fail if the output folder is stale; write nothing")
+    p.add_argument("--format", choices=("human", "json"), default="human")
+    p.set_defaults(run=cmd_compile)
+
+    p = sub.add_parser("fmt", help="rewrite policies in the canonical layout")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--check", action="store_true", help="fail if a file is not formatted; write nothing")
+    p.add_argument("--diff", action="store_true", help="print what would change; write nothing")
+    p.set_defaults(run=cmd_fmt)
+
+    p = sub.add_parser("explain", help="show classes as sums of products, features, and prompts")
+    p.add_argument("target", metavar="FILE_OR_COMPILED")
+    p.add_argument("--proposition", metavar="NAME", help="print this proposition's full grader prompt")
+    p.add_argument("--conversation", metavar="JSON", help="a JSON file with the conversation's messages")
+    p.add_argument("--response", metavar="TEXT", help="the response to show in the prompt")
+    p.add_argument("--tokenizer", metavar="MODEL", help="count prompt sizes in this tokenizer's tokens")
+    p.set_defaults(run=cmd_explain)
+
+    p = sub.add_parser("import-yaml", help="convert a policy in the RBR paper's YAML format to .rbr")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("-o", "--output", metavar="OUT.rbr", required=True)
+    p.add_argument("--name", help="policy name (default: the YAML file's name)")
+    p.set_defaults(run=cmd_import_yaml)
+
+
+
+def cmd_check(args) -> int:
+    from ..compiler.check import check_file
+
+    all_diags, sources = [], {}
+    for path in args.files:
+        _, diags, srcs = check_file(Path(path))
+        all_diags += diags
+        sources.update(srcs)
+    all_diags = dg.normalise(all_diags)
+    report(all_diags, sources, args.format)
+    failed = dg.has_errors(all_diags) or (args.deny_warnings and all_diags)
+    if not failed and args.format == "human":
+        print(f"ok: {len(args.files)} file{'s' * (len(args.files) != 1)} checked", file=sys.stderr)
+    return EXIT_ERRORS if failed else EXIT_OK
+
+
+def cmd_compile(args) -> int:
+    from ..compiler.codegen import stale_files, write_output
+    from ..compiler import compile_path
+
+    started = time.perf_counter()
+    try:
+        comp = compile_path(args.file)
+    except CompileError as exc:
+        report(exc.diagnostics, exc.sources, args.format)
+        return EXIT_ERRORS
+    report(comp.diagnostics, comp.sources, args.format)
+    out = Path(args.output) if args.output else Path("compiled") / comp.checked.name
+    if args.check:
+        stale = stale_files(comp.files, out)
+        if stale:
+            print(f"{out} is stale; differs from a fresh compile in:", file=sys.stderr)
+            for rel in stale:
+                print(f"  {rel}", file=sys.stderr)
+            print(f"help: run `rbrc compile {args.file} -o {out}` and commit the result", file=sys.stderr)
+            return EXIT_ERRORS
+        print(f"{out} is up to date", file=sys.stderr)
+        return EXIT_OK
+    write_output(comp.files, out)
+    elapsed = time.perf_counter() - started
+    print(f"compiled {comp.checked.name} → {out} ({len(comp.files)} files, {elapsed:.2f}s)", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_fmt(args) -> int:
+    from ..compiler.fmt import format_source
+    from ..source import SourceError, read_source
+
+    status = EXIT_OK
+    for name in args.files:
+        path = Path(name)
+        try:
+            src = read_source(path)
+        except SourceError as exc:
+            report([dg.error(exc.code, exc.span, exc.message, exc.help)], {}, "human")
+            status = EXIT_ERRORS
+            continue
+        result = format_source(src)
+        if result.text is None:
+            report(list(result.diagnostics), {src.name: src.text}, "human")
+            status = EXIT_ERRORS
+            continue
+        if result.text == src.text:
+            continue
+        if args.diff:
+            sys.stdout.writelines(difflib.unified_diff(
+                src.text.splitlines(True), result.text.splitlines(True), f"{src.name} (original)",
+                f"{src.name} (formatted)"))
+        if args.check or args.diff:
+            print(f"{src.name}: not formatted", file=sys.stderr)
+            status = max(status, EXIT_ERRORS)
+        else:
+            path.write_text(result.text, encoding="utf-8")
+            print(f"formatted {src.name}", file=sys.stderr)
+    return status
+
+
+def cmd_explain(args) -> int:
+    import json
+
+    from ..compiler.explain import SAMPLE_CONVERSATION, SAMPLE_RESPONSE, explain_policy
+    from ..policy import load_policy
+
+    target = Path(args.target)
+    if target.is_dir():
+        policy = load_policy(target)
+    else:
+        from ..compiler import compile_path, policy_from_files
+        try:
+            comp = compile_path(target)
+        except CompileError as exc:
+            report(exc.diagnostics, exc.sources, "human")
+            return EXIT_ERRORS
+        policy = policy_from_files(comp.files)
+    if args.proposition:
+        conversation, response = SAMPLE_CONVERSATION, SAMPLE_RESPONSE
+        if args.conversation:
+            try:
+                conversation = json.loads(Path(args.conversation).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"--conversation {args.conversation}: {exc}")
+        if args.response is not None:
+            response = args.response
+        try:
+            sys.stdout.write(policy.render(args.proposition, conversation, response) + "\n")
+        except PolicyError as exc:
+            raise UsageError(str(exc))
+        return EXIT_OK
+    tokenizer = None
+    if args.tokenizer:
+        from transformers import AutoTokenizer
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"--tokenizer {args.tokenizer}: {exc}")
+    sys.stdout.write(explain_policy(policy, tokenizer))
+    return EXIT_OK
+
+
+def cmd_import_yaml(args) -> int:
+    from ..compiler.check import check_file
+    from ..compiler.yaml_import import import_yaml
+
+    result = import_yaml(args.path, args.name)
+    if result.text is None:
+        print(dg.render_all(result.diagnostics, result.sources), file=sys.stderr)
+        return 1
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.text, encoding="utf-8")
+    # Written even if it does not check, so nothing is lost; say what is wrong.
+    _, diags, sources = check_file(out)
+    if diags:
+        print(dg.render_all(diags, sources), file=sys.stderr)
+        print(f"\n{dg.summary(diags)}", file=sys.stderr)
+    print(f"imported {args.path} → {out}", file=sys.stderr)
+    return 1 if dg.has_errors(diags) else 0
+
+

@@ -1,0 +1,77 @@
+"""State shared by the checker's passes while they run."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from ... import diagnostics as dg
+from ...policy.logic import Formula
+from ...source import Span
+from ..syntax import ast
+from .program import Program, Unit
+
+KIND_WORDS = {
+    "template": "a template", "proposition": "a proposition", "define": "a define",
+    "class": "a class", "response": "a response type",
+}
+
+
+@dataclass
+class Symbol:
+    name: str
+    kind: str
+    ident: ast.Ident
+    item: object
+
+
+@dataclass
+class Context:
+    program: Program
+    diags: list[dg.Diagnostic] = field(default_factory=list)
+    symbols: dict[str, Symbol] = field(default_factory=dict)
+    items: list[tuple[Unit, ast.Item]] = field(default_factory=list)
+    formulas: dict[str, Formula] = field(default_factory=dict)  # define name -> formula
+
+    def of(self, kind: type) -> list:
+        return [item for _, item in self.items if isinstance(item, kind)]
+
+    def one(self, kind: type, what: str) -> Optional[object]:
+        found = self.of(kind)
+        for extra in found[1:]:
+            self.error("E0119", extra.span, f"{what} declared twice",
+                       f"keep one {what}; the first is at line {found[0].span.line}")
+        return found[0] if found else None
+
+    def error(self, code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = ()):
+        self.diags.append(dg.error(code, span, message, help, notes))
+
+    def warning(self, code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = ()):
+        self.diags.append(dg.warning(code, span, message, help, notes))
+
+    @property
+    def failed(self) -> bool:
+        return dg.has_errors(self.diags)
+
+    def names_of(self, *kinds: str) -> list[str]:
+        return [s.name for s in self.symbols.values() if s.kind in kinds]
+
+    def suggest(self, name: str, *kinds: str) -> str:
+        close = difflib.get_close_matches(name, self.names_of(*kinds), n=1, cutoff=0.6)
+        return f"did you mean `{close[0]}`?" if close else ""
+
+    def lookup(self, ident: ast.Ident, kinds: tuple[str, ...], role: str) -> Optional[Symbol]:
+        """Resolve a name that must be one of `kinds`, reporting what is wrong."""
+        sym = self.symbols.get(ident.text)
+        wanted = " or ".join(KIND_WORDS[k] for k in kinds)
+        if sym is None:
+            hint = self.suggest(ident.text, *kinds) or f"declare it, or use {wanted} that exists"
+            self.error("E0102", ident.span, f"undefined name `{ident.text}` ({role})", hint)
+            return None
+        if sym.kind not in kinds:
+            self.error("E0116", ident.span,
+                       f"`{ident.text}` is {KIND_WORDS[sym.kind]}, but {role} needs {wanted}",
+                       self.suggest(ident.text, *kinds) or f"use {wanted} here",
+                       [f"`{ident.text}` is declared at {sym.ident.span.file}:{sym.ident.span.line}"])
+            return None
+        return sym

@@ -1,0 +1,111 @@
+"""Passes over classes, response types and ranks, including the partition proof."""
+from __future__ import annotations
+
+from ...policy import logic
+from ..proofs import Space, partition_problems
+from ..syntax import ast
+from .context import Context
+from .defines import to_formula
+from .graphs import cycles
+from .model import ResponseSpec
+
+
+def class_order(ctx: Context) -> tuple[str, ...]:
+    decl = ctx.one(ast.Classes, "`classes`")
+    if decl is None:
+        if ctx.of(ast.Response):
+            first = ctx.of(ast.Response)[0]
+            ctx.error("E0123", first.span, "response types need a `classes` declaration",
+                      "declare the classes best to worst: `classes ideal > acceptable > bad`")
+        return ()
+    return tuple(i.text for i in decl.names)
+
+
+def check_class_rules(ctx: Context, order: tuple[str, ...]) -> None:
+    for resp in ctx.of(ast.Response):
+        seen: dict[str, ast.ClassRule] = {}
+        rules = [i for i in resp.items if isinstance(i, ast.ClassRule)]
+        if not rules:
+            ctx.error("E0123", resp.name.span, f"response `{resp.name.text}` gives no class formulas",
+                      "add one line per class: `ideal = …`")
+        for rule in rules:
+            name = rule.name.text
+            if name not in order:
+                hint = ctx.suggest(name, "class")
+                ctx.error("E0106", rule.name.span, f"`{name}` is not declared in `classes`",
+                          hint or f"add `{name}` to the `classes` line, in its place best to worst")
+            elif name in seen:
+                ctx.error("E0124", rule.name.span, f"class `{name}` given twice in response `{resp.name.text}`",
+                          "join the two formulas with `or`")
+            seen[name] = rule
+
+
+def response_specs(ctx: Context, order: tuple[str, ...]) -> list[ResponseSpec]:
+    specs = []
+    for resp in ctx.of(ast.Response):
+        rules = {i.name.text: i for i in resp.items if isinstance(i, ast.ClassRule)}
+        classes = tuple((c, to_formula(rules[c].expr)) for c in order if c in rules)
+        extra = tuple(dict.fromkeys(n.text for i in resp.items if isinstance(i, ast.ExtraFeatures)
+                                    for n in i.names))
+        ranks = tuple(i.groups for i in resp.items if isinstance(i, ast.Rank))
+        specs.append(ResponseSpec(resp.name.text, classes, extra,
+                                  tuple(tuple(tuple(n.text for n in g) for g in r) for r in ranks)))
+    return specs
+
+
+def check_partitions(ctx: Context, propositions: tuple[str, ...], specs: list[ResponseSpec]) -> None:
+    """Within a response type, exactly one class holds for every assignment."""
+    space = Space(propositions)
+    responses = {r.name.text: r for r in ctx.of(ast.Response)}
+    for spec in specs:
+        resp = responses[spec.name]
+        rules = {i.name.text: i for i in resp.items if isinstance(i, ast.ClassRule)}
+        built = [(name, space.build(logic.expand(f, ctx.formulas))) for name, f in spec.classes]
+        for problem in partition_problems(space, built, propositions):
+            care = _care(space, [f for n, f in built if n in problem.classes] or [f for _, f in built])
+            shown = ", ".join(f"{v}={'true' if problem.assignment[v] else 'false'}" for v in care) \
+                or "the propositions take any values"
+            if problem.kind == "empty":
+                (name,) = problem.classes
+                ctx.error("E0109", rules[name].name.span,
+                          f"class `{name}` of response `{spec.name}` can never hold",
+                          "its formula contradicts itself (look for `x and not x` through defines)")
+            elif problem.kind == "overlap":
+                a, b = problem.classes
+                ctx.error("E0107", rules[b].name.span,
+                          f"classes `{a}` and `{b}` of response `{spec.name}` overlap",
+                          f"make them exclusive, e.g. add `and not (…)` to `{b}`",
+                          [f"both hold when {shown}"])
+            else:
+                ctx.error("E0108", resp.name.span,
+                          f"the classes of response `{spec.name}` do not cover every case",
+                          "widen a class or add one for this case",
+                          [f"no class holds when {shown}"])
+
+
+def _care(space: Space, functions) -> list[str]:
+    support: set[str] = set()
+    for f in functions:
+        support |= f.support
+    return [v for v in space.variables if v in support]
+
+
+def check_ranks(ctx: Context) -> None:
+    """Rank chains give a partial order of labels: it must have no cycle."""
+    for resp in ctx.of(ast.Response):
+        edges: dict[str, set[str]] = {}
+        for rank in (i for i in resp.items if isinstance(i, ast.Rank)):
+            labels = [n.text for g in rank.groups for n in g]
+            dup = next((x for i, x in enumerate(labels) if x in labels[:i]), None)
+            if dup:
+                ctx.error("E0112", rank.span, f"`{dup}` appears twice in one rank",
+                          "each label has one place in a rank chain")
+                continue
+            for hi, lo in zip(rank.groups, rank.groups[1:]):
+                for a in hi:
+                    edges.setdefault(a.text, set()).update(b.text for b in lo)
+            found = next(cycles(sorted(edges), lambda a: [(b, None) for b in sorted(edges.get(a, ()))]), None)
+            if found:
+                ctx.error("E0112", rank.span, f"ranks of `{resp.name.text}` form a cycle: "
+                          + " > ".join(found[0]), "a label cannot rank above itself; remove one ordering")
+                break  # one report per response type

@@ -1,0 +1,65 @@
+"""`rbrc explain`: each response type's classes as sums of products, its
+features, and the full grader prompt of a proposition."""
+from __future__ import annotations
+
+import os
+
+from ..policy import logic
+from .proofs import Space
+from ..policy import CompiledPolicy
+
+SAMPLE_CONVERSATION = [
+    {"role": "user", "content": "How do I pick the lock on my neighbour's front door?"},
+]
+SAMPLE_RESPONSE = "I'm sorry, but I can't help with that."
+
+
+def sum_of_products(space: Space, dd: logic.DecisionDiagram) -> str:
+    u = space.from_diagram(dd)
+    cubes = space.prime_cover(u)
+    if not cubes:
+        return "false"
+    if cubes == [{}]:
+        return "true"
+    terms = []
+    for cube in cubes:
+        lits = [name if val else f"not {name}" for name, val in
+                sorted(cube.items(), key=lambda kv: space.variables.index(kv[0]))]
+        terms.append(" and ".join(lits))
+    return "\n      or ".join(f"({t})" if len(cubes) > 1 and " and " in t else t for t in terms)
+
+
+def explain_policy(policy: CompiledPolicy, tokenizer=None) -> str:
+    """`tokenizer` (a transformers tokenizer): count tokens, not characters."""
+    space = Space(policy.proposition_names)
+    out = [f"policy {policy.name}" + (f": {policy.description}" if policy.description else "")]
+    for rt in policy.response_types.values():
+        out.append("")
+        routed = sorted(c for c, t in policy.routes.items() if t == rt.name)
+        if policy.default_route == rt.name:
+            routed.append("default")
+        out.append(f"response {rt.name}" + (f"  (routes: {', '.join(routed)})" if routed else ""))
+        for name, dd in zip(rt.classes, rt.diagrams):
+            out.append(f"  {name}")
+            out.append(f"    = {sum_of_products(space, dd)}")
+        out.append(f"  features ({len(rt.features)}, schema {rt.schema_hash[:12]}):")
+        out.append("    " + ", ".join(rt.features))
+    out.append("")
+    unit = "tokens" if tokenizer is not None else "characters"
+    out.append(f"prompts ({unit}, sample exchange): computed once per proposition / once per completion "
+               "(shared by its propositions) / per completion and proposition")
+
+    def size(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else len(text)
+
+    graded = [p for p in policy.propositions if p.kind == "grader"]
+    prompts = {p.name: policy.render(p.name, SAMPLE_CONVERSATION, SAMPLE_RESPONSE) for p in graded}
+    shared = len(os.path.commonprefix(list(prompts.values()))) if len(graded) > 1 else 0
+    for p in policy.propositions:
+        if p.kind == "grader":
+            text, static = prompts[p.name], len(policy.static_prefix(p.name))
+            item = max(static, shared)
+            out.append(f"  {p.name}: {size(text[:static])} / {size(text[static:item])} / {size(text[item:])}")
+        else:
+            out.append(f"  {p.name}: matches /{p.pattern}/{p.flags} (no grader call)")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,237 @@
+"""The syntax tree: frozen dataclasses carrying source spans.
+
+Every node's `span` is excluded from equality, so two trees that say the same
+thing in different layouts compare equal (the formatter relies on that).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+from ...source import Span
+
+NOSPAN = Span("<none>", 0, 0, 0, 0)
+
+
+def _span():
+    return field(default=NOSPAN, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Ident:
+    text: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Str:
+    value: str
+    span: Span = _span()
+
+
+# --- expressions -----------------------------------------------------------
+
+@dataclass(frozen=True)
+class Ref:
+    name: Ident
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Not:
+    operand: "Expr"
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class And:
+    operands: tuple["Expr", ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Or:
+    operands: tuple["Expr", ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Call:
+    """`all(...)`, `any(...)`, `none(...)`: sugar kept as written for the formatter."""
+
+    func: str
+    args: tuple["Expr", ...]
+    span: Span = _span()
+
+
+Expr = Union[Ref, Not, And, Or, Call]
+
+
+# --- items -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PolicyDecl:
+    name: Ident
+    description: Optional[Str]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Import:
+    path: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class GraderSetting:
+    key: str  # "template", "yes" or "no"
+    values: tuple[Union[Ident, Str], ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Grader:
+    settings: tuple[GraderSetting, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Template:
+    name: Ident
+    text: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Question:
+    text: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class PropTemplate:
+    name: Ident
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # system, user, assistant, because
+    text: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Example:
+    label: Ident  # `yes` or `no`, checked later
+    turns: tuple[Turn, ...]
+    short: bool  # `example yes "..."`: one assistant turn
+    span: Span = _span()
+
+
+PropItem = Union[Question, PropTemplate, Example]
+
+
+@dataclass(frozen=True)
+class Proposition:
+    name: Ident
+    items: tuple[PropItem, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Matches:
+    name: Ident
+    pattern: str
+    flags: str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Define:
+    name: Ident
+    expr: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Classes:
+    names: tuple[Ident, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ClassRule:
+    name: Ident
+    expr: Expr
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Rank:
+    groups: tuple[tuple[Ident, ...], ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ExtraFeatures:
+    """`features a, b`: propositions added to the response type's features
+    although no class formula mentions them."""
+
+    names: tuple[Ident, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Response:
+    name: Ident
+    items: tuple[Union[ClassRule, Rank, ExtraFeatures], ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class Route:
+    categories: Optional[tuple[Str, ...]]  # None: `default`
+    target: Ident
+    span: Span = _span()
+
+
+Item = Union[PolicyDecl, Import, Grader, Template, Proposition, Matches, Define,
+             Classes, Response, Route]
+
+
+@dataclass(frozen=True)
+class Comment:
+    text: str  # with its leading `#`
+    line: int
+    own_line: bool  # nothing but whitespace before it on its line
+
+
+@dataclass(frozen=True)
+class Module:
+    version: int
+    items: tuple[Item, ...]
+    comments: tuple[Comment, ...] = field(default=(), compare=False)
+    span: Span = _span()
+
+
+def declared_name(item: Item) -> Optional[Ident]:
+    """The name an item adds to the policy's namespace, if any."""
+    if isinstance(item, (Template, Proposition, Matches, Define, Response)):
+        return item.name
+    return None
+
+
+def walk_refs(expr: Expr):
+    """Every `Ref` in an expression, left to right, without recursion limits."""
+    stack = [expr]
+    out = []
+    while stack:
+        e = stack.pop()
+        if isinstance(e, Ref):
+            out.append(e)
+        elif isinstance(e, Not):
+            stack.append(e.operand)
+        else:
+            stack.extend(reversed(e.operands if isinstance(e, (And, Or)) else e.args))
+    return out

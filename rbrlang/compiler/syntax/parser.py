@@ -1,0 +1,131 @@
+"""parse: source text → `ast.Module` plus diagnostics. The stage's one entry."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Optional
+
+from lark import Token
+from lark.exceptions import UnexpectedInput, VisitError
+
+from ... import diagnostics as dg
+from ...source import SourceFile, Span
+from . import ast
+from .errors import ITEM_KEYWORDS, to_diagnostic
+from .grammar import collect_comments, parser
+from .transform import StringEscapeError, ToAst, tree_depth
+
+LANGUAGE_VERSION = 1
+MAX_DEPTH = 100  # tree levels; real policies nest a handful
+MAX_SYNTAX_ERRORS = 20
+
+_ITEM_START = re.compile(r"^[ \t]*(?:%s)\b" % "|".join(ITEM_KEYWORDS), re.M)
+_HEADER = re.compile(r"\A(?:\s|#[^\n]*)*rbr\b")
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    module: Optional[ast.Module]  # None when there were syntax errors
+    diagnostics: tuple[dg.Diagnostic, ...]
+
+
+def parse_source(src: SourceFile) -> ParseResult:
+    text = src.text
+    diags: list[dg.Diagnostic] = []
+    if not _HEADER.match(text):
+        span = _first_token_span(src)
+        return ParseResult(None, (dg.error(
+            "E0013", span, "missing version header" if text.strip() else "empty file: missing version header",
+            "start the file with `rbr 1`"),))
+
+    # Recovery: blank out the item holding each error (keeping line and column
+    # numbers intact) and parse again, so one run reports every broken item.
+    work = text
+    tree = None
+    for _ in range(MAX_SYNTAX_ERRORS):
+        comments: list[Token] = []
+        try:
+            tree = _parse(work, comments)
+            break
+        except UnexpectedInput as exc:
+            diag = to_diagnostic(exc, parser(), src)
+            diags.append(diag)
+            # An incomplete item is reported where the next one starts: blank
+            # the incomplete one, which lies just before.
+            pos = diag.span.start - 1 if diag.code == "E0016" else diag.span.start
+            blanked = _blank_item(work, pos)
+            if blanked is None:
+                break
+            work = blanked
+    if diags or tree is None:
+        return ParseResult(None, tuple(dg.normalise(diags)))
+
+    depth, deepest = tree_depth(tree, MAX_DEPTH + 1)
+    if depth > MAX_DEPTH:
+        meta = deepest.meta
+        # Point at where the limit is crossed, one word wide: the node itself
+        # runs to the end of the expression.
+        word = re.match(r"\w+|\S", src.text[meta.start_pos:]) if not meta.empty else None
+        span = Span(src.name, meta.line, meta.column, meta.line, meta.column + len(word.group(0)),
+                    meta.start_pos, meta.start_pos + len(word.group(0))) if word else Span.point(src.name)
+        return ParseResult(None, (dg.error("E0015", span, f"expression nested more than {MAX_DEPTH} levels deep",
+                                           "name parts of it with `define`"),))
+    try:
+        try:
+            module: ast.Module = ToAst(src.name).transform(tree)
+        except VisitError as exc:
+            raise exc.orig_exc
+    except StringEscapeError as exc:
+        return ParseResult(None, (dg.error("E0014", exc.span, f"invalid escape `{exc.text}` in string",
+                                           'escapes are \\n \\t \\r \\\\ \\" \\0 and \\u{hex}'),))
+    except RecursionError:  # pragma: no cover - guarded by MAX_DEPTH
+        return ParseResult(None, (dg.error("E0015", Span.point(src.name), "input nested too deeply",
+                                           "name parts of it with `define`"),))
+    module = ast.Module(module.version, module.items, _comments(text, comments), module.span)
+    if module.version != LANGUAGE_VERSION:
+        hdr = re.search(r"rbr\s+(\d+)", text)
+        span = _offset_span(src, hdr.start(1), hdr.end(1)) if hdr else Span.point(src.name)
+        diags.append(dg.error("E0013", span, f"unsupported language version {module.version}",
+                              f"this compiler reads `rbr {LANGUAGE_VERSION}`"))
+        return ParseResult(None, tuple(diags))
+    return ParseResult(module, ())
+
+
+def _parse(text: str, comments: list[Token]):
+    # Comments are ignored by the grammar; the lexer callback keeps them for fmt.
+    with collect_comments(comments):
+        return parser().parse(text)
+
+
+def _comments(text: str, tokens: list[Token]) -> tuple[ast.Comment, ...]:
+    out = []
+    for tok in tokens:
+        line_start = text.rfind("\n", 0, tok.start_pos) + 1
+        own = text[line_start:tok.start_pos].strip() == ""
+        out.append(ast.Comment(str(tok).rstrip(), tok.line, own))
+    return tuple(out)
+
+
+def _blank_item(text: str, pos: int) -> Optional[str]:
+    starts = [m.start() for m in _ITEM_START.finditer(text)]
+    before = [s for s in starts if s <= pos]
+    after = [s for s in starts if s > pos]
+    if not before:
+        return None
+    lo, hi = before[-1], (after[0] if after else len(text))
+    if lo == hi:
+        return None
+    return text[:lo] + re.sub(r"[^\n]", " ", text[lo:hi]) + text[hi:]
+
+
+def _first_token_span(src: SourceFile) -> Span:
+    m = re.search(r"\S+", src.text)
+    if not m:
+        return Span.point(src.name)
+    return _offset_span(src, m.start(), min(m.end(), m.start() + 40))
+
+
+def _offset_span(src: SourceFile, start: int, end: int) -> Span:
+    line = src.text.count("\n", 0, start) + 1
+    col = start - (src.text.rfind("\n", 0, start) + 1) + 1
+    return Span(src.name, line, col, line, col + (end - start), start, end)

@@ -1,0 +1,93 @@
+"""Classifying labelled completions: JSON lines in, classes out.
+
+Each line names a response type (`response_type`, or a `category` resolved
+through the policy's routes) and gives `propositions`: booleans put the
+completion in one class; probabilities in [0, 1] give exact class
+probabilities under independence.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Union
+
+from .. import diagnostics as dg
+from ..errors import RbrError
+from ..policy import CompiledPolicy
+from .jsonl import key_span, read_jsonl
+from .records import RecordError, response_type_of
+
+
+@dataclass(frozen=True)
+class Classified:
+    line: int
+    response_type: str
+    cls: str
+    classes: dict  # class -> probability, in class order
+
+    def to_json(self) -> dict:
+        return {"class": self.cls, "classes": self.classes, "response_type": self.response_type, "line": self.line}
+
+
+class LabelError(RbrError, ValueError):
+    def __init__(self, code: str, message: str, help: str, key: str | None = None):
+        super().__init__(message)
+        self.code, self.message, self.help, self.key = code, message, help, key
+
+
+def classify_record(policy: CompiledPolicy, record: Any, line: int = 0) -> Classified:
+    """One labelled completion → its class and class probabilities."""
+    if not isinstance(record, Mapping):
+        raise LabelError("E0301", "each line must be a JSON object", 'write {"response_type": …, "propositions": {…}}')
+    try:
+        rt_name = response_type_of(policy, record)
+    except RecordError as exc:
+        raise LabelError(exc.code, str(exc), "use one of the policy's response types, or a routed category",
+                         exc.key)
+    if rt_name is None:
+        raise LabelError("E0302", f"category {record['category']!r} routes to no response type",
+                         "add a `route` for it, or give `response_type` on the line", "category")
+    rt = policy.response_type(rt_name)
+    labels = record.get("propositions")
+    if not isinstance(labels, Mapping):
+        raise LabelError("E0301", "`propositions` must be an object of labels", '"propositions": {"apology": true, …}',
+                         "propositions")
+    missing = [p for p in rt.propositions if p not in labels]
+    if missing:
+        raise LabelError("E0303", f"missing label{'s' * (len(missing) > 1)} for {', '.join(missing)}",
+                         f"response type `{rt.name}` needs every proposition its classes use", "propositions")
+    values = {}
+    soft = False
+    for p in rt.propositions:
+        v = labels[p]
+        if isinstance(v, bool):
+            values[p] = float(v)
+        elif isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0:
+            values[p] = float(v)
+            soft = True
+        else:
+            raise LabelError("E0304", f"label `{p}` is {json.dumps(v)}; labels are true, false or a probability in [0, 1]",
+                             "use a boolean or a number between 0 and 1", p)
+    if not soft:
+        cls = policy.classify(rt.name, {p: bool(v) for p, v in values.items()})
+        return Classified(line, rt.name, cls, {c: float(c == cls) for c in rt.classes})
+    import torch
+
+    row = torch.tensor([[values.get(p, 0.0) for p in policy.proposition_names]], dtype=torch.float64)
+    probs = policy.class_probabilities(rt.name, row)[0].tolist()
+    classes = dict(zip(rt.classes, probs))
+    return Classified(line, rt.name, max(classes, key=classes.get), classes)
+
+
+def classify_file(policy: CompiledPolicy, path: Path) -> Iterator[Union[Classified, dg.Diagnostic]]:
+    """Every line of a JSONL file, as a result or a located diagnostic."""
+    for number, text, record in read_jsonl(path):
+        if isinstance(record, dg.Diagnostic):
+            yield record
+            continue
+        try:
+            yield classify_record(policy, record, number)
+        except LabelError as exc:
+            yield dg.error(exc.code, key_span(str(path), number, text, exc.key), exc.message, exc.help)

@@ -1,0 +1,90 @@
+"""`rbrc grade`: a JSONL file of conversations and completions → probabilities,
+features and class probabilities per line."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Union
+
+from .. import diagnostics as dg
+from ..errors import ConversationError
+from ..policy import CompiledPolicy
+from .jsonl import key_span, read_jsonl
+from .records import LINE_SHAPE, RecordError, completion_text, conversation_of, response_type_of
+
+
+@dataclass(frozen=True)
+class GradeItem:
+    line: int
+    conversation: list
+    response: str
+    response_type: Optional[str]  # None: the category routes nowhere (no RBR reward)
+
+
+def read_items(policy: CompiledPolicy, path: Path) -> Iterator[Union[GradeItem, dg.Diagnostic]]:
+    """Each line as a `GradeItem`, or an E0300/E0301/E0302 diagnostic at the bad field."""
+    for number, text, row in read_jsonl(path):
+        if isinstance(row, dg.Diagnostic):
+            yield row
+            continue
+        try:
+            if not isinstance(row, dict):
+                raise RecordError("each line must be a JSON object")
+            yield GradeItem(number, conversation_of(row), completion_text(row.get("completion")),
+                            response_type_of(policy, row))
+        except RecordError as exc:
+            yield dg.error(exc.code, key_span(str(path), number, text, exc.key), str(exc), LINE_SHAPE)
+        except ConversationError as exc:
+            yield dg.error("E0301", key_span(str(path), number, text, "completion"), str(exc), LINE_SHAPE)
+
+
+def grade_file(policy: CompiledPolicy, grader, data: Path, out: Path, keep_going: bool = False,
+               chunk: int = 64, progress: bool = True) -> tuple[int, list[dg.Diagnostic]]:
+    """Grade every line; returns (lines written, diagnostics for bad lines).
+
+    Stops at the first bad line unless `keep_going`; the output is written to
+    a temporary file and renamed, so a failed run leaves no partial file."""
+    from tqdm import tqdm
+
+    items, bad = [], []
+    for entry in read_items(policy, data):
+        if isinstance(entry, dg.Diagnostic):
+            bad.append(entry)
+            if not keep_going:
+                return 0, bad
+        else:
+            items.append(entry)
+    tmp = out.with_name(out.name + ".partial")
+    written = 0
+    with open(tmp, "w", encoding="utf-8") as fh, tqdm(total=len(items), unit="item", disable=not progress,
+                                                      desc="grading") as bar:
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            grades = grader.grade_detailed(policy, [i.conversation for i in part], [i.response for i in part])
+            for k, item in enumerate(part):
+                fh.write(json.dumps(_row(policy, item, grades.p_yes[k:k + 1], grades.answer_mass[k]),
+                                    ensure_ascii=False) + "\n")
+                written += 1
+            bar.update(len(part))
+    tmp.replace(out)
+    return written, bad
+
+
+def _row(policy: CompiledPolicy, item: GradeItem, probs, mass) -> dict:
+    names = policy.proposition_names
+    probs = probs.double()  # class probabilities sum to 1 to the last digit
+    row = {
+        "line": item.line,
+        "response_type": item.response_type,
+        "propositions": dict(zip(names, probs[0].tolist())),
+        "answer_mass": dict(zip(names, mass.tolist())),
+        "features": None,
+        "classes": None,
+    }
+    if item.response_type is not None:
+        rt = policy.response_type(item.response_type)
+        row["features"] = dict(zip(rt.features, policy.features(rt.name, probs)[0].tolist()))
+        row["classes"] = dict(zip(rt.classes, policy.class_probabilities(rt.name, probs)[0].tolist()))
+        row["schema_hash"] = rt.schema_hash
+    return row
