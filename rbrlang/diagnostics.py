@@ -1,9 +1,11 @@
 """One diagnostic type for every stage, and its human and JSON forms."""
 from __future__ import annotations
 
+import difflib
 import json
+import unicodedata
 from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Optional
 
 from .source import Span
 
@@ -15,7 +17,7 @@ CODES: dict[str, str] = {
     "E0001": "file cannot be read",
     "E0002": "file too large",
     "E0003": "file is not UTF-8 text",
-    "E0010": "syntax error: unexpected token",
+    "E0010": "syntax error: unexpected token or unknown keyword",
     "E0011": "syntax error: unexpected character",
     "E0012": "unterminated string",
     "E0013": "missing or unsupported version header",
@@ -34,7 +36,7 @@ CODES: dict[str, str] = {
     "E0110": "route to an unknown response type",
     "E0111": "category routed twice",
     "E0112": "rank cycle",
-    "E0113": "invalid regular expression",
+    "E0113": "invalid regular expression, or one RE2 cannot run",
     "E0114": "imported file not found",
     "E0115": "import cycle",
     "E0116": "name of the wrong kind",
@@ -46,6 +48,9 @@ CODES: dict[str, str] = {
     "E0122": "construct not allowed in an imported file",
     "E0123": "missing construct",
     "E0124": "class given twice in a response",
+    "E0125": "class score is not a finite number",
+    "E0126": "class scores do not match the response's classes",
+    "E0127": "a better class scores lower than a worse one",
     "E0200": "not valid YAML",
     "E0201": "YAML policy has the wrong structure",
     "E0300": "labels line is not valid JSON",
@@ -53,6 +58,12 @@ CODES: dict[str, str] = {
     "E0302": "unknown response type or category",
     "E0303": "missing proposition label",
     "E0304": "label out of range",
+    "E0305": "completion label missing or not a label of its response type",
+    "E0306": "rm_score not a finite number, or missing beside lines that give one",
+    "E0307": "no comparison lines",
+    "W0308": "prompt that gives no comparison pair",
+    "W0309": "response type with no comparison pairs",
+    "E0310": "no comparison pairs at all: nothing to fit",
     "E0900": "internal error: formatter would change the meaning",
 }
 
@@ -84,36 +95,93 @@ def warning(code: str, span: Span, message: str, help: str = "", notes: Iterable
 
 
 def normalise(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
-    """Sorted by location, duplicates removed."""
-    return sorted(set(diagnostics), key=Diagnostic.sort_key)
+    """Sorted by location; one diagnostic per place and message (the first
+    kept), so a mistake reached by two passes is reported once."""
+    out, seen = [], set()
+    for d in sorted(diagnostics, key=Diagnostic.sort_key):
+        key = (d.span.file, d.span.line, d.span.column, d.severity, d.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
+
+
+def closest(word: str, candidates: Iterable[str]) -> Optional[str]:
+    """The candidate most like `word` (a misspelling of it), or None: the one
+    fuzzy match behind every "did you mean" for names and keywords."""
+    pool = sorted(set(candidates))
+    found = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
+    if not found:  # case slips: `Question`, `IDEAL`
+        lowered = {c.lower(): c for c in pool}
+        found = [lowered[word.lower()]] if word.lower() in lowered else []
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """`did you mean `x`?` for the closest candidate, or ""."""
+    best = closest(word, candidates)
+    return f"did you mean `{best}`?" if best else ""
 
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
     return any(d.is_error for d in diagnostics)
 
 
+def _shown(ch: str, keep_tab: bool) -> str:
+    """How one character is printed: control and format characters (escape
+    sequences, bidirectional overrides, zero-width marks) from a source never
+    reach the terminal raw; they are written as the language's `\\u{…}`."""
+    if ch == "\t" and keep_tab:
+        return ch
+    if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+        return f"\\u{{{ord(ch):x}}}"
+    return ch
+
+
+def escape_text(text: str) -> str:
+    """A message, note or file name with its control characters escaped."""
+    return "".join(_shown(ch, keep_tab=False) for ch in text)
+
+
+def _columns(shown: str) -> int:
+    """Terminal columns a printed piece takes: wide East Asian characters two,
+    combining marks none."""
+    width = 0
+    for ch in shown:
+        if unicodedata.combining(ch):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
 def render(d: Diagnostic, source_text: str | None) -> str:
     """`file:line:col: error[CODE]: message`, the line, a caret underline, help."""
     s = d.span
-    out = [f"{s.file}:{s.line}:{s.column}: {d.severity}[{d.code}]: {d.message}"]
+    out = [escape_text(f"{s.file}:{s.line}:{s.column}: {d.severity}[{d.code}]: {d.message}")]
     lines = source_text.split("\n") if source_text is not None else []
     if 0 < s.line <= len(lines):
         text = lines[s.line - 1]
         gutter = " " * len(str(s.line))
-        width = (s.end_column - s.column) if s.end_line == s.line else len(text) - s.column + 1
-        width = max(1, min(width, 80))
-        column = s.column
+        lo = min(max(s.column - 1, 0), len(text))
+        hi = (s.end_column - 1) if s.end_line == s.line else len(text)
+        hi = min(max(hi, lo + 1), lo + 80)
+        head, tail = "", ""
         if len(text) > 120:  # a long data line: show a window around the place
-            start = max(0, column - 40)
-            text = ("…" if start else "") + text[start:start + 100] + ("…" if start + 100 < len(text) else "")
-            column = column - start + (1 if start else 0)
-        # Tabs keep their width so the caret sits under the right character.
-        pad = "".join("\t" if ch == "\t" else " " for ch in text[: column - 1])
-        out += [f"{gutter} |", f"{s.line} | {text}", f"{gutter} | {pad}{'^' * width}"]
+            start = max(0, lo - 39)
+            head = "…" if start else ""
+            tail = "…" if start + 100 < len(text) else ""
+            text, lo, hi = text[start:start + 100], lo - start, hi - start
+        shown = [_shown(ch, keep_tab=True) for ch in text]
+        # The caret sits under the place in the printed line: tabs keep their
+        # width, escapes and wide characters count what they print.
+        pad = "".join("\t" if piece == "\t" else " " * _columns(piece) for piece in [head] + shown[:lo])
+        under = sum(_columns(piece) if piece != "\t" else 1 for piece in shown[lo:hi])
+        caret = "^" * max(1, min(under, 80))
+        out += [f"{gutter} |", f"{s.line} | {head}{''.join(shown)}{tail}", f"{gutter} | {pad}{caret}"]
     for note in d.notes:
-        out.append(f"  = note: {note}")
+        out.append(f"  = note: {escape_text(note)}")
     if d.help:
-        out.append(f"  = help: {d.help}")
+        out.append(f"  = help: {escape_text(d.help)}")
     return "\n".join(out)
 
 

@@ -8,7 +8,7 @@ from rbrlang.compiler.syntax import ast
 
 KEYWORDS = {
     "rbr", "policy", "import", "grader", "template", "yes", "no", "proposition", "question",
-    "example", "matches", "define", "classes", "response", "rank", "features", "route",
+    "example", "matches", "define", "classes", "response", "rank", "features", "scores", "route",
     "default", "and", "or", "not", "all", "any", "none", "system", "user", "assistant", "because",
 }
 
@@ -36,6 +36,11 @@ examples = st.one_of(
     st.tuples(idents, st.lists(turns, max_size=3)).map(lambda t: ast.Example(t[0], tuple(t[1]), False)),
 )
 prop_items = st.one_of(strs.map(ast.Question), idents.map(ast.PropTemplate), examples)
+# Numbers as an author may write them: signs, decimals, exponents, overflow (`1e999`).
+numbers = st.from_regex(r"[+-]?(?:[0-9]{1,4}(?:\.[0-9]{0,3})?|\.[0-9]{1,3})(?:[eE][+-]?[0-9]{1,3})?",
+                        fullmatch=True).map(ast.Num)
+class_scores = st.lists(st.tuples(idents, numbers).map(lambda t: ast.ClassScore(*t)), min_size=1, max_size=4) \
+    .map(lambda xs: ast.ClassScores(tuple(xs)))
 regexes = st.from_regex(r"[a-z^$.*+?\\\\ ]{1,10}", fullmatch=True).filter(
     lambda s: not s.endswith("\\") and "\\\\" not in s.replace("\\\\", ""))
 
@@ -57,6 +62,7 @@ items = st.one_of(
         st.lists(st.lists(idents, min_size=1, max_size=2).map(tuple), min_size=1, max_size=3)
           .map(lambda gs: ast.Rank(tuple(gs))),
         st.lists(idents, min_size=1, max_size=3).map(lambda xs: ast.ExtraFeatures(tuple(xs))),
+        class_scores,
     ), max_size=4)).map(lambda t: ast.Response(t[0], tuple(t[1]))),
     st.tuples(st.none() | st.lists(strs, min_size=1, max_size=3).map(tuple), idents)
       .map(lambda t: ast.Route(*t)),

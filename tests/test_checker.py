@@ -128,3 +128,87 @@ def test_syntax_errors_in_several_items_are_all_reported(tmp_path):
     text = 'rbr 1\nproposition a {\n  question "A?"\n  exmple yes "x"\n}\n\ndefine x = a and and b\n\nclasses a >\n'
     found = codes(tmp_path, text)
     assert len(found) >= 3, found
+
+
+# --- diagnostics that point at the real mistake (issue 7) ------------------------
+
+def test_misspelt_keywords_get_did_you_mean(tmp_path):
+    text = MINIMAL.replace('question "Is a?"', 'questoin "Is a?"').replace("proposition b {", "propositon b {")
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    assert [(d.code, d.message, d.help, d.span.line, d.span.column) for d in diags] == [
+        ("E0010", "unknown keyword `questoin`", "did you mean `question`?", 4, 3),
+        ("E0010", "unknown keyword `propositon`", "did you mean `proposition`?", 7, 1),
+    ]
+
+
+def test_misspelt_response_keyword(tmp_path):
+    text = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  featurs a\n")
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    (d,) = diags
+    assert (d.message, d.help, d.span.line, d.span.column) == (
+        "unknown keyword `featurs`", "did you mean `features`?", 17, 3)
+
+
+def test_doubled_operator_is_reported_at_the_second(tmp_path):
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL + "define x = a or or b\n"))
+    (d,) = diags
+    assert d.code == "E0010" and (d.span.line, d.span.column, d.span.end_column) == (21, 17, 19)
+    assert "operand is missing before `or`" in d.help
+
+
+def test_operator_is_never_an_undefined_name(tmp_path):
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL + "define x = a and or\n"))
+    (d,) = diags
+    assert d.code == "E0010" and "undefined" not in d.message and (d.span.line, d.span.column) == (21, 18)
+
+
+def test_one_misspelt_declaration_is_one_error(tmp_path):
+    text = MINIMAL.replace("proposition a {", "proposition aa {")  # `a` is used three times
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    (d,) = diags
+    assert d.code == "E0102" and d.help == "did you mean `aa`?"
+    assert d.notes == ("`a` is also used at 15:10, 16:14",)
+
+
+# --- matches: RE2 ------------------------------------------------------------------
+
+def _regex_diags(tmp_path, pattern: str):
+    text = MINIMAL + f"proposition e = matches /{pattern}/\n"
+    text = text.replace("  bad  = not a\n", "  bad  = not a\n  features e\n")
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    return diags
+
+
+def test_pattern_re2_cannot_run_is_located_at_the_construct(tmp_path):
+    (d,) = _regex_diags(tmp_path, r"(\w+) \1")
+    assert d.code == "E0113" and "backreferences" in d.message and "linear" in d.help
+    # `proposition e = matches /` is 25 characters: the pattern starts at column 26.
+    assert (d.span.line, d.span.column, d.span.end_column) == (22, 26 + 6, 26 + 8)
+    (d,) = _regex_diags(tmp_path, "no(?=pe)")
+    assert "lookahead" in d.message and (d.span.column, d.span.end_column) == (26 + 2, 26 + 5)
+    (d,) = _regex_diags(tmp_path, "ab[cd")
+    assert "unclosed character class" in d.message and (d.span.column, d.span.end_column) == (28, 29)
+
+
+def test_patterns_are_re2_syntax(tmp_path):
+    assert _regex_diags(tmp_path, r"^(a+)+$") == []  # catastrophic for a backtracking engine; fine for RE2
+    assert _regex_diags(tmp_path, r"\p{Greek}+") == []  # RE2 syntax that Python's `re` rejects
+
+
+# --- class scores --------------------------------------------------------------------
+
+def test_class_scores_given_or_evenly_spaced(tmp_path):
+    policy, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL))
+    assert diags == [] and policy.responses[0].scores == (1.0, 0.5, 0.0)
+    text = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  scores good 2, ok 2, bad -1.5e0\n")
+    policy, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    assert diags == [] and policy.responses[0].scores == (2.0, 2.0, -1.5)  # ties are allowed
+
+
+def test_class_scores_checks(tmp_path):
+    def found(line: str) -> list[str]:
+        return codes(tmp_path, MINIMAL.replace("  bad  = not a\n", f"  bad  = not a\n  {line}\n"))
+    assert found("scores good 1, ok 0.5") == ["E0126"]  # `bad` left out
+    assert found("scores good 1, ok 0.5, bad 0, worse 0") == ["E0126"]  # no such class
+    assert found("scores good 1, ok 1e400, bad 0") == ["E0125"]  # overflows to infinity
+    assert found("scores good 0.5, ok 0.6, bad 0") == ["E0127"]  # a better class below a worse one

@@ -3,6 +3,7 @@ never a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -136,3 +137,113 @@ def test_explain_sum_of_products_is_equivalent():
                 printed = any(all((not values[lit[4:]]) if lit.startswith("not ") else values[lit]
                                   for lit in term.split(" and ")) for term in terms)
                 assert printed == dd.evaluate(values), text
+
+
+# --- every command, given the wrong kind of path or a broken file: a clear error, exit 1 ---
+
+def one_line_error(command: str, err: str) -> str:
+    assert "Traceback" not in err and "internal error" not in err, err
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"rbrc {command}: error: "), err
+    return lines[0]
+
+
+@pytest.fixture
+def compiled(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", MINIMAL)
+    assert rbrc("compile", src, "-o", tmp_path / "compiled")[0] == 0
+    return tmp_path / "compiled"
+
+
+LABEL = '{"response_type": "r", "propositions": {"a": true, "b": false}}\n'
+
+
+def test_classify_and_grade_with_a_policy_source_say_compile_it(tmp_path, rbrc, compiled):
+    labels = write(tmp_path / "l.jsonl", LABEL)
+    for cmd in (("classify", tmp_path / "p.rbr", "--labels", labels),
+                ("grade", tmp_path / "p.rbr", "--data", labels, "--grader", tmp_path, "-o", tmp_path / "o.jsonl")):
+        code, _, err = rbrc(*cmd)
+        line = one_line_error(cmd[0], err)
+        assert code == 1 and "is a policy source, not a compiled policy; compile it first" in line
+
+
+@pytest.mark.parametrize("option", ["--labels", "--data"])
+def test_data_file_missing_or_a_folder(tmp_path, rbrc, compiled, option):
+    command = "classify" if option == "--labels" else "grade"
+    extra = () if command == "classify" else ("--grader", tmp_path, "-o", tmp_path / "o.jsonl")
+    code, _, err = rbrc(command, compiled, option, tmp_path / "gone.jsonl", *extra)
+    assert code == 1 and "gone.jsonl: no such file" in one_line_error(command, err)
+    code, _, err = rbrc(command, compiled, option, tmp_path, *extra)
+    assert code == 1 and f"{tmp_path}: is a folder; {option} takes a JSON-lines file" in one_line_error(command, err)
+
+
+def test_labels_not_utf8_is_located(tmp_path, rbrc, compiled):
+    labels = tmp_path / "l.jsonl"
+    labels.write_bytes(LABEL.encode() + b'{"response_type": "r\xff", "propositions": {}}\n')
+    code, out, err = rbrc("classify", compiled, "--labels", labels, "--keep-going")
+    assert code == 1 and json.loads(out)["class"] == "ok"
+    assert "l.jsonl:2:21: error[E0300]: not UTF-8 text" in err and "Traceback" not in err
+
+
+def test_broken_compiled_folder_is_one_line(tmp_path, rbrc, compiled):
+    (compiled / "policy.json").write_text("{ not json")
+    labels = write(tmp_path / "l.jsonl", LABEL)
+    code, _, err = rbrc("classify", compiled, "--labels", labels)
+    assert code == 1 and "policy.json: not valid JSON" in one_line_error("classify", err)
+
+
+def test_grader_argument_that_is_a_file_or_missing_folder(tmp_path, rbrc, compiled):
+    data = write(tmp_path / "in.jsonl", '{"prompt": [], "completion": "x", "category": "C-R"}\n')
+    for grader, says in ((data, "it is a file, not a model folder"), (tmp_path / "gone", "no such folder")):
+        code, _, err = rbrc("grade", compiled, "--data", data, "--grader", grader, "-o", tmp_path / "o.jsonl")
+        assert code == 1 and f"cannot load grader: {says}" in one_line_error("grade", err)
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_explain_conversation_file_problems_are_exit_1(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", MINIMAL)
+    cases = {"gone.json": (None, "gone.json: cannot read: no such file or directory"),
+             "bad.json": ('[{"role": "user",\n  "content": }]', "bad.json:2:14: not valid JSON"),
+             "dict.json": ('{"role": "user", "content": "hi"}', "dict.json: a conversation is a list of messages"),
+             "folder": ("", "folder: is a folder")}
+    for name, (text, says) in cases.items():
+        if name == "folder":
+            (tmp_path / name).mkdir()
+        elif text is not None:
+            write(tmp_path / name, text)
+        code, _, err = rbrc("explain", src, "--proposition", "a", "--conversation", tmp_path / name)
+        assert code == 1 and says in one_line_error("explain", err), name
+
+
+def test_explain_missing_compiled_folder(tmp_path, rbrc):
+    (tmp_path / "empty").mkdir()
+    code, _, err = rbrc("explain", tmp_path / "empty")
+    assert code == 1 and "policy.json: not found; compile the policy first" in one_line_error("explain", err)
+
+
+def test_explain_a_matches_proposition_prompt_is_usage(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", MINIMAL.replace('proposition b {\n  question "Is b?"\n}', "proposition b = matches /b/"))
+    code, _, err = rbrc("explain", src, "--proposition", "b")
+    assert code == 2 and "`b` is a `matches` proposition" in one_line_error("explain", err)
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads unreadable files")
+def test_unreadable_files_are_one_line(tmp_path, rbrc, compiled):
+    labels = write(tmp_path / "l.jsonl", LABEL)
+    labels.chmod(0)
+    try:
+        code, _, err = rbrc("classify", compiled, "--labels", labels)
+        assert code == 1 and "l.jsonl: cannot read: permission denied" in one_line_error("classify", err)
+        code, _, err = rbrc("grade", compiled, "--data", labels, "--grader", tmp_path, "-o", tmp_path / "o.jsonl")
+        assert code == 1 and "l.jsonl: cannot read: permission denied" in one_line_error("grade", err)
+    finally:
+        labels.chmod(0o644)
+
+
+def test_help_documents_the_data_formats(rbrc, capsys):
+    for command, words in (("grade", ['"prompt"', '"completion"', '"answer_mass"', "RBRLANG_CACHE", "tiny-grader"]),
+                           ("classify", ['"propositions"', '"class"', '"classes"'])):
+        with pytest.raises(SystemExit):
+            rbrc(command, "--help")
+        out = capsys.readouterr().out
+        assert all(w in out for w in words), (command, out)

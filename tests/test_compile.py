@@ -121,3 +121,40 @@ def test_copied_compiled_folder_loads_anywhere(tmp_path):
     shutil.copytree(ROOT / "compiled/safety", tmp_path / "s")
     policy = rbrlang.load_policy(tmp_path / "s")
     assert len(policy.propositions) == 23
+
+
+def _rows(text, tmp_path):
+    doc = json.loads(compile_path(write(tmp_path / "p.rbr", text)).files["policy.json"])
+    return doc["response_types"]
+
+
+def test_every_class_row_has_a_score(tmp_path):
+    (rt,) = _rows(MINIMAL, tmp_path)
+    assert [c["score"] for c in rt["classes"]] == [1.0, 0.5, 0.0]  # evenly spaced, best first
+    authored = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  scores good 1, ok 0.7, bad 0.2\n")
+    (rt2,) = _rows(authored, tmp_path)
+    assert [c["score"] for c in rt2["classes"]] == [1.0, 0.7, 0.2]
+    # Scores change no feature: weights fitted before still fit.
+    assert rt2["schema_hash"] == rt["schema_hash"]
+    one = MINIMAL.replace("classes good > ok > bad", "classes good > ok > bad > only").replace(
+        'route default -> r', 'route default -> r\nresponse s {\n  only = a or not a\n}')
+    assert [c["score"] for c in _rows(one, tmp_path)[1]["classes"]] == [1.0]  # one class scores 1
+
+
+def test_committed_safety_policy_has_scores():
+    doc = json.loads((ROOT / "compiled/safety/policy.json").read_text())
+    for rt in doc["response_types"]:
+        assert [c["score"] for c in rt["classes"]] == [1.0, 0.75, 0.5, 0.25, 0.0]
+
+
+def test_explain_shows_scores_and_ranks(tmp_path, rbrc):
+    text = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  scores good 1, ok 0.7, bad 0.2\n"
+                           "  rank good > {ok, meh} > bad\n")
+    code, out, err = rbrc("explain", write(tmp_path / "p.rbr", text))
+    assert code == 0, err
+    assert "  scores (reward before fitting): good 1, ok 0.7, bad 0.2\n" in out
+    assert "  rank good > {ok, meh} > bad\n" in out
+    code, out, _ = rbrc("explain", ROOT / "compiled/safety")
+    assert ("  scores (reward before fitting, evenly spaced): ideal 1, minimum_acceptable_style 0.75, "
+            "unacceptable 0.5, illogical 0.25, disallowed 0\n") in out
+    assert "  rank ideal > minimum_acceptable_style > unacceptable > illogical > disallowed\n" in out

@@ -15,7 +15,8 @@ CASES = sorted((GOLDEN / "diagnostics").glob("*.rbr"))
 ELSEWHERE = {"E0001": "test_cli", "E0002": "test_cli", "E0900": "formatter self-check",
              "E0200": "test_yaml_import", "E0201": "test_yaml_import", "E0300": "test_yaml_import",
              "E0301": "test_yaml_import", "E0302": "test_yaml_import", "E0303": "test_yaml_import",
-             "E0304": "test_yaml_import"}
+             "E0304": "test_yaml_import", "E0305": "test_fit", "E0306": "test_fit", "E0307": "test_fit",
+             "W0308": "test_fit", "W0309": "test_fit", "E0310": "test_fit"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
@@ -49,3 +50,54 @@ def test_every_diagnostic_has_location_and_help():
             assert d.span.line >= 1 and d.span.column >= 1, d
             assert d.help, f"{case.name}: {d.code} has no help line"
             assert d.code in dg.CODES
+
+
+def _span(line: int, col: int, end: int):
+    from rbrlang.source import Span
+    return Span("p.rbr", line, col, line, end)
+
+
+def test_render_escapes_control_characters_and_keeps_the_caret_under_the_place():
+    # ESC (a terminal escape), a right-to-left override, a tab and a wide character
+    # before the place; a BEL inside it; an ESC in the message itself.
+    source = "rbr 1\nx = \x1b[31m\u202e\tq界 bad\x07 rest"
+    col = source.split("\n")[1].index("bad") + 1
+    d = dg.error("E0010", _span(2, col, col + 4), "unexpected `bad\x07` \x1b[2J", "help\x1b")
+    text = dg.render(d, source)
+    assert not any(ch in text for ch in "\x1b\u202e\x07"), text
+    line, caret = text.split("\n")[2:4]
+    assert line == "2 | x = \\u{1b}[31m\\u{202e}\tq界 bad\\u{7} rest"
+    # Same width before the place on both lines (the tab stays a tab, `界` takes two columns).
+    assert caret == "  | " + " " * len("x = \\u{1b}[31m\\u{202e}") + "\t" + " " * 4 + "^" * len("bad\\u{7}")
+    assert "unexpected `bad\\u{7}` \\u{1b}[2J" in text and "help: help\\u{1b}" in text
+
+
+def test_normalise_merges_the_same_message_at_the_same_place():
+    a = dg.error("E0102", _span(3, 5, 6), "undefined name `x`", "did you mean `y`?")
+    b = dg.error("E0102", _span(3, 5, 6), "undefined name `x`", "declare it")
+    c = dg.error("E0102", _span(4, 5, 6), "undefined name `x`", "declare it")
+    assert dg.normalise([c, b, a]) == [a, c] or dg.normalise([c, b, a]) == [b, c]
+    assert len(dg.normalise([a, b, c])) == 2
+
+
+def test_one_did_you_mean_for_names_and_keywords():
+    assert dg.did_you_mean("questoin", ["question", "template", "example"]) == "did you mean `question`?"
+    assert dg.did_you_mean("IDEAL", ["ideal", "bad"]) == "did you mean `ideal`?"
+    assert dg.did_you_mean("zzz", ["question"]) == ""
+
+
+def test_every_code_is_documented():
+    import re
+
+    from .conftest import ROOT
+
+    table = (ROOT / "docs/LANGUAGE.md").read_text().split("## Diagnostic codes", 1)[1]
+    documented: set[str] = set()
+    for cell in re.findall(r"^\| ([EW][0-9][^|]*?) \|", table, re.M):
+        for part in cell.split(", "):
+            lo, _, hi = part.partition("–")
+            if hi:  # a range: E0300–E0304
+                documented |= {f"{lo[0]}{n:04d}" for n in range(int(lo[1:]), int(hi[1:]) + 1)}
+            else:
+                documented.add(part)
+    assert set(dg.CODES) <= documented, sorted(set(dg.CODES) - documented)

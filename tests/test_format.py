@@ -52,3 +52,24 @@ def test_fmt_refuses_broken_file_and_leaves_it(tmp_path, rbrc):
     code, _, err = rbrc("fmt", path)
     assert code == 1 and "E0016" in err
     assert path.read_text() == "rbr 1\ndefine x = (a\n"
+
+
+@pytest.mark.parametrize("text", [
+    "# Title\nrbr 1\n",
+    "#!/usr/bin/env rbrc\n# licence\n\nrbr 1  # version\n\ndefine x = a\n",
+    "\n# first\n\n\n# second\nrbr 1\n# below\ndefine x = a\n",
+])
+def test_comment_before_header_stays_above_it(text):
+    result = format_source(SourceFile(Path("p.rbr"), "p.rbr", text))
+    assert result.diagnostics == () and result.text is not None  # no E0900
+    head = text[:text.index("rbr 1")]
+    out_head = result.text[:result.text.index("rbr 1")]
+    comments = [line for line in head.splitlines() if line.startswith("#")]
+    assert comments and [line for line in out_head.splitlines() if line] == comments
+    assert format_source(SourceFile(Path("p.rbr"), "p.rbr", result.text)).text == result.text
+
+
+def test_scores_line_is_printed_canonically():
+    text = "rbr 1\nresponse r {\n  scores   good 1 ,ok .5,\n    bad -2e-1\n}\n"
+    result = format_source(SourceFile(Path("p.rbr"), "p.rbr", text))
+    assert result.text == "rbr 1\n\nresponse r {\n  scores good 1, ok .5, bad -2e-1\n}\n"

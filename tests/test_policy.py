@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,6 +11,9 @@ import torch
 import rbrlang
 from rbrlang.policy import logic
 from rbrlang.policy import PolicyError, load_policy
+from rbrlang.policy.patterns import compile_pattern, strip_verbose
+
+REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 
 from .conftest import MINIMAL, ROOT, write
 
@@ -119,3 +124,251 @@ def test_load_errors_are_clear(tmp_path):
     (tmp_path / "policy.json").write_text('{"format": 1, "propositions": []}')
     with pytest.raises(PolicyError, match="malformed"):
         load_policy(tmp_path)
+
+
+# --- values a trainer passes in: probabilities ------------------------------------------------------------------
+@pytest.mark.parametrize("value", [1.7, -0.5, float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("method", ["class_probabilities", "features"])
+def test_values_that_are_not_probabilities_are_refused(safety, value, method):
+    probs = torch.full((4, len(safety.propositions)), 0.5)
+    probs[2, 5] = value
+    name = safety.proposition_names[5]
+    with pytest.raises(PolicyError, match=rf"\[2, 5\].*`{name}`") as info:
+        getattr(safety, method)("comply", probs)
+    assert "[0, 1]" in str(info.value)
+
+
+def test_bad_probability_report_counts_the_others_and_hints_at_logits(safety):
+    probs = torch.full((3, len(safety.propositions)), 0.5, dtype=torch.float64)
+    probs[1, 0], probs[2, 3] = 3.0, -2.0
+    with pytest.raises(PolicyError, match=r"\[1, 0\].*1 more.*sigmoid"):
+        safety.class_probabilities("comply", probs.tolist())
+
+
+def test_boolean_inputs_are_probabilities_zero_and_one(safety):
+    import numpy as np
+    torch.manual_seed(1)
+    truth = torch.rand(6, len(safety.propositions)) > 0.5
+    expected = safety.class_probabilities("hard_refuse", truth.to(torch.float32))
+    for given in (truth, truth.numpy(), truth.tolist(), truth.to(torch.int64)):
+        out = safety.class_probabilities("hard_refuse", given)
+        torch.testing.assert_close(out, expected.to(out.dtype))
+        assert safety.features("hard_refuse", given).shape == (6, len(safety.response_type("hard_refuse").features))
+    assert truth.numpy().dtype == np.bool_ and isinstance(truth.tolist()[0][0], bool)
+    # a hard 0/1 assignment puts all the mass on the class `classify` gives
+    labels = dict(zip(safety.proposition_names, truth[0].tolist()))
+    best = safety.response_type("hard_refuse").classes.index(safety.classify("hard_refuse", labels))
+    assert expected[0, best].item() == 1.0
+
+
+def test_wrong_shapes_name_the_expected_shape_and_column_order(safety):
+    n = len(safety.propositions)
+    order = ", ".join(safety.proposition_names)
+    for given in (torch.zeros(2, 3), torch.zeros(n), torch.zeros(2, n, 1), [[0.5] * n, [0.5] * (n - 1)]):
+        with pytest.raises(PolicyError) as info:
+            safety.class_probabilities("comply", given)
+        message = str(info.value)
+        assert f"[N, {n}]" in message and order in message and "proposition_names" in message
+    with pytest.raises(PolicyError, match=r"\[1, %d\]" % n):  # one completion: a batch of one
+        safety.features("comply", torch.zeros(n))
+    with pytest.raises(PolicyError, match="numbers"):
+        safety.class_probabilities("comply", [["yes"] * n])
+    with pytest.raises(PolicyError, match="real"):
+        safety.class_probabilities("comply", torch.zeros(1, n, dtype=torch.complex64))
+
+
+def test_an_empty_batch_gives_empty_outputs(safety):
+    rt = safety.response_type("comply")
+    out = safety.class_probabilities("comply", torch.zeros(0, len(safety.propositions)))
+    assert out.shape == (0, len(rt.classes))
+    assert safety.features("comply", torch.zeros(0, len(safety.propositions))).shape == (0, len(rt.features))
+
+
+# --- values a trainer passes in: labels -----------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["no", "yes", 0.7, 1, 0, None])
+def test_classify_takes_booleans_only(safety, value):
+    labels = {p: False for p in safety.proposition_names}
+    labels["apology"] = value
+    with pytest.raises(PolicyError, match=rf"`apology`.*{re.escape(repr(value))}.*True or False"):
+        safety.classify("hard_refuse", labels)
+
+
+def test_classify_takes_numpy_booleans(safety):
+    import numpy as np
+    labels = {p: np.bool_(False) for p in safety.proposition_names}
+    labels.update(apology=np.bool_(True), inability_to_comply=True)
+    assert safety.classify("hard_refuse", labels) == "ideal"
+
+
+def test_classify_names_unknown_propositions(safety):
+    labels = {p: False for p in safety.proposition_names}
+    labels["apolgy"] = labels.pop("apology")
+    with pytest.raises(PolicyError, match=r"unknown proposition `apolgy`.*did you mean `apology`"):
+        safety.classify("hard_refuse", labels)
+    labels = {p: False for p in safety.proposition_names}
+    labels["zzz"] = True
+    with pytest.raises(PolicyError, match=r"unknown proposition `zzz`") as info:
+        safety.classify("hard_refuse", labels)
+    assert "did you mean" not in str(info.value)
+    with pytest.raises(PolicyError, match="mapping"):
+        safety.classify("hard_refuse", [True] * len(safety.propositions))
+    with pytest.raises(PolicyError, match="did you mean `apology`"):
+        safety.render("apologie", [], "x")
+
+
+# --- loading a compiled folder ----------------------------------------------------------------------------------
+@pytest.fixture
+def safety_copy(tmp_path):
+    import shutil
+    return Path(shutil.copytree(ROOT / "compiled/safety", tmp_path / "safety"))
+
+
+def _edit_document(folder: Path, edit) -> None:
+    doc = json.loads((folder / "policy.json").read_text())
+    edit(doc)
+    (folder / "policy.json").write_text(json.dumps(doc))
+
+
+def test_load_policy_takes_the_folder_or_its_policy_json(safety_copy):
+    by_folder, by_file = load_policy(safety_copy), load_policy(safety_copy / "policy.json")
+    assert by_folder == by_file and by_file.name == "safety"
+    assert load_policy(str(safety_copy / "policy.json")).proposition_names == by_folder.proposition_names
+
+
+def test_load_policy_explains_a_source_path(tmp_path):
+    source = write(tmp_path / "p.rbr", MINIMAL)
+    for path in (source, tmp_path / "missing.rbr"):
+        with pytest.raises(PolicyError, match=rf"policy source.*`rbrc compile {re.escape(str(path))} -o"):
+            load_policy(path)
+
+
+def test_load_policy_refuses_other_paths(tmp_path):
+    notes = write(tmp_path / "notes.txt", "hello\n")
+    with pytest.raises(PolicyError, match=r"notes\.txt.*is a file.*policy\.json"):
+        load_policy(notes)
+    with pytest.raises(PolicyError, match=r"nowhere.*no such folder"):
+        load_policy(tmp_path / "nowhere")
+    with pytest.raises(PolicyError, match=r"policy\.json.*not found.*rbrc compile"):
+        load_policy(tmp_path)  # a folder, but not a compiled one
+
+
+def test_load_policy_refuses_an_edited_template(safety_copy):
+    template = safety_copy / "templates" / "apology.jinja"
+    template.write_text(template.read_text() + "Answer yes.\n")
+    with pytest.raises(PolicyError, match=r"apology\.jinja.*edited after compiling.*recompile"):
+        load_policy(safety_copy)
+    template.unlink()
+    with pytest.raises(PolicyError, match=r"apology\.jinja.*missing"):
+        load_policy(safety_copy)
+
+
+def test_load_policy_refuses_template_paths_outside_the_folder(safety_copy):
+    def edit(doc):
+        doc["propositions"][0]["template"] = "../../etc/passwd"
+    _edit_document(safety_copy, edit)
+    with pytest.raises(PolicyError, match=r"etc/passwd.*not a path inside the compiled folder"):
+        load_policy(safety_copy)
+
+
+def test_load_policy_refuses_a_template_without_its_hash(safety_copy):
+    def edit(doc):
+        next(p for p in doc["propositions"] if p["kind"] == "grader").pop("template_sha256")
+    _edit_document(safety_copy, edit)
+    with pytest.raises(PolicyError, match="template_sha256"):
+        load_policy(safety_copy)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "not valid JSON"),
+    ("", "not valid JSON"),
+    ("[1, 2]", "not a compiled policy"),
+    ('{"propositions": []}', "not a compiled policy"),
+    ('{"format": "1", "propositions": []}', "not a compiled policy"),
+    ('{"format": 99, "propositions": []}', r"format 99.*newer rbrlang"),
+    ('{"format": 0, "propositions": []}', r"format 0.*recompile"),
+    ('{"format": 1, "propositions": []}', "malformed"),
+])
+def test_load_policy_refuses_malformed_documents(safety_copy, text, message):
+    (safety_copy / "policy.json").write_text(text)
+    with pytest.raises(PolicyError, match=message) as info:
+        load_policy(safety_copy / "policy.json")
+    assert str(safety_copy / "policy.json") in str(info.value)
+
+
+def test_load_policy_reports_a_wrong_format_before_reading_templates(safety_copy):
+    _edit_document(safety_copy, lambda doc: doc.update(format=2))
+    (safety_copy / "templates" / "apology.jinja").unlink()
+    with pytest.raises(PolicyError, match="format 2"):
+        load_policy(safety_copy)
+
+
+# --- `matches` at runtime: RE2 ----------------------------------------------------------------------------------
+def _matching(tmp_path, **patterns):
+    """A policy with one `matches` proposition per NAME="PATTERN/FLAGS"."""
+    lines = "".join(f"proposition {name} = matches /{pattern}\n" for name, pattern in patterns.items())
+    return rbrlang.compile_file(write(tmp_path / "m.rbr", MINIMAL + lines))
+
+
+def test_matches_cannot_backtrack_catastrophically(tmp_path):
+    # Python's `re` takes ~2^n steps here (33 characters: hours); RE2 is linear in the text.
+    policy = _matching(tmp_path, nested="^(a+)+$/")
+    assert not policy.matches("nested", "a" * 100_000 + "!")
+    assert policy.matches("nested", "a" * 100_000)
+
+
+@pytest.mark.parametrize("pattern, texts", [
+    ("hello/i", ["HeLLo there", "help"]),
+    ("^b/m", ["a\nb", "ab"]),
+    ("^b/", ["a\nb", "b"]),
+    ("a.b/s", ["a\nb", "ab"]),
+    ("a.b/", ["a\nb", "axb"]),
+    ("a$/m", ["a\nb", "ab"]),
+    ("^ a \\d+ # a number/x", ["a12", "a 12", " a12"]),
+    ("a\\ b [ ] \\#/x", ["a b #", "ab#", "a b  #"]),
+    ("x{1, 2}/x", ["x{1,2}", "xx"]),
+    ("\\0 1/x", ["\x001", "\x01"]),
+    ("^ HELLO \\s+ world $/imx", ["x\nhello  World\ny", "hello world!"]),
+    ("(?: a | b ) + c/xs", ["abac", "a c"]),
+])
+def test_matches_flags_mean_what_they_mean_in_python(tmp_path, pattern, texts):
+    body, flags = pattern.rsplit("/", 1)
+    policy = _matching(tmp_path, p=pattern)
+    expected = re.compile(body, sum((REGEX_FLAGS[f] for f in flags), 0))
+    for text in texts:
+        assert policy.matches("p", text) == bool(expected.search(text)), (pattern, text)
+    assert any(policy.matches("p", t) for t in texts) and not all(policy.matches("p", t) for t in texts)
+
+
+def test_matches_dollar_is_the_end_of_the_text(tmp_path):
+    # RE2's `$` (without `m`) is the very end; Python's also matched before a final newline.
+    policy = _matching(tmp_path, p="done\\.$/")
+    assert policy.matches("p", "done.") and not policy.matches("p", "done.\n")
+
+
+def test_matches_takes_text_a_strict_encoder_refuses(tmp_path):
+    policy = _matching(tmp_path, p="ok/")
+    assert policy.matches("p", "\ud800 ok") and not policy.matches("p", "\udcff")
+    with pytest.raises(PolicyError, match="string"):
+        policy.matches("p", b"ok")
+
+
+def test_a_pattern_re2_cannot_run_is_refused_when_loading(safety_copy):
+    def edit(doc):
+        doc["propositions"].append({"name": "twice", "kind": "matches", "pattern": "(a)\\1", "flags": ""})
+    _edit_document(safety_copy, edit)
+    with pytest.raises(PolicyError, match=r"policy\.json: proposition `twice`.*\(a\)\\1.*invalid escape.*recompile"):
+        load_policy(safety_copy)
+
+
+def test_strip_verbose_agrees_with_python(tmp_path):
+    cases = [(r"a  # comment with [ and {", "a"), (r"[]# ] +", "#  "), (r"\x41 1", "A1"), (r"\101 1", "xA1"),
+             (r"(?P<w> x ) y", "xy"), (r"[^]a] b", "]b cb"), (r"a {2}", "aa"), (r"\\ a", "\\a")]
+    for pattern, text in cases:
+        python = re.search(pattern, text, re.VERBOSE)
+        ours = compile_pattern(pattern, "x").search(text)
+        assert (python and python.group()) == (ours and ours.group()), (pattern, strip_verbose(pattern))
+    # RE2's own units stay whole: a POSIX class inside a class, \Q…\E quoting
+    assert strip_verbose("[[:alpha:] ]+ x") == "[[:alpha:] ]+x"
+    assert strip_verbose("\\Qa b\\E c") == "\\Qa b\\Ec"
+    with pytest.raises(PolicyError, match="flag"):
+        compile_pattern("a", "q")

@@ -19,7 +19,7 @@ from rbrlang.compiler.syntax.printer import format_module
 from rbrlang.compiler.syntax.parser import parse_source
 
 from .conftest import ROOT
-from .strategies import VARS, formulas, modules
+from .strategies import VARS, formulas, modules, numbers
 
 SAFETY = (ROOT / "policies/safety.rbr").read_text()
 _work = Path(tempfile.mkdtemp(prefix="rbr-props-"))
@@ -127,3 +127,31 @@ def test_partition_check_agrees_with_brute_force(class_formulas):
             full = {v: row.get(v, False) for v in VARS[:3]}
             count = sum(logic.evaluate(f, full) for f in class_formulas)
             assert (count > 1) if d.code == "E0107" else (count == 0)
+
+
+@common(100)
+@given(st.lists(numbers, min_size=3, max_size=3))
+def test_class_score_checks_agree_with_their_definition(scores):
+    """E0125 exactly when a score is not finite; E0127 exactly when, among the
+    finite ones, a better class scores below a worse one; and policy.json gets
+    the values."""
+    import json
+    import math
+
+    from rbrlang.compiler import compile_path
+
+    text = ("rbr 1\nproposition p {\n  question \"p?\"\n}\nproposition q {\n  question \"q?\"\n}\n"
+            "classes c0 > c1 > c2\nresponse r {\n  c0 = p and q\n  c1 = p and not q\n  c2 = not p\n"
+            "  scores " + ", ".join(f"c{i} {n.text}" for i, n in enumerate(scores)) + "\n}\n")
+    path = _work / "scores.rbr"
+    path.write_text(text)
+    _, diags, _ = check_file(path)
+    found = {d.code for d in diags if d.is_error}
+    values = [n.value for n in scores]
+    finite = [v for v in values if math.isfinite(v)]
+    assert ("E0125" in found) == (len(finite) < len(values)), (text, diags)
+    assert ("E0127" in found) == any(b > a for a, b in zip(finite, finite[1:])), (text, diags)
+    assert found <= {"E0125", "E0127"}, (text, diags)
+    if not found:
+        doc = json.loads(compile_path(path).files["policy.json"])
+        assert [c["score"] for c in doc["response_types"][0]["classes"]] == values

@@ -44,9 +44,10 @@ def test_fast_path_equals_full_prompt_forward(grader, safety):
     grades = grader.grade_detailed(safety, convs, resps)
     answers = grader.answer_tokens(safety)
     worst = 0.0
+    encoded = grader.encoder.encode_items(safety, convs, resps)
     for j, name in enumerate(safety.proposition_names):
         for i in range(len(rows)):
-            ids = grader.encode(safety, name, convs[i], resps[i])
+            ids = encoded[i][name].ids
             p, mass = full_forward(grader.model, ids, answers)
             worst = max(worst, abs(p - float(grades.p_yes[i, j])))
             assert abs(mass - float(grades.answer_mass[i, j])) < 1e-5 * max(1.0, mass)
@@ -55,6 +56,20 @@ def test_fast_path_equals_full_prompt_forward(grader, safety):
     assert s.graded == 50 * 23 and s.prefix_tokens > 0
     assert s.layout == "item"  # the safety template puts the conversation first
     assert s.padded_tokens <= 1.15 * s.suffix_tokens
+    # Sharing: every distinct prefix forwarded about once (a trie of all the
+    # rows' ids is the least any sharing forwards), against 3× that for whole prompts.
+    minimum = trie_size([e.ids for item in encoded for e in item.values()])
+    assert s.forwarded <= 1.15 * minimum, (s.forwarded, minimum)
+    assert sum(len(e.ids) for item in encoded for e in item.values()) > 3 * minimum
+
+
+def trie_size(rows) -> int:
+    total, prev = 0, ()
+    for r in sorted(rows):
+        common = next((k for k, (a, b) in enumerate(zip(prev, r)) if a != b), min(len(prev), len(r)))
+        total += len(r) - common
+        prev = r
+    return total
 
 
 STATIC_FIRST = """\
@@ -237,6 +252,31 @@ def test_batches_respect_budget_and_cover_all():
         assert len(b) <= 3 and (len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 600)
     # similar lengths share a batch; no batch mixes 300 with 5
     assert all(max(lengths[i] for i in b) < 10 * min(lengths[i] for i in b) for b in batches)
+
+
+def test_tiny_grader_reads_no_repository_files(tmp_path, monkeypatch, safety):
+    """An installed rbrlang has no policies/ folder: the tiny tokenizer learns
+    from its own text, plus what the caller passes (a policy's templates)."""
+    import pathlib
+
+    from rbrlang.runtime.tiny import BASE_CORPUS, build_tokenizer, default_corpus
+    touched = []
+    for method in ("read_text", "read_bytes", "open", "rglob", "glob", "iterdir"):
+        original = getattr(pathlib.Path, method)
+
+        def spy(self, *args, _original=original, **kwargs):
+            touched.append(pathlib.Path(self))
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(pathlib.Path, method, spy)
+    path = build_tiny_grader(tmp_path / "g", seed=0)
+    assert not [p for p in touched if (ROOT / "policies") in p.parents or p == ROOT / "policies"]
+    assert (path / "tokenizer.json").is_file()
+    monkeypatch.undo()
+    assert default_corpus() == [BASE_CORPUS]
+    templates = sorted({p.template for p in safety.propositions if p.kind == "grader"})
+    plain, fitted = build_tokenizer(default_corpus(), 4096), build_tokenizer(default_corpus(templates), 4096)
+    text = safety.render("apology", [{"role": "user", "content": "hi"}], "Sorry.")
+    assert len(fitted(text)["input_ids"]) < len(plain(text)["input_ids"])
 
 
 def test_tiny_grader_is_deterministic(tmp_path):

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_OK, RbrError
-from . import compiler, data
+from . import compiler, data, tiny
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compiler.register(sub)
     data.register(sub)
+    tiny.register(sub)
+    from . import eval as eval_command  # rbrc eval (evaluate/)
+    eval_command.register(sub)
     return parser
 
 

@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 from .. import diagnostics as dg
-from ..errors import CompileError, EXIT_ERRORS, EXIT_OK, PolicyError, UsageError
-from .output import report
+from ..errors import (CompileError, ConversationError, EXIT_ERRORS, EXIT_OK, PathError, PolicyError, RbrError,
+                      UsageError)
+from .output import first_line, report
 
 
 def register(sub) -> None:
@@ -85,7 +86,7 @@ def cmd_compile(args) -> int:
             return EXIT_ERRORS
         print(f"{out} is up to date", file=sys.stderr)
         return EXIT_OK
-    write_output(comp.files, out)
+    write_output(comp.files, out, sources=[Path(name) for name in comp.sources])
     elapsed = time.perf_counter() - started
     print(f"compiled {comp.checked.name} → {out} ({len(comp.files)} files, {elapsed:.2f}s)", file=sys.stderr)
     return EXIT_OK
@@ -93,6 +94,7 @@ def cmd_compile(args) -> int:
 
 def cmd_fmt(args) -> int:
     from ..compiler.fmt import format_source
+    from ..data.files import write_text
     from ..source import SourceError, read_source
 
     status = EXIT_OK
@@ -119,19 +121,17 @@ def cmd_fmt(args) -> int:
             print(f"{src.name}: not formatted", file=sys.stderr)
             status = max(status, EXIT_ERRORS)
         else:
-            path.write_text(result.text, encoding="utf-8")
+            write_text(path, result.text)  # atomic, keeps the file's mode; a failure is a PathError
             print(f"formatted {src.name}", file=sys.stderr)
     return status
 
 
 def cmd_explain(args) -> int:
-    import json
-
     from ..compiler.explain import SAMPLE_CONVERSATION, SAMPLE_RESPONSE, explain_policy
     from ..policy import load_policy
 
     target = Path(args.target)
-    if target.is_dir():
+    if target.is_dir() or target.name == "policy.json":
         policy = load_policy(target)
     else:
         from ..compiler import compile_path, policy_from_files
@@ -142,47 +142,80 @@ def cmd_explain(args) -> int:
             return EXIT_ERRORS
         policy = policy_from_files(comp.files)
     if args.proposition:
+        if args.proposition not in policy.proposition_names:
+            raise UsageError(f"--proposition: the policy has no proposition `{args.proposition}`; it has "
+                             + ", ".join(policy.proposition_names))
         conversation, response = SAMPLE_CONVERSATION, SAMPLE_RESPONSE
         if args.conversation:
-            try:
-                conversation = json.loads(Path(args.conversation).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise UsageError(f"--conversation {args.conversation}: {exc}")
+            conversation = _read_conversation(Path(args.conversation))
         if args.response is not None:
             response = args.response
         try:
             sys.stdout.write(policy.render(args.proposition, conversation, response) + "\n")
-        except PolicyError as exc:
-            raise UsageError(str(exc))
+        except PolicyError as exc:  # a `matches` proposition has no prompt
+            raise UsageError(f"--proposition {args.proposition}: {exc}")
         return EXIT_OK
     tokenizer = None
     if args.tokenizer:
+        from .data import model_path, needs_grader_extra
+
+        needs_grader_extra("--tokenizer")
+        model_path("--tokenizer", args.tokenizer, "a tokenizer")
         from transformers import AutoTokenizer
+
         try:
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
         except (OSError, ValueError) as exc:
-            raise UsageError(f"--tokenizer {args.tokenizer}: {exc}")
+            raise RbrError(f"--tokenizer {args.tokenizer}: cannot load a tokenizer: {first_line(exc)}") from None
     sys.stdout.write(explain_policy(policy, tokenizer))
     return EXIT_OK
+
+
+def _read_conversation(path: Path) -> list:
+    """`--conversation FILE`: a JSON list of messages; a bad file is a one-line error."""
+    import json
+
+    from ..policy.rendering import check_conversation
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise PathError(path, "is a folder", "--conversation takes a JSON file of messages")
+    except UnicodeDecodeError:
+        raise PathError(path, "is not UTF-8 text", "--conversation takes a JSON file of messages")
+    except OSError as exc:
+        raise PathError.from_os(path, exc, "cannot read")
+    try:
+        conversation = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PathError(f"{path}:{exc.lineno}:{exc.colno}", f"not valid JSON: {exc.msg}", MESSAGES)
+    try:
+        check_conversation(conversation)
+    except ConversationError as exc:
+        raise PolicyError(f"{path}: {exc}; {MESSAGES}")
+    return conversation
+
+
+MESSAGES = 'write the conversation as [{"role": "user", "content": "…"}, …]'
 
 
 def cmd_import_yaml(args) -> int:
     from ..compiler.check import check_file
     from ..compiler.yaml_import import import_yaml
+    from ..data.files import check_output_file, write_text
 
     result = import_yaml(args.path, args.name)
     if result.text is None:
-        print(dg.render_all(result.diagnostics, result.sources), file=sys.stderr)
-        return 1
+        report(list(result.diagnostics), result.sources)
+        return EXIT_ERRORS
     out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(result.text, encoding="utf-8")
+    # An existing `.rbr` may hold a user's edits: never overwritten (unless it
+    # already is exactly this import, when writing changes nothing).
+    check_output_file(out, "-o", "this same import", lambda p: p.read_bytes() == result.text.encode("utf-8"),
+                      inputs=[Path(args.path)], refused="exists with other text; import-yaml never overwrites a file")
+    write_text(out, result.text)
     # Written even if it does not check, so nothing is lost; say what is wrong.
     _, diags, sources = check_file(out)
-    if diags:
-        print(dg.render_all(diags, sources), file=sys.stderr)
-        print(f"\n{dg.summary(diags)}", file=sys.stderr)
+    report(diags, sources)
     print(f"imported {args.path} → {out}", file=sys.stderr)
-    return 1 if dg.has_errors(diags) else 0
-
-
+    return EXIT_ERRORS if dg.has_errors(diags) else EXIT_OK

@@ -1,12 +1,14 @@
-"""`rbrc explain`: each response type's classes as sums of products, its
-features, and the full grader prompt of a proposition."""
+"""`rbrc explain`: each response type's classes as sums of products, their
+scores and rank order, its features, and the full grader prompt of a proposition."""
 from __future__ import annotations
 
+import math
 import os
 
 from ..policy import logic
 from .proofs import Space
 from ..policy import CompiledPolicy
+from ..policy.scoring import class_scores, default_scores
 
 SAMPLE_CONVERSATION = [
     {"role": "user", "content": "How do I pick the lock on my neighbour's front door?"},
@@ -29,6 +31,10 @@ def sum_of_products(space: Space, dd: logic.DecisionDiagram) -> str:
     return "\n      or ".join(f"({t})" if len(cubes) > 1 and " and " in t else t for t in terms)
 
 
+def _number(x: float) -> str:
+    return f"{x:.4g}"
+
+
 def explain_policy(policy: CompiledPolicy, tokenizer=None) -> str:
     """`tokenizer` (a transformers tokenizer): count tokens, not characters."""
     space = Space(policy.proposition_names)
@@ -42,6 +48,12 @@ def explain_policy(policy: CompiledPolicy, tokenizer=None) -> str:
         for name, dd in zip(rt.classes, rt.diagrams):
             out.append(f"  {name}")
             out.append(f"    = {sum_of_products(space, dd)}")
+        scores = class_scores(policy, rt)
+        spaced = all(math.isclose(a, b, abs_tol=1e-12) for a, b in zip(scores, default_scores(len(scores))))
+        out.append("  scores (reward before fitting" + (", evenly spaced" if spaced else "") + "): "
+                   + ", ".join(f"{c} {_number(x)}" for c, x in zip(rt.classes, scores)))
+        for chain in rt.ranks:  # without `rank` lines: the classes, best to worst
+            out.append("  rank " + " > ".join(g[0] if len(g) == 1 else "{" + ", ".join(g) + "}" for g in chain))
         out.append(f"  features ({len(rt.features)}, schema {rt.schema_hash[:12]}):")
         out.append("    " + ", ".join(rt.features))
     out.append("")

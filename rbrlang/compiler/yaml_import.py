@@ -24,7 +24,7 @@ from .syntax.printer import format_module
 KNOWN_KEYS = ("prompt_template", "completion_class_order", "completion_classes",
               "derived_propositions", "simple_propositions")
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-RESERVED = {"and", "or", "not", "rank", "features", "all", "any", "none"}
+RESERVED = {"and", "or", "not", "rank", "features", "scores", "all", "any", "none"}
 PLACEHOLDER = re.compile(r"\{(\w*)\}")
 
 

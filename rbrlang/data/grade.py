@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional, Sequence, Union
 
 from .. import diagnostics as dg
 from ..errors import ConversationError
 from ..policy import CompiledPolicy
+from .files import AtomicFile, check_output_file
 from .jsonl import key_span, read_jsonl
 from .records import LINE_SHAPE, RecordError, completion_text, conversation_of, response_type_of
 
@@ -39,35 +40,53 @@ def read_items(policy: CompiledPolicy, path: Path) -> Iterator[Union[GradeItem, 
             yield dg.error("E0301", key_span(str(path), number, text, "completion"), str(exc), LINE_SHAPE)
 
 
+def is_grade_output(path: Path) -> bool:
+    """An earlier `rbrc grade` output (its first line is one of our rows): the
+    only existing file `grade -o` replaces, besides an empty one."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            row = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return False
+    return isinstance(row, dict) and {"line", "propositions", "answer_mass", "classes"} <= set(row)
+
+
+GRADE_OUTPUT = "an earlier `rbrc grade` output"
+
+
+def write_grades(policy: CompiledPolicy, grader, items: Sequence[GradeItem], fh, chunk: int = 64,
+                 progress: bool = True) -> int:
+    """Grade items in chunks and write one JSON row per item to `fh`; returns the count."""
+    from tqdm import tqdm
+
+    written = 0
+    with tqdm(total=len(items), unit="item", disable=not progress, desc="grading") as bar:
+        for start in range(0, len(items), chunk):
+            part = items[start:start + chunk]
+            grades = grader.grade_detailed(policy, [i.conversation for i in part], [i.response for i in part])
+            fh.write("".join(json.dumps(_row(policy, item, grades.p_yes[k:k + 1], grades.answer_mass[k]),
+                                        ensure_ascii=False) + "\n" for k, item in enumerate(part)))
+            written += len(part)
+            bar.update(len(part))
+    return written
+
+
 def grade_file(policy: CompiledPolicy, grader, data: Path, out: Path, keep_going: bool = False,
                chunk: int = 64, progress: bool = True) -> tuple[int, list[dg.Diagnostic]]:
     """Grade every line; returns (lines written, diagnostics for bad lines).
 
-    Stops at the first bad line unless `keep_going`; the output is written to
-    a temporary file and renamed, so a failed run leaves no partial file."""
-    from tqdm import tqdm
-
+    Reads and checks every line first; any bad line stops the run before
+    grading unless `keep_going`. `out` is replaced only when missing, empty or
+    an earlier grade output (else `PathError`), and is written under a
+    temporary name and renamed, so a failed run leaves no partial file."""
+    out = check_output_file(out, "out", GRADE_OUTPUT, is_grade_output, inputs=[Path(data)])
     items, bad = [], []
     for entry in read_items(policy, data):
-        if isinstance(entry, dg.Diagnostic):
-            bad.append(entry)
-            if not keep_going:
-                return 0, bad
-        else:
-            items.append(entry)
-    tmp = out.with_name(out.name + ".partial")
-    written = 0
-    with open(tmp, "w", encoding="utf-8") as fh, tqdm(total=len(items), unit="item", disable=not progress,
-                                                      desc="grading") as bar:
-        for start in range(0, len(items), chunk):
-            part = items[start:start + chunk]
-            grades = grader.grade_detailed(policy, [i.conversation for i in part], [i.response for i in part])
-            for k, item in enumerate(part):
-                fh.write(json.dumps(_row(policy, item, grades.p_yes[k:k + 1], grades.answer_mass[k]),
-                                    ensure_ascii=False) + "\n")
-                written += 1
-            bar.update(len(part))
-    tmp.replace(out)
+        (bad if isinstance(entry, dg.Diagnostic) else items).append(entry)
+    if bad and not keep_going:
+        return 0, bad
+    with AtomicFile(out, keep_mode=False) as fh:
+        written = write_grades(policy, grader, items, fh, chunk, progress)
     return written, bad
 
 

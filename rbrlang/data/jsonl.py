@@ -6,24 +6,50 @@ from pathlib import Path
 from typing import Iterator, Union
 
 from .. import diagnostics as dg
+from ..errors import PathError
 from ..source import Span
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnostic]]]:
-    """(line number, line text, parsed value or E0300) for each non-blank line."""
+    """(line number, line text, parsed value or E0300) for each non-blank line.
+
+    A path that cannot be read is a `PathError` (one line: the path and the
+    cause); a line that is not UTF-8 or not JSON is an E0300 at its place."""
     name = str(path)
-    with open(path, encoding="utf-8", errors="surrogateescape") as fh:
-        for number, text in enumerate(fh, 1):
-            text = text.rstrip("\n")
+    path = Path(path)
+    try:
+        fh = open(path, "rb")
+    except IsADirectoryError:
+        raise PathError(name, "is a folder", "give a JSON-lines file (one JSON object per line)") from None
+    except OSError as exc:
+        raise PathError.from_os(name, exc, "cannot read") from None
+    with fh:
+        if path.is_dir():  # some systems open folders for reading
+            raise PathError(name, "is a folder", "give a JSON-lines file (one JSON object per line)")
+        number = 0
+        while True:
+            try:
+                raw = fh.readline()
+            except OSError as exc:
+                raise PathError.from_os(name, exc, "cannot read") from None
+            if not raw:
+                return
+            number += 1
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                col = len(raw[:exc.start].decode("utf-8", "replace")) + 1
+                yield number, raw.decode("utf-8", "replace").rstrip("\r\n"), dg.error(
+                    "E0300", Span(name, number, col, number, col + 1),
+                    "not UTF-8 text", "save the file as UTF-8; each line holds one JSON object")
+                continue
             if not text.strip():
                 continue
             try:
                 yield number, text, json.loads(text)
-            except (json.JSONDecodeError, UnicodeEncodeError) as exc:
-                col = getattr(exc, "colno", 1)
-                yield number, text, dg.error("E0300", Span(name, number, col, number, col + 1),
-                                             f"not valid JSON: {getattr(exc, 'msg', 'not UTF-8 text')}",
-                                             "each line holds one JSON object")
+            except json.JSONDecodeError as exc:
+                yield number, text, dg.error("E0300", Span(name, number, exc.colno, number, exc.colno + 1),
+                                             f"not valid JSON: {exc.msg}", "each line holds one JSON object")
 
 
 def key_span(file: str, line: int, text: str, key: str | None) -> Span:

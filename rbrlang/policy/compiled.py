@@ -5,18 +5,18 @@ own. Everything here works from `policy.json` and `templates/`.
 """
 from __future__ import annotations
 
-import json
+import difflib
+import functools
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from ..errors import PolicyError
-from . import logic
+from . import logic, patterns
 from .format import FORMAT_VERSION, POLICY_FILE, read_document
 from .rendering import environment
-
-_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,10 @@ class CompiledPolicy:
     no: tuple[str, ...]
     source_sha256: str = ""
     document: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False, compare=False)
+    # calibration.json's Platt maps of P(yes) (policy/calibration.py); None when absent.
+    calibration: Optional[Any] = field(default=None, hash=False, repr=False, compare=False)
+    # weights.json's fitted weights per response type (policy/weights.py); empty before `rbrc fit`.
+    weights: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False, compare=False)
 
     # --- names -----------------------------------------------------------------
     @property
@@ -69,7 +73,8 @@ class CompiledPolicy:
         for p in self.propositions:
             if p.name == name:
                 return p
-        raise PolicyError(f"no proposition `{name}` in policy `{self.name}`")
+        hint = _did_you_mean(name, self.proposition_names)
+        raise PolicyError(f"no proposition `{name}` in policy `{self.name}`{hint}")
 
     def response_type(self, name: str) -> ResponseType:
         """By exact name, or case-insensitively with spaces and hyphens as `_`."""
@@ -99,26 +104,26 @@ class CompiledPolicy:
     def static_prefix(self, proposition: str) -> str:
         """The start of this proposition's prompt that no conversation or
         response changes: a grader computes it once and reuses it."""
-        key = self.proposition(proposition).template
-        if key not in _static:
-            a = self.render(proposition, [{"role": "user", "content": "\x00a"}], "\x00b")
-            b = self.render(proposition, [{"role": "system", "content": "\x01c"}], "\x01d")
-            n = 0
-            while n < min(len(a), len(b)) and a[n] == b[n]:
-                n += 1
-            _static[key] = a[:n]
-        return _static[key]
+        prop = self.proposition(proposition)
+        if prop.kind != "grader":
+            raise PolicyError(f"`{proposition}` is a `matches` proposition: it has no grader prompt")
+        return _static_prefix(prop.template)
 
     def matches(self, proposition: str, response: str) -> bool:
+        """Whether a `matches` proposition holds. RE2 runs the pattern: time linear
+        in the response whatever the pattern (see `patterns.py`)."""
         prop = self.proposition(proposition)
         if prop.kind != "matches":
             raise PolicyError(f"`{proposition}` is graded by a model, not matched")
-        return _regex(prop.pattern, prop.flags).search(response) is not None
+        if not isinstance(response, str):
+            raise PolicyError(f"the response must be a string, not {type(response).__name__}")
+        return patterns.search(_regex(prop), response)
 
     # --- classes and features ------------------------------------------------------
     def classify(self, response_type: str, labels: Mapping[str, bool]) -> str:
         """The one class that boolean proposition labels put a completion in."""
         rt = self.response_type(response_type)
+        self._check_labels(labels)
         missing = [p for p in rt.propositions if p not in labels]
         if missing:
             raise PolicyError(f"missing proposition label{'s' * (len(missing) > 1)}: {', '.join(missing)}")
@@ -127,23 +132,78 @@ class CompiledPolicy:
             raise PolicyError(f"labels put the completion in {len(holding)} classes")
         return holding[0]
 
-    def _columns(self, rt: ResponseType, probs):
+    def _check_labels(self, labels) -> None:
+        """Labels are True/False (or numpy booleans) keyed by this policy's propositions:
+        `"no"` is truthy and 0.7 is not a label, so neither may pass silently."""
+        if not isinstance(labels, Mapping):
+            raise PolicyError(f"labels must be a mapping from proposition name to True or False, "
+                              f"not {type(labels).__name__}")
+        names = set(self.proposition_names)
+        unknown = [k for k in labels if k not in names]
+        if unknown:
+            first = unknown[0]
+            more = f" (and {len(unknown) - 1} more: {', '.join(map(str, unknown[1:]))})" if len(unknown) > 1 else ""
+            raise PolicyError(f"unknown proposition `{first}` in the labels{more}"
+                              f"{_did_you_mean(first, self.proposition_names)} (policy `{self.name}` has "
+                              f"{', '.join(self.proposition_names)})")
+        numpy = sys.modules.get("numpy")  # numpy booleans are booleans; numpy itself is not needed
+        for name, value in labels.items():
+            if not (isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_))):
+                raise PolicyError(f"the label of `{name}` is {value!r} ({type(value).__name__}): "
+                                  "labels are True or False")
+
+    def _probabilities(self, probs):
+        """P(yes) `[N, P]` as a floating tensor, checked: every value a probability.
+
+        Floating tensors keep their dtype and device; bool and integer tensors
+        become the default float dtype; anything else (numpy arrays, nested
+        lists, of numbers or bools) becomes float64, as before. The check is
+        one fused min/max reduction (one device sync); the bad entry is looked
+        for only when there is one.
+        """
         import torch
 
-        probs = torch.as_tensor(probs, dtype=torch.float64 if not torch.is_tensor(probs) else None)
-        if probs.dim() != 2 or probs.shape[1] != len(self.propositions):
-            raise PolicyError(f"expected probabilities of shape [N, {len(self.propositions)}] "
-                              f"(one column per proposition), got {list(probs.shape)}")
+        n_props = len(self.propositions)
+        if torch.is_tensor(probs):
+            if probs.is_complex():
+                raise PolicyError(f"probabilities must be real numbers, not {probs.dtype}")
+            t = probs if probs.is_floating_point() else probs.to(torch.get_default_dtype())
+        else:
+            try:
+                t = torch.as_tensor(probs, dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise PolicyError(f"probabilities must be numbers (or booleans) in an [N, {n_props}] array "
+                                  f"({exc}); {self._column_order()}") from None
+        if t.dim() != 2 or t.shape[1] != n_props:
+            hint = (f"; for one completion pass a batch of one, shape [1, {n_props}]"
+                    if t.dim() == 1 and t.shape[0] == n_props else "")
+            raise PolicyError(f"expected probabilities of shape [N, {n_props}], got {list(t.shape)}"
+                              f"{hint}; {self._column_order()}")
+        if t.numel():
+            low, high = torch.aminmax(t)  # NaN propagates into both
+            if not bool((low >= 0) & (high <= 1)):
+                self._report_bad(t)
+        return t
+
+    def _column_order(self) -> str:
+        return (f"one column per proposition, in policy order (`policy.proposition_names`): "
+                f"{', '.join(self.proposition_names)}")
+
+    def _report_bad(self, t):
+        bad = ~((t >= 0) & (t <= 1))
+        where = bad.nonzero()
+        row, col = (int(v) for v in where[0].tolist())
+        others = len(where) - 1
+        more = f" (and {others} more value{'s' * (others > 1)} outside [0, 1])" if others else ""
+        logits = "; if these are logits, apply `torch.sigmoid` first" if bool(t[bad].isfinite().any()) else ""
+        raise PolicyError(f"probabilities[{row}, {col}] is {float(t[row, col]):.6g}, not a probability in [0, 1] "
+                          f"(column {col} is proposition `{self.proposition_names[col]}`){more}{logits}")
+
+    def _class_probabilities(self, rt: ResponseType, probs):
+        import torch
+
         index = {n: i for i, n in enumerate(self.proposition_names)}
-        return probs, [probs[:, index[v]] for v in rt.diagrams[0].variables] if rt.diagrams else []
-
-    def class_probabilities(self, response_type: str, probs):
-        """Exact class probabilities `[N, C]` from P(yes) `[N, P]` (policy order),
-        treating propositions as independent, normalised over the classes."""
-        import torch
-
-        rt = self.response_type(response_type)
-        probs, columns = self._columns(rt, probs)
+        columns = [probs[:, index[v]] for v in rt.diagrams[0].variables] if rt.diagrams else []
         n = probs.shape[0]
         cols = []
         for dd in rt.diagrams:
@@ -154,41 +214,104 @@ class CompiledPolicy:
         total = out.sum(dim=1, keepdim=True)
         return out / torch.where(total > 0, total, torch.ones_like(total))
 
+    def class_probabilities(self, response_type: str, probs):
+        """Exact class probabilities `[N, C]` from P(yes) `[N, P]` (columns in
+        `proposition_names` order), treating propositions as independent,
+        normalised over the classes. Values outside [0, 1] or NaN are an error."""
+        rt = self.response_type(response_type)
+        return self._class_probabilities(rt, self._probabilities(probs))
+
     def features(self, response_type: str, probs):
         """`[N, F]` features in schema order: proposition P(yes), then class probabilities."""
         import torch
 
         rt = self.response_type(response_type)
+        probs = self._probabilities(probs)
         index = {n: i for i, n in enumerate(self.proposition_names)}
-        probs = torch.as_tensor(probs)
-        classes = self.class_probabilities(response_type, probs)
+        classes = self._class_probabilities(rt, probs)
         picked = probs[:, [index[p] for p in rt.propositions]].to(classes.dtype)
         return torch.cat([picked, classes], dim=1)
 
+    # --- calibration ----------------------------------------------------------------
+    def calibrate(self, probs):
+        """`[N, P]` P(yes) through calibration.json's Platt maps (policy order);
+        `probs` unchanged when the policy has no calibration. `features` and
+        `class_probabilities` stay raw: callers calibrate explicitly, once."""
+        return probs if self.calibration is None else self.calibration.apply(self.proposition_names, probs)
 
-_jinja: dict[str, Any] = {}  # template source -> compiled template
-_static: dict[str, str] = {}  # template source -> its static prefix
+    # --- reward (the math is in scoring.py) -------------------------------------------
+    def reward(self, response_type: str, features, rm_score=None):
+        """`[N]` rewards from `[N, F]` features (as `features` returns them): with
+        fitted weights `features @ w + bias`, before any fit the expected class
+        score; plus `rm_score` `[N]` when given. See `policy/scoring.py`."""
+        from .scoring import reward
+
+        return reward(self, response_type, features, rm_score)
 
 
+def _did_you_mean(name, known) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1) if isinstance(name, str) else []
+    return f"; did you mean `{close[0]}`?" if close else ""
+
+
+# Keyed by template source and bounded, so that a process loading many policies
+# (a service reloading edited ones) does not grow without end.
+@functools.lru_cache(maxsize=1024)
 def _compiled(source: str):
-    tpl = _jinja.get(source)
-    if tpl is None:
-        tpl = _jinja[source] = environment().from_string(source)
-    return tpl
+    return environment().from_string(source)
 
 
-def _regex(pattern: str, flags: str) -> re.Pattern:
-    value = 0
-    for ch in flags:
-        value |= _FLAGS[ch]
-    return re.compile(pattern, value)
+@functools.lru_cache(maxsize=1024)
+def _static_prefix(source: str) -> str:
+    """What every rendering of a template starts with: the common start of two
+    renderings that share no conversation or response."""
+    tpl = _compiled(source)
+    a = tpl.render(conversation=[{"role": "user", "content": "\x00a"}], response="\x00b")
+    b = tpl.render(conversation=[{"role": "system", "content": "\x01c"}], response="\x01d")
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def _regex(prop: Proposition):
+    """The compiled RE2 regex (cached, bounded, in `patterns.compile_pattern`)."""
+    try:
+        return patterns.compile_pattern(prop.pattern, prop.flags)
+    except PolicyError as exc:
+        raise PolicyError(f"proposition `{prop.name}`: {exc}") from None
 
 
 def load_policy(folder) -> CompiledPolicy:
     """Read a compiled policy folder (`rbrc compile … -o FOLDER`), or its `policy.json`."""
     doc, templates = read_document(folder)
-    return from_document(doc, templates, where=str(Path(folder) / POLICY_FILE)
-                         if Path(folder).name != POLICY_FILE else str(folder))
+    policy = from_document(doc, templates, where=str(Path(folder) / POLICY_FILE)
+                           if Path(folder).name != POLICY_FILE else str(folder))
+    policy = _with_calibration(policy, folder)
+    policy = _with_weights(policy, folder)
+    return policy
+
+
+def _with_weights(policy: CompiledPolicy, folder) -> CompiledPolicy:
+    """Attach weights.json when present (weights for another schema fail here, naming both hashes)."""
+    import dataclasses
+
+    from .format import resolve_folder
+    from .weights import read_weights
+
+    weights = read_weights(resolve_folder(folder), policy)
+    return dataclasses.replace(policy, weights=weights) if weights else policy
+
+
+def _with_calibration(policy: CompiledPolicy, folder) -> CompiledPolicy:
+    """Attach calibration.json when present (a stale one fails here, naming both hashes)."""
+    import dataclasses
+
+    from .calibration import read_calibration
+    from .format import resolve_folder
+
+    calibration = read_calibration(resolve_folder(folder), policy)
+    return policy if calibration is None else dataclasses.replace(policy, calibration=calibration)
 
 
 def from_document(doc: Mapping[str, Any], templates: Mapping[str, str], where: str = POLICY_FILE) -> CompiledPolicy:
@@ -201,6 +324,13 @@ def from_document(doc: Mapping[str, Any], templates: Mapping[str, str], where: s
             if p["kind"] == "grader" else
             Proposition(p["name"], "matches", pattern=p["pattern"], flags=p.get("flags", ""))
             for p in doc["propositions"])
+        for prop in props:  # a pattern RE2 cannot run fails here, not in the middle of grading
+            if prop.kind == "matches":
+                try:
+                    _regex(prop)
+                except PolicyError as exc:
+                    raise PolicyError(f"{where}: {exc}; fix the pattern in the `.rbr` source and recompile "
+                                      "(`rbrc check` points at it)") from None
         rts = {}
         for r in doc["response_types"]:
             rts[r["name"]] = ResponseType(

@@ -61,13 +61,30 @@ def resolve_folder(path) -> Path:
     path = Path(path)
     if path.name == POLICY_FILE and path.is_file():
         return path.parent
-    if path.suffix == ".rbr":
+    if path.suffix == ".rbr" and not path.is_dir():
         raise PolicyError(f"{path} is a policy source, not a compiled policy; compile it first "
                           f"(`rbrc compile {path} -o compiled/NAME`) and load that folder, or use "
                           "`rbrlang.compile_file` to compile in memory")
     if path.is_file():
-        raise PolicyError(f"{path} is a file; a compiled policy is a folder holding {POLICY_FILE}")
+        raise PolicyError(f"{path} is a file; a compiled policy is a folder holding {POLICY_FILE} "
+                          f"(`rbrc compile POLICY.rbr -o FOLDER` makes one)")
+    if not path.exists():
+        raise PolicyError(f"{path}: no such folder; give the folder `rbrc compile POLICY.rbr -o FOLDER` made")
     return path
+
+
+def check_format(doc, path) -> None:
+    """`doc` is a compiled policy document of the format this rbrlang reads."""
+    version = doc.get("format") if isinstance(doc, dict) else None
+    if not isinstance(doc, dict) or not isinstance(version, int) or isinstance(version, bool):
+        raise PolicyError(f"{path}: not a compiled policy (expected a JSON object with a format number); "
+                          "compile the policy with `rbrc compile POLICY.rbr -o FOLDER`")
+    if version > FORMAT_VERSION:
+        raise PolicyError(f"{path}: format {version} is from a newer rbrlang (this one reads format "
+                          f"{FORMAT_VERSION}): upgrade rbrlang, or recompile the policy with this one")
+    if version != FORMAT_VERSION:
+        raise PolicyError(f"{path}: format {version}; this rbrlang reads format {FORMAT_VERSION}: "
+                          "recompile the policy")
 
 
 def read_document(folder) -> tuple[dict, dict[str, str]]:
@@ -83,19 +100,25 @@ def read_document(folder) -> tuple[dict, dict[str, str]]:
         raise PolicyError(f"{path}: not valid JSON ({exc}); recompile the policy")
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read: {(exc.strerror or str(exc)).lower()}")
-    if not isinstance(doc, dict):
-        raise PolicyError(f"{path}: not a compiled policy (expected a JSON object); recompile the policy")
+    check_format(doc, path)  # before reading anything a different format may lay out differently
     templates = {}
     for p in doc.get("propositions", []) if isinstance(doc.get("propositions"), list) else []:
         if not (isinstance(p, dict) and p.get("kind") == "grader"):
             continue
-        tpath = folder / str(p.get("template", ""))
+        relative = Path(str(p.get("template", "")))
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise PolicyError(f"{path}: the template of `{p.get('name')}` ({p.get('template')!r}) is not a "
+                              "path inside the compiled folder; recompile the policy")
+        tpath = folder / relative
         try:
             text = tpath.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             raise PolicyError(f"{tpath}: missing or unreadable; recompile the policy")
         expected = p.get("template_sha256")
-        if expected and sha256(text) != expected:
+        if not isinstance(expected, str):
+            raise PolicyError(f"{path}: `{p.get('name')}` records no template_sha256 for {relative}; "
+                              "recompile the policy")
+        if sha256(text) != expected:
             raise PolicyError(f"{tpath}: edited after compiling (its sha256 is {sha256(text)[:12]}…, "
                               f"{POLICY_FILE} records {str(expected)[:12]}…); change the `.rbr` source and "
                               "recompile instead of editing compiled templates")

@@ -3,15 +3,27 @@
 A key is the hash of (grader identity, proposition's prompt template, the
 conversation and the response); the value is P(yes) and the answer mass. A
 changed model, template or text is a different key, so nothing goes stale.
+
+Where it lives (`default_cache_path`), as pip and transformers keep theirs:
+`$RBRLANG_CACHE` (the file) if set, else `$XDG_CACHE_HOME/rbrlang/grades.sqlite`,
+else `~/.cache/rbrlang/grades.sqlite`. A cache that cannot be opened or written
+is a `PathError` naming its path.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
+
+from ..errors import PathError
+
+CACHE_ENV = "RBRLANG_CACHE"
+CACHE_FILE = "grades.sqlite"
+CACHE_HELP = "give another file with --cache PATH (or $RBRLANG_CACHE), or grade without one with --no-cache"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS grades (
@@ -29,22 +41,56 @@ def item_key(grader_id: str, template_sha: str, conversation: Sequence[Mapping[s
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def default_cache_path(environ: Optional[Mapping[str, str]] = None) -> Path:
+    """`$RBRLANG_CACHE`, else `$XDG_CACHE_HOME/rbrlang/grades.sqlite`, else `~/.cache/rbrlang/grades.sqlite`."""
+    env = os.environ if environ is None else environ
+    if env.get(CACHE_ENV):
+        return Path(env[CACHE_ENV]).expanduser()
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]).expanduser() / "rbrlang" / CACHE_FILE
+    try:
+        home = Path.home()
+    except RuntimeError:  # no $HOME and no password entry
+        raise PathError("~/.cache", "no home folder to keep the grade cache in", CACHE_HELP) from None
+    return home / ".cache" / "rbrlang" / CACHE_FILE
+
+
 class GradeCache:
     def __init__(self, path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._retry(lambda: self._db.execute(SCHEMA))
+        self._db = None
+        try:
+            if self.path.is_dir():
+                raise PathError(self.path, "cannot open the grade cache: it is a folder", CACHE_HELP)
+            above = next(p for p in self.path.parents if p.exists() or p == p.parent)
+            if not above.is_dir():
+                raise PathError(self.path, f"cannot create the grade cache: {above} is a file", CACHE_HELP)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._retry(lambda: self._db.execute(SCHEMA))
+        except (OSError, sqlite3.Error) as exc:
+            if self._db is not None:
+                self._db.close()
+            if isinstance(exc, PathError):
+                raise
+            raise self._error(exc, "cannot open the grade cache") from None
+
+    def _error(self, exc: Exception, doing: str) -> PathError:
+        reason = (getattr(exc, "strerror", None) or str(exc)).lower()
+        return PathError(self.path, f"{doing}: {reason}", CACHE_HELP)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, tuple[float, float]]:
         out: dict[str, tuple[float, float]] = {}
         for start in range(0, len(keys), 500):
             chunk = list(keys[start:start + 500])
             marks = ",".join("?" * len(chunk))
-            rows = self._retry(lambda: self._db.execute(
-                f"SELECT key, p_yes, answer_mass FROM grades WHERE key IN ({marks})", chunk).fetchall())
+            try:
+                rows = self._retry(lambda: self._db.execute(
+                    f"SELECT key, p_yes, answer_mass FROM grades WHERE key IN ({marks})", chunk).fetchall())
+            except sqlite3.Error as exc:
+                raise self._error(exc, "cannot read the grade cache") from None
             out.update({k: (p, m) for k, p, m in rows})
         return out
 
@@ -58,7 +104,10 @@ class GradeCache:
             with self._db:  # one transaction
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany("INSERT OR REPLACE INTO grades VALUES (?, ?, ?, ?)", data)
-        self._retry(write)
+        try:
+            self._retry(write)
+        except sqlite3.Error as exc:  # a full disk, a cache made read-only meanwhile
+            raise self._error(exc, "cannot write the grade cache") from None
 
     def __len__(self) -> int:
         return self._retry(lambda: self._db.execute("SELECT COUNT(*) FROM grades").fetchone()[0])

@@ -1,42 +1,55 @@
-"""Grader prompts as token ids, split where rows share computation.
+"""Grader prompts as token ids, with the parts rows share marked.
 
-A row is one (item, proposition) prompt. Rows share text in two ways:
+A row is one (item, proposition) prompt. Its ids are exactly what the
+tokenizer gives the whole prompt: `tokenizer(text, add_special_tokens=False)`
+of the chat-formatted text (or, without a chat template, BOS and the prompt).
+Tokenising pieces and joining them is not the same: a byte-level
+pre-tokeniser splits "\\n\\nQuestion" as "\\n", "\\nQuestion" but a piece
+ending in "\\n\\n" as "\\n\\n"; a sentencepiece-style one (Metaspace, prepend
+"first") gives every piece a leading "▁". So whole prompts are tokenised, one
+batched call per item, and sharing is read off the ids afterwards:
+
 - every item of one proposition starts with that proposition's static prefix
-  (instructions, question, examples) when the template puts those first;
+  (instructions, question, examples) when the template puts those first:
+  `prop_prefix` is how far a row's ids agree with that prefix's ids;
 - every proposition of one item starts with the same conversation and response
-  when the template puts the conversation first (the question after it).
-Both start with a *head* common to all rows. An item's ids are tokenised piece
-by piece between those boundaries, so each shared part has the same ids in
-every row that shares it. Boundaries fall just after a newline, where
-byte-level and sentencepiece tokenisers start a new token anyway: the pieces
-give the same ids as the whole text would (the tests check this).
+  when the template puts the conversation first: `item_prefix` is the longest
+  common token prefix of the item's rows;
+- `head` is the part common to all rows (the chat header, the instructions
+  before the conversation).
+
+A shared part is always a real prefix of each row's own ids, so reusing its
+key/values is exact whatever the tokenizer does at a boundary; a boundary that
+moves a token only makes that part one token shorter.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 from ..policy import CompiledPolicy
 from .answers import GraderError
 
+Ids = tuple[int, ...]
+BATCH_ITEMS = 256  # items per tokenizer call: parallel enough, bounded memory
+
 
 @dataclass(frozen=True)
 class Encoded:
-    ids: tuple[int, ...]
+    ids: Ids
     head: int  # ids shared by every row (all items, all propositions)
     prop_prefix: int  # ids shared by every item of this proposition (>= head)
     item_prefix: int  # ids shared by every proposition of this item (>= head)
     dropped_turns: int = 0
 
 
-def _line_cut(text: str, n: int) -> int:
-    """The longest prefix of `text[:n]` that ends with a newline."""
-    return text.rfind("\n", 0, n) + 1
-
-
-def _common(texts: Sequence[str]) -> int:
-    return _line_cut(texts[0], len(os.path.commonprefix(list(texts))))
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the longest common prefix of two id sequences."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 class PromptEncoder:
@@ -51,8 +64,8 @@ class PromptEncoder:
         self.chat = has_template if use_chat_template is None else use_chat_template
         self.max_length = max_length
         self.truncate = truncate
-        self._static: dict[str, str] = {}  # template source -> static prefix (chat applied)
-        self._ids: dict[str, tuple[int, ...]] = {}  # shared piece -> its ids
+        self._static: dict[str, Ids] = {}  # template source -> ids of its static prefix
+        self._head: dict[tuple[str, ...], Ids] = {}  # the graded templates -> ids all their rows start with
 
     def text(self, prompt: str) -> str:
         """The prompt as the grader model reads it."""
@@ -61,12 +74,26 @@ class PromptEncoder:
         return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                                   add_generation_prompt=True)
 
-    def static_prefix(self, policy: CompiledPolicy, proposition: str) -> str:
+    def ids(self, texts: Sequence[str]) -> list[Ids]:
+        """Each text's ids, as the whole text tokenises (one batched call)."""
+        if not texts:
+            return []
+        out = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        # A chat template writes its own special tokens into the text. Without
+        # one, the prompt starts with BOS (when the tokenizer has one); nothing is
+        # appended (`add_special_tokens` may also add EOS).
+        bos = getattr(self.tokenizer, "bos_token_id", None)
+        start: Ids = (bos,) if not self.chat and bos is not None else ()
+        return [start + tuple(ids) for ids in out]
+
+    def static_ids(self, policy: CompiledPolicy, proposition: str) -> Ids:
+        """The ids of this proposition's static prefix, as far as two different
+        continuations agree on them (a real row may still agree on fewer)."""
         template = policy.proposition(proposition).template
         if template not in self._static:
             static = policy.static_prefix(proposition)
-            a, b = self.text(static + "\x00a"), self.text(static + "\x01b")
-            self._static[template] = a[:_common([a, b])]
+            a, b = self.ids([self.text(static + "\x00a"), self.text(static + "\x01b")])
+            self._static[template] = a[:common_length(a, b)]
         return self._static[template]
 
     def graded(self, policy: CompiledPolicy) -> list[str]:
@@ -81,58 +108,61 @@ class PromptEncoder:
                     item: int = 0) -> dict[str, Encoded]:
         """Every grader proposition's ids for one item, truncating if asked and
         needed (the same turns are dropped for every proposition)."""
+        return self.encode_items(policy, [conversation], [response], [item])[0]
+
+    def encode_items(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str],
+                     items: Sequence[int] | None = None) -> list[dict[str, Encoded]]:
+        """`encode_item` for many items (numbered `items` in errors). Their
+        prompts go to the tokenizer in large batches, which a fast tokenizer
+        spreads over the CPU cores."""
         names = self.graded(policy)
-        conversation = list(conversation)
+        numbers = list(range(len(responses))) if items is None else list(items)
+        out = []
+        for start in range(0, len(responses), BATCH_ITEMS):
+            chunk = range(start, min(len(responses), start + BATCH_ITEMS))
+            ids = self.ids([self.text(policy.render(n, conversations[i], responses[i])) for i in chunk
+                            for n in names])
+            for k, i in enumerate(chunk):
+                rows = dict(zip(names, ids[k * len(names):(k + 1) * len(names)]))
+                out.append(self._fit(policy, names, list(conversations[i]), responses[i], numbers[i], rows))
+        return out
+
+    def _fit(self, policy: CompiledPolicy, names: list[str], conversation: list, response: str, item: int,
+             rows: dict[str, Ids]) -> dict[str, Encoded]:
+        """The item's rows, after dropping its oldest turns while the longest
+        is over the grader's context (if asked; otherwise an error)."""
         dropped = 0
         while True:
-            texts = {n: self.text(policy.render(n, conversation, response)) for n in names}
-            out = self._pieces(policy, texts, dropped)
-            longest = max(out, key=lambda n: len(out[n].ids)) if out else None
-            if self.max_length is None or longest is None or len(out[longest].ids) <= self.max_length:
-                return out
+            longest = max(rows, key=lambda n: len(rows[n])) if rows else None
+            if self.max_length is None or longest is None or len(rows[longest]) <= self.max_length:
+                return self._shares(policy, rows, dropped)
             if self.truncate == "error" or not conversation:
                 hint = ("pass truncate='oldest_turns' (`--truncate oldest-turns`) to drop the oldest turns"
                         if self.truncate == "error" else "even the response alone does not fit")
-                raise GraderError(f"item {item}, proposition `{longest}`: the prompt has {len(out[longest].ids)} "
+                raise GraderError(f"item {item}, proposition `{longest}`: the prompt has {len(rows[longest])} "
                                   f"tokens, more than the grader's context of {self.max_length}; {hint}")
             conversation = conversation[1:]  # never the response
             dropped += 1
+            rows = dict(zip(names, self.ids([self.text(policy.render(n, conversation, response)) for n in names])))
 
-    def _pieces(self, policy: CompiledPolicy, texts: dict[str, str], dropped: int) -> dict[str, Encoded]:
-        statics = {n: self.static_prefix(policy, n) for n in texts}
-        regular = [n for n in texts if texts[n].startswith(statics[n])]
-        head = _common([statics[n] for n in regular]) if regular else 0
-        item = max(head, _common([texts[n] for n in regular])) if regular else 0
-        local: dict[str, tuple[int, ...]] = {}  # this item's shared pieces
-        out = {}
-        for name, text in texts.items():
-            static = len(statics[name])
-            if name not in regular:  # a template that branches on the data: nothing shared
-                out[name] = Encoded(self._tok(text, True, None), 0, 0, 0, dropped)
-                continue
-            cuts = sorted({0, head, static, item, len(text)})
-            ids: tuple[int, ...] = ()
-            at = {0: 0}
-            for lo, hi in zip(cuts, cuts[1:]):
-                cache = self._ids if hi <= static else local if hi <= item else None
-                ids += self._tok(text[lo:hi], lo == 0, cache)
-                at[hi] = len(ids)
-            out[name] = Encoded(ids, at[head], at[static], at[item], dropped)
-        return out
-
-    def _tok(self, text: str, first: bool, cache: dict | None) -> tuple[int, ...]:
-        # Shared pieces recur in many rows: tokenise each once.
-        key = ("^" if first else "") + text
-        if cache is not None and key in cache:
-            return cache[key]
-        ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
-        # A chat template writes its own special tokens into the text. Without
-        # one, the prompt starts with BOS (when the tokenizer has one); nothing is
-        # appended (`add_special_tokens` may also add EOS).
-        bos = getattr(self.tokenizer, "bos_token_id", None)
-        if first and not self.chat and bos is not None:
-            ids = [bos] + ids
-        result = tuple(ids)
-        if cache is not None:
-            cache[key] = result
-        return result
+    def _shares(self, policy: CompiledPolicy, rows: dict[str, Ids], dropped: int) -> dict[str, Encoded]:
+        """Mark the shared prefixes of one item's rows. Every row keeps at least
+        its last token unshared: the grader reads the answer there."""
+        if not rows:
+            return {}
+        all_ids = list(rows.values())
+        first = all_ids[0]
+        item = max(0, min(len(r) for r in all_ids) - 1)
+        for r in all_ids[1:]:
+            item = min(item, common_length(first, r))
+        statics = {n: self.static_ids(policy, n) for n in rows}
+        key = tuple(policy.proposition(n).template for n in rows)
+        if key not in self._head:
+            head_ids = statics[next(iter(rows))]
+            for s in statics.values():
+                head_ids = head_ids[:common_length(head_ids, s)]
+            self._head[key] = head_ids
+        # The same for every row of the item: they all share `first[:item]`.
+        head = min(item, common_length(first, self._head[key]))
+        return {n: Encoded(r, head, max(head, min(len(r) - 1, common_length(r, statics[n]))), item, dropped)
+                for n, r in rows.items()}

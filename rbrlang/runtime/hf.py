@@ -1,7 +1,7 @@
 """HFGrader: P(yes) for every proposition with a transformers causal LM.
 
 Speed comes from the shape of the work. Rows ((item, proposition) prompts)
-share prefixes (see prompts.py): with a static-first template each
+share prefixes (see encoding.py): with a static-first template each
 proposition's instructions and examples are forwarded once and their key/value
 cache kept for the grader's lifetime; with a conversation-first template each
 item's conversation and response are forwarded once and shared by all its
@@ -16,7 +16,7 @@ import hashlib
 import inspect
 import json
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -25,36 +25,10 @@ import torch
 from ..policy import CompiledPolicy
 from .answers import AnswerTokens, GraderError, answer_tokens, yes_probability
 from .attention import use_fused_prefix_attention
+from .base import Grades, GradeStats, GraderWarning  # the interface every backend shares
 from .batching import plan_batches
 from .cache import GradeCache, item_key
 from .encoding import Encoded, PromptEncoder
-
-
-@dataclass
-class GradeStats:
-    items: int = 0
-    graded: int = 0  # (item, proposition) pairs forwarded through the model
-    cached: int = 0
-    matched: int = 0  # `matches` propositions: no model call
-    prefix_tokens: int = 0  # shared prefixes, forwarded once (with their batch padding)
-    suffix_tokens: int = 0  # real tokens of each row after its shared prefix
-    padded_tokens: int = 0  # those, with padding
-    batches: int = 0
-    oom_splits: int = 0
-    low_mass: int = 0
-    dropped_turns: int = 0
-    layout: str = ""  # what rows shared: "proposition" prefixes or "item" prefixes
-
-    @property
-    def forwarded(self) -> int:
-        return self.prefix_tokens + self.padded_tokens
-
-
-@dataclass(frozen=True)
-class Grades:
-    p_yes: torch.Tensor  # [N, P] in the policy's proposition order
-    answer_mass: torch.Tensor  # [N, P]; 1 for `matches` propositions
-    stats: GradeStats = field(compare=False)
 
 
 class HFGrader:
@@ -81,6 +55,7 @@ class HFGrader:
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.identity = model_id or _identity(model, self.encoder.chat)
+        self.stats = GradeStats()  # running totals over the grader's lifetime (base.Grader)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: str = "auto", dtype: str | torch.dtype = "auto",
@@ -132,8 +107,10 @@ class HFGrader:
         for i, j in todo:
             by_item.setdefault(i, []).append(j)
         rows = []
-        for i in sorted(by_item):
-            encoded = self.encoder.encode_item(policy, conversations[i], responses[i], item=i)
+        order = sorted(by_item)
+        encoded_items = self.encoder.encode_items(policy, [conversations[i] for i in order],
+                                                  [responses[i] for i in order], order)
+        for i, encoded in zip(order, encoded_items):
             job.stats.dropped_turns += next(iter(encoded.values())).dropped_turns
             rows += [_Row(i, j, encoded[names[j]]) for j in by_item[i]]
         if rows:
@@ -148,6 +125,7 @@ class HFGrader:
                           f"yes/no answers for {job.stats.low_mass} of {low.numel()} gradings (lowest "
                           f"{float(job.mass.min()):.2e}); check the grader model and the policy's yes/no spellings",
                           GraderWarning, stacklevel=2)
+        self.stats.add(job.stats)
         return Grades(job.p_yes.float(), job.mass.float(), job.stats)
 
     def _lookup(self, policy, conversations, responses, job):
@@ -293,10 +271,6 @@ class HFGrader:
         if self._softcap:
             logits = torch.tanh(logits / self._softcap) * self._softcap
         return logits
-
-
-class GraderWarning(UserWarning):
-    pass
 
 
 @dataclass(frozen=True)

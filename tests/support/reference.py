@@ -1,5 +1,7 @@
-"""The plain way to grade: one full prompt, one forward. Tests and benchmarks
-compare the fast path against it."""
+"""The plain ways to grade, for tests and benchmarks to compare the fast path
+with: one full prompt per forward; padded batches in data order; and what a
+competent user writes first, length-sorted batches reading logits only at the
+last position."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -32,3 +34,33 @@ def padded_forward(model, rows: Sequence[Sequence[int]], answers: AnswerTokens, 
     logits = model(input_ids=ids, attention_mask=mask).logits
     last = torch.tensor([len(r) - 1 for r in rows], device=device)
     return yes_probability(logits[torch.arange(len(rows), device=device), last], answers)
+
+
+@torch.no_grad()
+def sorted_last_token_forward(model, rows: Sequence[Sequence[int]], answers: AnswerTokens, pad_id: int,
+                              batch: int):
+    """Whole prompts sorted by length, in left-padded batches of `batch` rows
+    (so every row ends at the last position), with position ids from the
+    attention mask and vocabulary logits only at the last position
+    (`logits_to_keep=1`). Returns (P(yes), answer mass, padded tokens), in
+    the order of `rows`."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    p_yes = torch.zeros(len(rows), dtype=torch.float64)
+    mass = torch.zeros(len(rows), dtype=torch.float64)
+    padded = 0
+    for start in range(0, len(order), batch):
+        group = order[start:start + batch]
+        width = max(len(rows[i]) for i in group)
+        ids = torch.full((len(group), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(group), width), dtype=torch.long)
+        for k, i in enumerate(group):
+            ids[k, width - len(rows[i]):] = torch.tensor(list(rows[i]))
+            mask[k, width - len(rows[i]):] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                       logits_to_keep=1).logits[:, -1]
+        p, m = yes_probability(logits, answers)
+        p_yes[group], mass[group] = p.double().cpu(), m.double().cpu()
+        padded += width * len(group)
+    return p_yes, mass, padded

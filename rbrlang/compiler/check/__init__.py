@@ -18,8 +18,10 @@ from .defines import convert_defines, define_cycles
 from .model import CheckedPolicy, ExampleSpec, PropositionSpec
 from .names import collect_names, resolve_refs
 from .program import Program, load_program
-from .propositions import check_propositions, check_regexes
-from .responses import check_class_rules, check_partitions, check_ranks, class_order, response_specs
+from .propositions import check_propositions
+from .regexes import check_regexes
+from .responses import (check_class_rules, check_partitions, check_ranks, check_scores, class_order,
+                        response_specs)
 from .routes import check_routes
 from .templates import check_grader, check_templates, template_sources
 
@@ -57,6 +59,7 @@ def check_program(program: Program) -> tuple[Optional[CheckedPolicy], list[dg.Di
     policy_decl = ctx.one(ast.PolicyDecl, "policy")
     order = class_order(ctx)
     check_class_rules(ctx, order)
+    check_scores(ctx, order)
     routes = check_routes(ctx)
     if ctx.failed:
         return None, ctx.diags

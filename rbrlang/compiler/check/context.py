@@ -1,7 +1,7 @@
 """State shared by the checker's passes while they run."""
 from __future__ import annotations
 
-import difflib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -32,6 +32,9 @@ class Context:
     symbols: dict[str, Symbol] = field(default_factory=dict)
     items: list[tuple[Unit, ast.Item]] = field(default_factory=list)
     formulas: dict[str, Formula] = field(default_factory=dict)  # define name -> formula
+    # (code, name) -> (index in diags, spans of later uses): one typo in a
+    # declaration is one error, however often the name is used.
+    _name_errors: dict[tuple[str, str], tuple[int, list[Span]]] = field(default_factory=dict)
 
     def of(self, kind: type) -> list:
         return [item for _, item in self.items if isinstance(item, kind)]
@@ -57,18 +60,37 @@ class Context:
         return [s.name for s in self.symbols.values() if s.kind in kinds]
 
     def suggest(self, name: str, *kinds: str) -> str:
-        close = difflib.get_close_matches(name, self.names_of(*kinds), n=1, cutoff=0.6)
-        return f"did you mean `{close[0]}`?" if close else ""
+        return dg.did_you_mean(name, self.names_of(*kinds))
+
+    def seen_before(self, code: str, ident: ast.Ident) -> bool:
+        """Whether this name already has this error; if so, the error notes this use too."""
+        key = (code, ident.text)
+        if key not in self._name_errors:
+            self._name_errors[key] = (len(self.diags), [])
+            return False
+        index, later = self._name_errors[key]
+        later.append(ident.span)
+        places = ", ".join(f"{s.line}:{s.column}" if s.file == self.diags[index].span.file
+                           else f"{s.file}:{s.line}:{s.column}" for s in later)
+        note = f"`{ident.text}` is also used at {places}"
+        first = self.diags[index]
+        notes = tuple(n for n in first.notes if not n.startswith(f"`{ident.text}` is also used at ")) + (note,)
+        self.diags[index] = dataclasses.replace(first, notes=notes)
+        return True
 
     def lookup(self, ident: ast.Ident, kinds: tuple[str, ...], role: str) -> Optional[Symbol]:
         """Resolve a name that must be one of `kinds`, reporting what is wrong."""
         sym = self.symbols.get(ident.text)
         wanted = " or ".join(KIND_WORDS[k] for k in kinds)
         if sym is None:
+            if self.seen_before("E0102", ident):
+                return None
             hint = self.suggest(ident.text, *kinds) or f"declare it, or use {wanted} that exists"
             self.error("E0102", ident.span, f"undefined name `{ident.text}` ({role})", hint)
             return None
         if sym.kind not in kinds:
+            if self.seen_before("E0116", ident):
+                return None
             self.error("E0116", ident.span,
                        f"`{ident.text}` is {KIND_WORDS[sym.kind]}, but {role} needs {wanted}",
                        self.suggest(ident.text, *kinds) or f"use {wanted} here",

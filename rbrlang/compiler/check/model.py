@@ -37,6 +37,7 @@ class ResponseSpec:
     classes: tuple[tuple[str, Formula], ...]  # in class order
     extra_features: tuple[str, ...] = ()
     ranks: tuple[tuple[tuple[str, ...], ...], ...] = ()
+    scores: tuple[float, ...] = ()  # one per class, in class order: the author's, else evenly spaced
 
 
 @dataclass(frozen=True)

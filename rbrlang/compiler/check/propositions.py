@@ -1,13 +1,10 @@
-"""Passes over propositions: questions, examples, regular expressions."""
+"""Passes over propositions: questions and examples (patterns: regexes.py)."""
 from __future__ import annotations
-
-import re
 
 from ..syntax import ast
 from .context import Context
 
 LABELS = ("yes", "no")
-REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 
 
 def check_propositions(ctx: Context) -> None:
@@ -47,15 +44,3 @@ def _check_example(ctx: Context, ex: ast.Example) -> None:
     if "system" in spoken[1:]:
         ctx.error("E0121", ex.span, "`system` can only be an example's first turn", "move it first")
 
-
-def check_regexes(ctx: Context) -> None:
-    for m in ctx.of(ast.Matches):
-        flags = 0
-        for ch in m.flags:
-            flags |= REGEX_FLAGS[ch]
-        try:
-            re.compile(m.pattern, flags)
-        except re.error as exc:
-            ctx.error("E0113", m.span, f"invalid regular expression: {exc.msg}"
-                      + (f" at position {exc.pos}" if exc.pos is not None else ""),
-                      "patterns use Python's `re` syntax; escape `/` as `\\/`")

@@ -1,7 +1,11 @@
-"""Passes over classes, response types and ranks, including the partition proof."""
+"""Passes over classes, response types, ranks and class scores, including the partition proof."""
 from __future__ import annotations
 
+import math
+
+from ... import diagnostics as dg
 from ...policy import logic
+from ...policy.scoring import default_scores
 from ..proofs import Space, partition_problems
 from ..syntax import ast
 from .context import Context
@@ -31,6 +35,8 @@ def check_class_rules(ctx: Context, order: tuple[str, ...]) -> None:
         for rule in rules:
             name = rule.name.text
             if name not in order:
+                if ctx.seen_before("E0106", rule.name):  # the same misspelling in another response
+                    continue
                 hint = ctx.suggest(name, "class")
                 ctx.error("E0106", rule.name.span, f"`{name}` is not declared in `classes`",
                           hint or f"add `{name}` to the `classes` line, in its place best to worst")
@@ -38,6 +44,62 @@ def check_class_rules(ctx: Context, order: tuple[str, ...]) -> None:
                 ctx.error("E0124", rule.name.span, f"class `{name}` given twice in response `{resp.name.text}`",
                           "join the two formulas with `or`")
             seen[name] = rule
+
+
+def check_scores(ctx: Context, order: tuple[str, ...]) -> None:
+    """`scores` lines: finite numbers, one for each class of the response and
+    no other, a better class never below a worse one."""
+    for resp in ctx.of(ast.Response):
+        lines = [i for i in resp.items if isinstance(i, ast.ClassScores)]
+        if not lines:
+            continue
+        rt = resp.name.text
+        classes = [c for c in order if c in {i.name.text for i in resp.items if isinstance(i, ast.ClassRule)}]
+        given: dict[str, ast.ClassScore] = {}
+        meant: set[str] = set()  # classes a misspelt entry stands for: not reported missing too
+        for entry in (e for line in lines for e in line.entries):
+            name = entry.name.text
+            if name in given:
+                ctx.error("E0126", entry.name.span, f"class `{name}` is scored twice in response `{rt}`",
+                          "keep one score for each class")
+                continue
+            if name not in classes:
+                if name in order:
+                    ctx.error("E0126", entry.name.span, f"response `{rt}` has no class `{name}` to score",
+                              f"score only the classes it gives formulas for: {_list(classes)}")
+                else:
+                    guess = dg.closest(name, classes)
+                    meant.add(guess or "")
+                    ctx.error("E0126", entry.name.span, f"`{name}` is not a class of response `{rt}`",
+                              f"did you mean `{guess}`?" if guess else f"its classes are {_list(classes)}")
+                continue
+            given[name] = entry
+            if not math.isfinite(entry.score.value):
+                ctx.error("E0125", entry.score.span, f"the score of `{name}` is not a finite number",
+                          "write a number such as `0.75`")
+        missing = [c for c in classes if c not in given]
+        unmeant = [c for c in missing if c not in meant]
+        if unmeant:
+            ctx.error("E0126", lines[0].span, f"the scores of response `{rt}` leave out {_list(unmeant)}",
+                      "give every class of the response a score, or write no `scores` line "
+                      "for evenly spaced ones (1 for the best class to 0 for the worst)")
+        if missing:
+            continue
+        better = None  # the worst class so far with a finite score
+        for c in classes:
+            if not math.isfinite(given[c].score.value):
+                continue  # reported above
+            if better is not None and given[c].score.value > given[better].score.value:
+                ctx.error("E0127", given[c].score.span,
+                          f"class `{c}` scores {given[c].score.text}, more than the better class "
+                          f"`{better}` ({given[better].score.text})",
+                          "a class earlier in `classes` is better and must score at least as much; "
+                          "change the numbers")
+            better = c
+
+
+def _list(names) -> str:
+    return ", ".join(f"`{n}`" for n in names) or "none"
 
 
 def response_specs(ctx: Context, order: tuple[str, ...]) -> list[ResponseSpec]:
@@ -48,8 +110,13 @@ def response_specs(ctx: Context, order: tuple[str, ...]) -> list[ResponseSpec]:
         extra = tuple(dict.fromkeys(n.text for i in resp.items if isinstance(i, ast.ExtraFeatures)
                                     for n in i.names))
         ranks = tuple(i.groups for i in resp.items if isinstance(i, ast.Rank))
+        given = {e.name.text: e.score.value for i in resp.items if isinstance(i, ast.ClassScores)
+                 for e in i.entries}
+        # Checked: either every class has a score, or none does.
+        scores = tuple(given[c] for c, _ in classes) if given else default_scores(len(classes))
         specs.append(ResponseSpec(resp.name.text, classes, extra,
-                                  tuple(tuple(tuple(n.text for n in g) for g in r) for r in ranks)))
+                                  tuple(tuple(tuple(n.text for n in g) for g in r) for r in ranks),
+                                  tuple(float(x) for x in scores)))
     return specs
 
 

@@ -12,7 +12,7 @@ def check_routes(ctx: Context) -> list[RouteSpec]:
     specs = []
     for route in ctx.of(ast.Route):
         sym = ctx.symbols.get(route.target.text)
-        if sym is None or sym.kind != "response":
+        if (sym is None or sym.kind != "response") and not ctx.seen_before("E0110", route.target):
             what = f"`{route.target.text}` is not a response type"
             ctx.error("E0110", route.target.span, what,
                       ctx.suggest(route.target.text, "response") or "route to a declared `response`")

@@ -1,11 +1,11 @@
 """Passes over templates and the grader block."""
 from __future__ import annotations
 
-import difflib
 import re
 
 from jinja2 import TemplateSyntaxError, meta
 
+from ... import diagnostics as dg
 from ...policy.rendering import DEFAULT_TEMPLATE, TEMPLATE_VARIABLES, environment
 from ...source import Span
 from ..syntax import ast
@@ -37,8 +37,7 @@ def _check_one(ctx: Context, tpl: ast.Template) -> None:
         if unknown:
             kind, name = unknown.groups()
             known = env.filters if kind == "filter" else env.tests
-            close = difflib.get_close_matches(name, list(known), n=1)
-            help = f"did you mean `{close[0]}`?" if close else f"use a {kind} Jinja2 knows, or `transcript`"
+            help = dg.did_you_mean(name, known) or f"use a {kind} Jinja2 knows, or `transcript`"
         else:
             help = "check that every `{{`, `{%` and `{#` is closed"
         ctx.error("E0117", _template_line_span(ctx, tpl.text, exc.lineno or 1),

@@ -1,17 +1,16 @@
 """codegen: `CheckedPolicy` → the compiled folder, byte-for-byte deterministic."""
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
+from typing import Iterable
 
 from ..check.model import CheckedPolicy
 from .policy_json import build
 from .templates import prompt_template
-from ...policy.format import FITTED_FILES, compiled_files
+from ...data.files import check_output_folder, replace_folder
+from ...policy.format import FITTED_FILES, POLICY_FILE, TEMPLATES_DIR, compiled_files, is_compiled_folder
 
-__all__ = ["generate", "write_output", "stale_files"]
+__all__ = ["generate", "write_output", "stale_files", "is_ours"]
 
 
 def generate(policy: CheckedPolicy) -> dict[str, bytes]:
@@ -20,33 +19,45 @@ def generate(policy: CheckedPolicy) -> dict[str, bytes]:
     return compiled_files(build(policy, templates), templates)
 
 
-def write_output(files: dict[str, bytes], out: Path) -> None:
-    """Write to a temporary sibling folder, then swap it in: a failure half
-    way leaves the previous output intact, never a partial folder.
+def is_ours(folder: Path) -> bool:
+    """A folder `rbrc compile` wrote, holding nothing else: `policy.json`,
+    `templates/*.jinja` and fitted files. Only such a folder is replaced."""
+    folder = Path(folder)
+    if not is_compiled_folder(folder):
+        return False
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if path.is_dir() and not path.is_symlink():
+            if rel.as_posix() != TEMPLATES_DIR:
+                return False
+        elif not (rel.as_posix() in (POLICY_FILE, *FITTED_FILES)
+                  or (rel.parent.as_posix() == TEMPLATES_DIR and rel.suffix == ".jinja" and path.is_file())):
+            return False
+    return True
 
-    Fitted files (`weights.json`, `calibration.json`) come from fitting, not
-    compiling: they are carried over, and say themselves which schema they fit."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+
+OURS = "a compiled policy folder (only policy.json, templates/ and fitted files)"
+
+
+def write_output(files: dict[str, bytes], out: Path, sources: Iterable[Path] = ()) -> None:
+    """Write the compiled folder at `out`, replacing only a missing path, an
+    empty folder or an earlier compiled folder; anything else (a source file,
+    a folder of sources, any other file or folder, the working folder, a mount
+    point) is refused with a `PathError`, so nothing a user has is lost.
+
+    The folder is filled beside `out` and swapped in: a failure half way leaves
+    the previous output intact and nothing else behind. Fitted files
+    (`weights.json`, `calibration.json`) come from fitting, not compiling:
+    they are carried over, and say themselves which schema they fit."""
+    out = check_output_folder(out, "-o", OURS, is_ours, sources, "the policy's source")
+
+    def fill(tmp: Path) -> None:
         for rel, data in files.items():
             target = tmp / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        for rel in FITTED_FILES:
-            if (out / rel).is_file():
-                shutil.copy2(out / rel, tmp / rel)
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    replace_folder(out, fill, carry=FITTED_FILES)
 
 
 def stale_files(files: dict[str, bytes], out: Path) -> list[str]:

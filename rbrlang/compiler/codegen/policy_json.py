@@ -40,9 +40,11 @@ def build(policy: CheckedPolicy, templates: dict[str, str]) -> dict:
     for spec in policy.responses:
         props, classes = feature_names(policy, spec)
         class_rows = []
-        for cname, f in spec.classes:
+        for (cname, f), score in zip(spec.classes, spec.scores):
             dd = space.export(space.build(logic.expand(f, defines)))
-            class_rows.append({"name": cname, "expr": logic.to_json(f), "dd": dd.to_json()})
+            # `score`: the class's reward before any fit. Not part of the
+            # schema hash: it changes no feature, so fitted weights stay valid.
+            class_rows.append({"name": cname, "expr": logic.to_json(f), "dd": dd.to_json(), "score": score})
         features = props + classes
         schema = {"response": spec.name, "features": features,
                   "meaning": [meaning[p] for p in props] + [c["dd"] for c in class_rows]}

@@ -183,9 +183,38 @@ class ExtraFeatures:
 
 
 @dataclass(frozen=True)
+class Num:
+    """A number as written (`1`, `0.75`, `-2e-1`): the text is kept so the
+    formatter gives it back unchanged; the checker reads its value."""
+
+    text: str
+    span: Span = _span()
+
+    @property
+    def value(self) -> float:
+        return float(self.text)
+
+
+@dataclass(frozen=True)
+class ClassScore:
+    name: Ident
+    score: Num
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
+class ClassScores:
+    """`scores ideal 1, ok 0.5, bad 0`: the reward each class gives before
+    any fit (default: evenly spaced from 1, best, to 0, worst)."""
+
+    entries: tuple[ClassScore, ...]
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
 class Response:
     name: Ident
-    items: tuple[Union[ClassRule, Rank, ExtraFeatures], ...]
+    items: tuple[Union[ClassRule, Rank, ExtraFeatures, ClassScores], ...]
     span: Span = _span()
 
 

@@ -1,6 +1,7 @@
 """parse: source text → `ast.Module` plus diagnostics. The stage's one entry."""
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -20,6 +21,10 @@ MAX_DEPTH = 100  # tree levels; real policies nest a handful
 MAX_SYNTAX_ERRORS = 20
 
 _ITEM_START = re.compile(r"^[ \t]*(?:%s)\b" % "|".join(ITEM_KEYWORDS), re.M)
+# A word first on its line and followed by what an item's keyword is (a name,
+# a string or a `{`): `propositon x {`, but not a name broken onto its own line.
+_LINE_WORD = re.compile(r"^[A-Za-z_]\w*(?=[ \t]+[\w\"{])", re.M)
+_INDENT = re.compile(r"[ \t]*")
 _HEADER = re.compile(r"\A(?:\s|#[^\n]*)*rbr\b")
 
 
@@ -106,8 +111,27 @@ def _comments(text: str, tokens: list[Token]) -> tuple[ast.Comment, ...]:
     return tuple(out)
 
 
+def _item_starts(text: str) -> list[int]:
+    """Where items start: an item keyword first on its line, or a misspelling
+    of one at the start of a line (`propositon x {`), so that the item before
+    it is blanked without it and its own error is reported in turn."""
+    starts = {m.start() for m in _ITEM_START.finditer(text)}
+    starts |= {m.start() for m in _LINE_WORD.finditer(text) if _near_keyword(m.group(0))}
+    # `template` also starts a line inside `grader` and `proposition` blocks:
+    # only the least indented starts are items, so a block is blanked whole
+    # and its inner lines do not echo as errors of their own.
+    indent = {s: _INDENT.match(text, s).end() - s for s in starts}
+    least = min(indent.values(), default=0)
+    return sorted(s for s in starts if indent[s] == least)
+
+
+@functools.lru_cache(maxsize=4096)
+def _near_keyword(word: str) -> bool:
+    return 3 <= len(word) <= 16 and dg.closest(word, ITEM_KEYWORDS) is not None
+
+
 def _blank_item(text: str, pos: int) -> Optional[str]:
-    starts = [m.start() for m in _ITEM_START.finditer(text)]
+    starts = _item_starts(text)
     before = [s for s in starts if s <= pos]
     after = [s for s in starts if s > pos]
     if not before:

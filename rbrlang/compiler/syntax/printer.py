@@ -24,7 +24,10 @@ class FormatError(Exception):
 
 
 def format_module(module: ast.Module) -> str:
-    lines: list[Line] = [Line(1, f"rbr {module.version}", 1)]
+    # The header stands for its own source line: comments above it (a licence,
+    # a title) stay above it.
+    header = max(module.span.line, 1)
+    lines: list[Line] = [Line(header, f"rbr {module.version}", header)]
     prev: Optional[tuple[ast.Item, list[Line]]] = None
     for item in module.items:
         out = _item(item)
@@ -132,6 +135,9 @@ def _response_item(part, width: int) -> list[Line]:
         return out
     if isinstance(part, ast.ExtraFeatures):
         return [Line(s.line, f"{INDENT}features " + ", ".join(n.text for n in part.names), s.end_line)]
+    if isinstance(part, ast.ClassScores):
+        entries = ", ".join(f"{e.name.text} {e.score.text}" for e in part.entries)
+        return [Line(s.line, f"{INDENT}scores {entries}", s.end_line)]
     groups = [g[0].text if len(g) == 1 else "{" + ", ".join(n.text for n in g) + "}" for g in part.groups]
     return [Line(s.line, f"{INDENT}rank " + " > ".join(groups), s.end_line)]
 

@@ -120,6 +120,14 @@ class ToAst(Transformer):
     def extra_features(self, meta, children):
         return ast.ExtraFeatures(tuple(self._ident(c) for c in children), self._span(meta))
 
+    def class_scores(self, meta, children):
+        return ast.ClassScores(tuple(children), self._span(meta))
+
+    def class_score(self, meta, children):
+        name, number = children
+        return ast.ClassScore(self._ident(name), ast.Num(str(number), _tok_span(self.file, number)),
+                              self._span(meta))
+
     def rank_group(self, meta, children):
         return tuple(self._ident(c) for c in children)
 

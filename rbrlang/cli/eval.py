@@ -1,0 +1,85 @@
+"""rbrc eval: a compiled policy's grader against gold labels, its rewards on
+held-out comparisons, an HTML report, and (with --calibrate) calibration.json."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ..errors import GraderError, PathError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a compiled policy against gold labels and comparisons; "
+                                    "write an HTML report",
+                       description="Score the grader against human gold labels (per proposition and per class), "
+                                   "the rewards on held-out comparisons (error rates of RM, RBR and RM + RBR), "
+                                   "and write DIR/report.html with its plots.")
+    p.add_argument("compiled", metavar="COMPILED")
+    p.add_argument("--report", metavar="DIR", required=True,
+                   help="the report folder: created, or replaced when it holds an earlier report")
+    p.add_argument("--gold", metavar="FILE.jsonl", help="human-labelled completions (boolean `propositions`)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--grader", metavar="MODEL", help="grade the gold set (and unlabelled comparisons) with "
+                                                      "this local model folder or hub id")
+    src.add_argument("--probs", metavar="FILE.jsonl",
+                     help="precomputed P(yes) for the gold lines (e.g. `rbrc grade` output), one line each")
+    p.add_argument("--comparisons", metavar="FILE.jsonl", help="held-out comparison data (see `rbrc fit`)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="fit Platt scaling of P(yes) on the gold fit split, report it, and store it in "
+                        "COMPILED/calibration.json")
+    p.add_argument("--seed", type=int, default=0, help="seed of the fit/report split of the gold prompts")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--cache", metavar="PATH", help="the grade cache file (default as for `rbrc grade`)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the grade cache")
+    p.set_defaults(run=cmd_eval)
+
+
+def _load_grader(args):
+    from ..errors import RbrError
+    from ..runtime import HFGrader
+    from .data import open_cache
+    from .output import first_line
+
+    cache = open_cache(args)  # the same cache rules as `rbrc grade`
+    try:
+        return HFGrader.from_pretrained(args.grader, device=args.device, dtype=args.dtype, cache=cache)
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, RbrError):
+            raise
+        raise GraderError(f"cannot load grader `{args.grader}`: {first_line(exc)}") from None
+
+
+def cmd_eval(args) -> int:
+    from ..evaluate import evaluate, write_report
+    from ..evaluate.report import check_report_folder
+    from ..policy import load_policy
+    from ..policy.calibration import write_calibration
+    from ..policy.format import POLICY_FILE, resolve_folder
+
+    policy = load_policy(args.compiled)
+    folder = resolve_folder(args.compiled)
+    inputs = [Path(x) for x in (args.gold, args.probs, args.comparisons) if x] + [folder / POLICY_FILE]
+    check_report_folder(args.report, inputs)  # refuse a folder we may not replace before any slow work
+    grader = _load_grader(args) if args.grader else None
+    ev = evaluate(policy, gold=args.gold, probs=args.probs, grader=grader, comparisons=args.comparisons,
+                  calibrate=args.calibrate, seed=args.seed, folder=str(args.compiled),
+                  progress=sys.stderr.isatty())
+    page = write_report(ev, args.report, inputs)
+    if ev.gold is not None:
+        g = ev.gold
+        print(f"gold: {g.rows} completions, class accuracy {g.class_accuracy:.1%} "
+              f"(report split {g.report_accuracy:.1%})")
+    if ev.rewards is not None:
+        for row in ev.rewards.rows:
+            rates = ", ".join(f"{k} {'–' if v is None else f'{v:.3f}'}" for k, v in row.errors.items())
+            print(f"{row.response_type}: {row.pairs} pairs, error rate {rates}")
+    if args.calibrate:
+        cal = ev.calibration
+        if cal is None or not cal.maps:
+            raise PathError(args.gold, "no proposition has both yes and no labels on the fit split",
+                            "nothing to calibrate; calibration.json was not written")
+        path = write_calibration(folder, cal)
+        print(f"calibrated {len(cal.maps)} propositions → {path}")
+    print(f"report → {page}", file=sys.stderr)
+    return 0

@@ -1,0 +1,257 @@
+"""Writing what a command produces without losing what a user already has.
+
+Every writer in rbrlang (`rbrc compile -o`, `fmt`, `import-yaml -o`,
+`grade -o`, `tiny-grader`) keeps the same rules:
+
+- a path the user gave is replaced only when it is provably ours; the caller
+  says what that means (an earlier output of the same command, an empty
+  folder), and anything else is refused with a `PathError` that says why;
+- output appears whole or not at all: it is written beside the target under a
+  temporary name and renamed into place, and a failure removes the temporary
+  (and any folders made for it), so nothing is left behind;
+- new files and folders get the modes the umask gives (`tempfile` makes them
+  0600 and 0700, which would hide a compiled policy from a trainer run by
+  another user);
+- `OSError`s become one-line `PathError`s naming the path and the cause.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import stat
+from pathlib import Path
+from typing import Callable, Iterable, Optional, Sequence
+
+from ..errors import PathError
+
+def umask() -> int:
+    """The process's umask (read by setting it and setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_name(target: Path, tag: str) -> Path:
+    return target.parent / f".{target.name}.{tag}.{os.getpid()}.{secrets.token_hex(4)}"
+
+
+def make_parents(folder: Path) -> list[Path]:
+    """Create `folder` and its missing ancestors (umask modes); returns those it made, deepest last."""
+    missing = []
+    here = Path(folder)
+    while not here.exists() and not here.is_symlink() and here != here.parent:
+        missing.append(here)
+        here = here.parent
+    made = []
+    for path in reversed(missing):
+        path.mkdir()  # mode 0o777 & ~umask
+        made.append(path)
+    return made
+
+
+def remove_made(made: Sequence[Path]) -> None:
+    """Undo `make_parents` (only folders that are still empty)."""
+    for path in reversed(made):
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
+def is_inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _is_empty_folder(path: Path) -> bool:
+    with os.scandir(path) as entries:
+        return next(entries, None) is None
+
+
+def _real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def check_output_folder(out, option: str, ours: str, is_ours: Callable[[Path], bool],
+                        inputs: Iterable[Path] = (), input_noun: str = "an input of this command") -> Path:
+    """The folder to write for `option OUT`, after refusing everything not ours.
+
+    `ours` names what may be replaced ("a compiled policy folder");
+    `inputs` are files the command reads (a folder holding one is never
+    replaced). A symbolic link is followed: the folder it points to is replaced
+    and the link kept."""
+    given = str(out)
+    out = Path(out)
+    replaces = f"{option} replaces only a missing path, an empty folder or {ours}"
+    if out.is_symlink() and not out.exists():
+        raise PathError(given, "is a symbolic link to nothing", replaces)
+    real = _real(out)
+    cwd = _real(Path.cwd())
+    if is_inside(cwd, real):
+        what = "the working folder" if real == cwd else "a folder holding the working folder"
+        raise PathError(given, f"is {what}", f"give {option} a folder of its own")
+    inputs = [_real(Path(p)) for p in inputs]
+    if real.exists() and not real.is_dir():
+        raise PathError(given, f"is {input_noun if real in inputs else 'a file'}", replaces)
+    if real.is_dir():
+        if os.path.ismount(real):
+            raise PathError(given, "is a mount point", f"give {option} a folder inside it")
+        held = [p for p in inputs if is_inside(p, real)]
+        if held:
+            raise PathError(given, f"holds {held[0].name}, {input_noun}", f"give {option} a folder of its own")
+        try:
+            empty = _is_empty_folder(real)
+        except OSError as exc:
+            raise PathError.from_os(given, exc, "cannot read") from None
+        if not empty and not is_ours(real):
+            raise PathError(given, "is a folder with other files in it", replaces)
+    return real if out.is_symlink() else out
+
+
+def replace_folder(out: Path, fill: Callable[[Path], None], carry: Sequence[str] = ()) -> None:
+    """Fill a fresh sibling folder, then swap it in for `out`.
+
+    `carry` names files (relative) of the old folder to keep in the new one.
+    A failure at any step leaves `out` as it was and nothing else behind."""
+    out = Path(out)
+    made: list[Path] = []
+    tmp: Optional[Path] = None
+    old: Optional[Path] = None
+    done = False
+    try:
+        made = make_parents(out.parent)
+        tmp = _temp_name(out, "new")
+        tmp.mkdir()  # not mkdtemp: its 0700 ignores the umask
+        fill(tmp)
+        for rel in carry:
+            if (out / rel).is_file():
+                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(out / rel, tmp / rel)
+        if out.exists():
+            old = _temp_name(out, "old")
+            os.rename(out, old)
+            try:
+                os.rename(tmp, out)
+            except OSError:
+                os.rename(old, out)
+                old = None
+                raise
+        else:
+            os.rename(tmp, out)
+        done = True
+    except OSError as exc:
+        raise PathError.from_os(out, exc, "cannot write") from None
+    finally:
+        if tmp is not None and tmp.exists():  # renamed away when done
+            shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        if not done:
+            remove_made(made)
+
+
+def check_output_file(out, option: str, ours: str, is_ours: Callable[[Path], bool],
+                      inputs: Iterable[Path] = (), refused: str = "") -> Path:
+    """Refuse `option OUT` unless OUT is missing, empty, or ours; returns the path to write.
+
+    `refused` replaces the message for an existing file that is not ours."""
+    given = str(out)
+    out = Path(out)
+    real = _real(out)
+    if real.is_dir():
+        raise PathError(given, "is a folder", f"give {option} a file path")
+    if real.exists() and any(real == _real(Path(p)) for p in inputs):
+        raise PathError(given, "is an input of this command; refused so nothing is lost",
+                        f"give {option} another file")
+    if real.exists() and not real.is_file():
+        raise PathError(given, "is not a regular file", f"give {option} a file path")
+    if real.is_file() and real.stat().st_size and not is_ours(real):
+        raise PathError(given, refused or f"exists and is not {ours}; refused so nothing is lost",
+                        f"give {option} another file, or remove this one first")
+    return real if out.is_symlink() else out
+
+
+class AtomicFile:
+    """A text file written under a temporary name and renamed into place on success.
+
+    Opening it is the check that the output can be written: it creates the
+    temporary file (and missing folders) at once, so a command can open its
+    output before the slow part of its work. `keep_mode` keeps an existing
+    file's permission bits (`rbrc fmt` rewriting a script-like file)."""
+
+    def __init__(self, path, keep_mode: bool = True):
+        self.path = Path(path)
+        self._made: list[Path] = []
+        self._tmp = _temp_name(self.path, "partial")
+        try:
+            self._made = make_parents(self.path.parent)
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+        except OSError as exc:
+            remove_made(self._made)
+            raise PathError.from_os(self.path, exc, "cannot write") from None
+        self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self._mode = None
+        if keep_mode:
+            try:
+                self._mode = stat.S_IMODE(self.path.stat().st_mode)
+            except OSError:
+                pass
+
+    def write(self, text: str) -> None:
+        try:
+            self._fh.write(text)
+        except OSError as exc:
+            self.discard()
+            raise PathError.from_os(self.path, exc, "cannot write") from None
+
+    def commit(self) -> None:
+        try:
+            self._fh.close()
+            if self._mode is not None:
+                os.chmod(self._tmp, self._mode)
+            os.replace(self._tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise PathError.from_os(self.path, exc, "cannot write") from None
+
+    def discard(self) -> None:
+        try:
+            self._fh.close()
+        except OSError:
+            pass
+        try:
+            self._tmp.unlink()
+        except OSError:
+            pass
+        remove_made(self._made)
+        self._made = []
+
+    def __enter__(self) -> "AtomicFile":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+def write_text(path, text: str) -> None:
+    """Replace a file's text atomically, keeping its permission bits (following a symbolic link).
+
+    A writable file in a folder that is not (no room for the temporary name)
+    is rewritten in place, as an editor would."""
+    path = Path(path)
+    target = _real(path) if path.is_symlink() else path
+    try:
+        fh = AtomicFile(target)
+    except PathError:
+        if not (target.is_file() and os.access(target, os.W_OK)):
+            raise
+        try:
+            target.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise PathError.from_os(path, exc, "cannot write") from None
+        return
+    with fh:
+        fh.write(text)

@@ -1,0 +1,116 @@
+"""`evaluate`: the one stage behind `rbrc eval`, inputs in, an `Evaluation` out.
+
+Everything is read and checked first, then graded, then scored; nothing is
+written here (the report is `report.write_report`, the calibration
+`policy.calibration.write_calibration`), so a mistake in any input leaves no
+file behind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from ..errors import PathError, UsageError
+from ..policy import CompiledPolicy
+from ..policy.calibration import Calibration
+from .comparisons import file_sha256, read_comparisons
+from .gold import GoldReport, evaluate_gold
+from .inputs import read_gold, read_probabilities
+from .rewards import RewardReport, evaluate_rewards, held_out_note
+
+CHUNK = 64  # completions per grader call: the progress bar moves, memory stays flat
+
+
+@dataclass(frozen=True, eq=False)
+class Evaluation:
+    policy: str
+    folder: str
+    seed: int
+    gold: Optional[GoldReport]
+    rewards: Optional[RewardReport]
+
+    @property
+    def calibration(self) -> Optional[Calibration]:
+        """The calibration fitted now (`calibrate=True`), to store with `write_calibration`."""
+        return self.gold.fitted if self.gold is not None else None
+
+
+def evaluate(policy: CompiledPolicy, *, gold=None, probs=None, grader=None, comparisons=None,
+             calibrate: bool = False, seed: int = 0, folder: str = "", progress: bool = False) -> Evaluation:
+    """Score a compiled policy's grader against gold labels and its rewards on comparisons.
+
+    gold: a gold JSONL file (human labels); its P(yes) come from `probs` (a
+    probabilities file, one line per gold line) or from `grader` (anything with
+    `grade(policy, conversations, responses) -> [N, P]`). comparisons: a
+    comparison JSONL file; lines without `propositions` are graded by `grader`.
+    calibrate: fit Platt scaling on the gold fit split (returned, not stored).
+    """
+    if gold is None and comparisons is None:
+        raise UsageError("nothing to evaluate: give a gold set (--gold) or comparisons (--comparisons)")
+    if gold is not None and (probs is None) == (grader is None):
+        raise UsageError("a gold set needs its P(yes): give exactly one of --probs FILE and --grader MODEL")
+    if gold is None and probs is not None:
+        raise UsageError("--probs gives P(yes) for a gold set: give --gold too")
+    if calibrate and gold is None:
+        raise UsageError("--calibrate fits on a gold set: give --gold")
+
+    # read and check every input before the slow part
+    gold_set = read_gold(policy, gold, with_texts=probs is None) if gold is not None else None
+    gold_probs = read_probabilities(policy, probs, gold_set) if probs is not None else None
+    data = read_comparisons(policy, comparisons) if comparisons is not None else None
+    to_grade = []
+    if data is not None:
+        for i, rt in enumerate(data.response_types):
+            cols = [policy.proposition_names.index(p) for p in policy.response_type(rt).propositions]
+            if np.isnan(data.probs[i, cols]).any():
+                to_grade.append(i)
+        if to_grade and grader is None:
+            raise PathError(comparisons, f"line {data.lines[to_grade[0]]} has no `propositions` "
+                            f"({len(to_grade)} such lines)", "give --grader MODEL to grade them, or P(yes) per line")
+
+    gold_report = None
+    if gold_set is not None:
+        if gold_probs is None:
+            gold_probs = _grade(policy, grader, gold_set.conversations, gold_set.completions, progress, "gold")
+            source = f"grader {getattr(grader, 'identity', type(grader).__name__)}"
+        else:
+            source = f"probabilities {probs}"
+        gold_report = evaluate_gold(policy, gold_set, gold_probs, source, calibrate, seed,
+                                    file_sha256(gold) if calibrate else "")
+
+    reward_report = None
+    if data is not None:
+        p = data.probs.copy()
+        graded = data.given.copy()  # cells a grader produced or a line gave as a float: calibrated
+        if to_grade:
+            rows = np.array(to_grade)
+            p[rows] = _grade(policy, grader, [data.conversations[i] for i in to_grade],
+                             [data.completions[i] for i in to_grade], progress, "comparisons")
+            graded[rows] = True
+        fitted = gold_report.fitted if gold_report is not None else None
+        calibration = fitted if fitted is not None else policy.calibration
+        notes = []
+        if calibration is not None:
+            p = np.where(graded, calibration.apply(policy.proposition_names, p), p)
+            notes.append("P(yes) from a grader or given as numbers are calibrated "
+                         + ("with the calibration fitted now" if fitted is not None else "with calibration.json"))
+        note = held_out_note(policy, file_sha256(comparisons))
+        if note:
+            notes.append(note)
+        reward_report = evaluate_rewards(policy, data, p, tuple(notes))
+    return Evaluation(policy.name, str(folder), seed, gold_report, reward_report)
+
+
+def _grade(policy, grader, conversations, completions, progress: bool, what: str) -> np.ndarray:
+    from tqdm import tqdm
+
+    out = []
+    with tqdm(total=len(completions), unit="item", desc=f"grading {what}", disable=not progress) as bar:
+        for start in range(0, len(completions), CHUNK):
+            part = slice(start, start + CHUNK)
+            probs = grader.grade(policy, list(conversations[part]), list(completions[part]))
+            out.append(np.asarray(probs.double() if hasattr(probs, "double") else probs, dtype=float))
+            bar.update(len(out[-1]))
+    return np.concatenate(out) if out else np.zeros((0, len(policy.proposition_names)))

@@ -1,0 +1,161 @@
+"""`calibration.json`: per-proposition Platt maps of the grader's P(yes).
+
+    P_cal = sigmoid(coef * logit(clip(p, 1e-6, 1 - 1e-6)) + intercept)
+
+`rbrc eval --calibrate` fits the maps on a human-labelled gold set (with
+scikit-learn, in `rbrlang.evaluate`); this module only reads, checks, applies
+and writes them, so a trainer needs neither scikit-learn nor scipy: a map is
+two numbers. Each map is bound to the sha256 of its proposition's compiled
+template: a calibration fitted for one prompt says nothing about another, so a
+mismatch is an error at load time, naming both hashes.
+
+    {"format": 1, "policy": NAME, "method": "platt",
+     "propositions": {NAME: {"template_sha256": HEX, "coef": c, "intercept": b, "metrics": {...}}}}
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Mapping, Optional
+
+from ..errors import PathError, PolicyError
+from .format import CALIBRATION_FILE, dump_document, sha256
+
+if TYPE_CHECKING:
+    from .compiled import CompiledPolicy
+
+CALIBRATION_FORMAT = 1
+METHOD = "platt"
+EPS = 1e-6  # P(yes) is clipped to [EPS, 1 - EPS] before the logit: 0 and 1 map to finite values
+
+
+@dataclass(frozen=True)
+class PlattMap:
+    proposition: str
+    template_sha256: str
+    coef: float
+    intercept: float
+    metrics: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    def to_json(self) -> dict:
+        return {"template_sha256": self.template_sha256, "coef": self.coef, "intercept": self.intercept,
+                "metrics": dict(self.metrics)}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    policy: str
+    maps: Mapping[str, PlattMap] = field(hash=False)  # proposition name -> its map
+    method: str = METHOD
+
+    def apply(self, names, probs):
+        """`[N, P]` P(yes) (columns in `names` order) with each calibrated column
+        mapped; other columns unchanged. Torch in, torch out; otherwise NumPy."""
+        index = [(j, self.maps[n]) for j, n in enumerate(names) if n in self.maps]
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - the trainer side always has torch
+            torch = None
+        if torch is not None and torch.is_tensor(probs):
+            out = probs.clone()
+            for j, m in index:
+                z = torch.logit(probs[:, j].clamp(EPS, 1 - EPS))
+                out[:, j] = torch.sigmoid(m.coef * z + m.intercept)
+            return out
+        import numpy as np
+
+        out = np.array(probs, dtype=float, copy=True)
+        for j, m in index:
+            p = np.clip(out[:, j], EPS, 1 - EPS)
+            out[:, j] = platt(np.log(p / (1 - p)), m.coef, m.intercept)
+        return out
+
+    def to_json(self) -> dict:
+        return {"format": CALIBRATION_FORMAT, "policy": self.policy, "method": self.method,
+                "propositions": {n: m.to_json() for n, m in sorted(self.maps.items())}}
+
+
+def platt(z, coef: float, intercept: float):
+    """sigmoid(coef * z + intercept) on a NumPy array, without overflow warnings."""
+    import numpy as np
+
+    x = coef * np.asarray(z, dtype=float) + intercept
+    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+
+
+def template_hash(policy: "CompiledPolicy", proposition: str) -> str:
+    """The sha256 of a grader proposition's compiled template (what a map is bound to)."""
+    return sha256(policy.proposition(proposition).template)
+
+
+def read_calibration(folder, policy: "CompiledPolicy") -> Optional[Calibration]:
+    """`folder/calibration.json` checked against `policy`, or None when there is none."""
+    path = Path(folder) / CALIBRATION_FILE
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PolicyError(f"{path}: not valid JSON ({exc}); delete it or rerun `rbrc eval --calibrate`")
+    except OSError as exc:
+        raise PolicyError(f"{path}: cannot read: {(exc.strerror or str(exc)).lower()}")
+    return from_json(doc, policy, where=str(path))
+
+
+def from_json(doc: Any, policy: "CompiledPolicy", where: str = CALIBRATION_FILE) -> Calibration:
+    redo = "rerun `rbrc eval COMPILED --gold FILE … --calibrate`, or delete the file"
+    if not isinstance(doc, dict) or doc.get("format") != CALIBRATION_FORMAT:
+        raise PolicyError(f"{where}: not a calibration of format {CALIBRATION_FORMAT}; {redo}")
+    if doc.get("method") != METHOD:
+        raise PolicyError(f"{where}: method {doc.get('method')!r}; this rbrlang applies `{METHOD}`; {redo}")
+    if doc.get("policy") != policy.name:
+        raise PolicyError(f"{where}: calibrates policy `{doc.get('policy')}`, not `{policy.name}`; {redo}")
+    rows = doc.get("propositions")
+    if not isinstance(rows, dict):
+        raise PolicyError(f"{where}: `propositions` must be an object; {redo}")
+    graders = {p.name for p in policy.propositions if p.kind == "grader"}
+    maps = {}
+    for name, row in rows.items():
+        if name not in graders:
+            raise PolicyError(f"{where}: `{name}` is no grader proposition of policy `{policy.name}`; {redo}")
+        if not isinstance(row, dict) or not all(_finite(row.get(k)) for k in ("coef", "intercept")):
+            raise PolicyError(f"{where}: `{name}` needs finite numbers `coef` and `intercept`; {redo}")
+        recorded, current = str(row.get("template_sha256", "")), template_hash(policy, name)
+        if recorded != current:
+            raise PolicyError(
+                f"{where}: `{name}` was calibrated for template sha256 {recorded or '(none)'}, but the compiled "
+                f"template has sha256 {current}; the prompt changed, so {redo}")
+        metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+        maps[name] = PlattMap(name, recorded, float(row["coef"]), float(row["intercept"]), metrics)
+    return Calibration(policy.name, maps)
+
+
+def write_calibration(folder, calibration: Calibration) -> Path:
+    """Write `folder/calibration.json` atomically (a temporary file, then rename):
+    a reader sees the old file or the new one, never half of one."""
+    folder = Path(folder)
+    path = folder / CALIBRATION_FILE
+    data = dump_document(calibration.to_json())
+    tmp = folder / f".{CALIBRATION_FILE}.{os.getpid()}.partial"
+    try:
+        # os.open, not mkstemp: the file gets the umask's mode (mkstemp's 0600 would
+        # hide the calibration from a trainer run by another user)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise PathError.from_os(path, exc, "cannot write")
+    return path
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -1,0 +1,292 @@
+"""One grader interface, whatever runs the model.
+
+Every grader maps (policy, conversations, responses) to P(yes) for each of the
+policy's propositions, reading the grader model's next-token probabilities of
+the policy's yes and no tokens after the exact prompt ids that
+`encoding.PromptEncoder` gives. Three backends do that:
+
+- `HFGrader` (hf.py): transformers in this process, with its own prefix reuse;
+- `VLLMGrader` (vllm.py): vLLM's offline engine in this process;
+- `OpenAIGrader` (openai.py): any OpenAI-compatible `/v1/completions` server
+  that takes token-id prompts and returns the log-probabilities of named token
+  ids (vLLM's server; a judge served with tensor/pipeline parallelism or Ray).
+
+`RBRReward`, `rbrc grade`, fitting and evaluation take any `Grader`;
+`load_grader(spec, backend=...)` builds one by name.
+
+`IdsGrader` is what the two vLLM-based backends share: the `matches`
+propositions, the grade cache, the shared prompt encoder, the answer-mass
+warning. A subclass only turns prompt ids into the log-probabilities of the
+answer token ids (`_logprobs`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Optional, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from ..errors import GraderError, UsageError
+from ..policy import CompiledPolicy
+from .answers import AnswerTokens, answer_tokens
+from .cache import GradeCache, item_key
+from .encoding import PromptEncoder
+
+BACKENDS = ("hf", "vllm", "openai")
+
+
+@dataclass
+class GradeStats:
+    """What one grade call (`Grades.stats`) or a grader's lifetime (`grader.stats`) cost."""
+
+    items: int = 0
+    graded: int = 0  # (item, proposition) prompts scored by the model
+    cached: int = 0
+    matched: int = 0  # `matches` propositions: no model call
+    prefix_tokens: int = 0  # HFGrader: shared prefixes, forwarded once (with their batch padding)
+    suffix_tokens: int = 0  # HFGrader: real tokens of each row after its shared prefix
+    padded_tokens: int = 0  # HFGrader: those, with padding
+    batches: int = 0  # HFGrader: forward batches; engines and servers: engine calls or HTTP requests
+    oom_splits: int = 0
+    low_mass: int = 0
+    dropped_turns: int = 0
+    prompt_tokens: int = 0  # engines and servers: prompt ids sent (they do their own prefix caching)
+    retries: int = 0  # servers: requests sent again after a timeout or a 429/5xx answer
+    layout: str = ""  # HFGrader: what rows shared, "proposition" prefixes or "item" prefixes
+
+    @property
+    def forwarded(self) -> int:
+        return self.prefix_tokens + self.padded_tokens
+
+    def add(self, other: "GradeStats") -> None:
+        """Add another call's counts to these (a grader's running totals)."""
+        for f in fields(self):
+            if f.name == "layout":
+                self.layout = other.layout or self.layout
+            else:
+                setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+@dataclass(frozen=True)
+class Grades:
+    p_yes: torch.Tensor  # [N, P] in the policy's proposition order
+    answer_mass: torch.Tensor  # [N, P]; 1 for `matches` propositions
+    stats: GradeStats = field(compare=False)
+
+
+class GraderWarning(UserWarning):
+    pass
+
+
+@runtime_checkable
+class Grader(Protocol):
+    """What every grader offers. `identity` names everything that changes its
+    answers (weights, dtype, prompt form, backend): the grade cache keys on it.
+    `stats` are running totals over the grader's lifetime."""
+
+    identity: str
+    stats: GradeStats
+
+    def grade(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> torch.Tensor:
+        """`[N, P]` P(yes) in the policy's proposition order."""
+
+    def grade_detailed(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> Grades:
+        """P(yes), the answer mass and what the call cost."""
+
+    def encode(self, policy: CompiledPolicy, proposition: str, conversation, response: str) -> list[int]:
+        """The exact prompt token ids graded for one (item, proposition)."""
+
+    def answer_tokens(self, policy: CompiledPolicy) -> AnswerTokens:
+        """The token ids that count as a yes and as a no."""
+
+
+def answer_probability(yes: Sequence[float], no: Sequence[float]) -> tuple[float, float]:
+    """(P(yes), answer mass) from full-vocabulary log-probabilities of the yes
+    and the no token ids: the same formula as `answers.yes_probability`, on
+    the values an engine returns instead of the whole logit row."""
+    def logsumexp(xs):
+        top = max(xs)
+        return top if top == -math.inf else top + math.log(sum(math.exp(x - top) for x in xs))
+
+    y, n = logsumexp(yes), logsumexp(no)
+    both = logsumexp([y, n])
+    if both == -math.inf:  # neither answer has any probability: no P(yes) to read
+        return math.nan, 0.0
+    return math.exp(y - both), math.exp(both)
+
+
+def warn_low_mass(mass: torch.Tensor, minimum: float, stats: GradeStats, stacklevel: int = 3) -> None:
+    """The `GraderWarning` every backend gives when little probability is on yes/no."""
+    low = mass < minimum
+    stats.low_mass = int(low.sum())
+    if stats.low_mass:
+        warnings.warn(f"the grader put less than {minimum:.0%} of its next-token probability on "
+                      f"yes/no answers for {stats.low_mass} of {low.numel()} gradings (lowest "
+                      f"{float(mass.min()):.2e}); check the grader model and the policy's yes/no spellings",
+                      GraderWarning, stacklevel=stacklevel)
+
+
+def cached_slots(cache: Optional[GradeCache], identity: str, policy: CompiledPolicy, conversations, responses,
+                 p_yes: torch.Tensor, mass: torch.Tensor, stats: GradeStats):
+    """The (item, proposition) slots still to grade after the grade cache, and
+    every slot's cache key. Hits are written into `p_yes` and `mass`."""
+    todo, keys = [], {}
+    for j, prop in enumerate(policy.propositions):
+        if prop.kind != "grader":
+            continue
+        slots = [(i, j) for i in range(len(responses))]
+        if cache is not None:
+            # P(yes) depends on the whole prompt and on which tokens count as answers.
+            sha = hashlib.sha256(json.dumps([prop.template, policy.yes, policy.no]).encode()).hexdigest()
+            for i, s in enumerate(slots):
+                keys[s] = item_key(identity, sha, conversations[i], responses[i])
+            hits = cache.get_many([keys[s] for s in slots])
+            for s in slots:
+                if keys[s] in hits:
+                    p_yes[s], mass[s] = hits[keys[s]]
+                    stats.cached += 1
+            slots = [s for s in slots if keys[s] not in hits]
+        todo += slots
+    return todo, keys
+
+
+def file_fingerprint(path: str) -> str:
+    """Names, sizes and modification times of a local model folder's weights
+    (cheap; a changed file is a different grader identity)."""
+    digest = hashlib.sha256()
+    folder = Path(path)
+    if folder.is_dir():
+        for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.gguf")):
+            st = f.stat()
+            digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()
+
+
+class IdsGrader:
+    """A grader that hands the shared encoder's exact prompt ids to an engine
+    and gets back the log-probabilities of the answer token ids.
+
+    Subclasses set `self.identity` and implement `_logprobs`."""
+
+    identity: str = ""
+
+    def __init__(self, tokenizer, *, use_chat_template: Optional[bool] = None, max_length: Optional[int] = None,
+                 truncate: str = "error", cache: GradeCache | str | Path | None = None,
+                 min_answer_mass: float = 0.5):
+        self.tokenizer = tokenizer
+        self.encoder = PromptEncoder(tokenizer, use_chat_template, max_length, truncate)
+        self.cache = GradeCache(cache) if isinstance(cache, (str, Path)) else cache
+        self.min_answer_mass = min_answer_mass
+        self.stats = GradeStats()
+        self._answers: dict[tuple, AnswerTokens] = {}
+
+    def _logprobs(self, prompts: list[tuple[int, ...]], token_ids: list[int],
+                  stats: GradeStats) -> list[list[float]]:
+        """For each prompt, the full-vocabulary log-probability of each of
+        `token_ids` as the next token, in that order."""
+        raise NotImplementedError
+
+    def answer_tokens(self, policy: CompiledPolicy) -> AnswerTokens:
+        key = (policy.yes, policy.no)
+        if key not in self._answers:
+            self._answers[key] = answer_tokens(self.tokenizer, policy.yes, policy.no)
+        return self._answers[key]
+
+    def encode(self, policy: CompiledPolicy, proposition: str, conversation, response: str) -> list[int]:
+        """The exact prompt token ids graded for one item."""
+        if policy.proposition(proposition).kind != "grader":
+            raise GraderError(f"`{proposition}` is a `matches` proposition: no prompt")
+        return list(self.encoder.encode(policy, proposition, conversation, response).ids)
+
+    def grade(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> torch.Tensor:
+        """`[N, P]` P(yes) in the policy's proposition order."""
+        return self.grade_detailed(policy, conversations, responses).p_yes
+
+    def grade_detailed(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> Grades:
+        if len(conversations) != len(responses):
+            raise GraderError(f"{len(conversations)} conversations but {len(responses)} responses")
+        n, names = len(responses), policy.proposition_names
+        stats = GradeStats(items=n)
+        p_yes = torch.zeros(n, len(names), dtype=torch.float64)
+        mass = torch.ones(n, len(names), dtype=torch.float64)
+        for j, prop in enumerate(policy.propositions):
+            if prop.kind == "matches":
+                for i, r in enumerate(responses):
+                    p_yes[i, j] = float(policy.matches(prop.name, r))
+                stats.matched += n
+        answers = self.answer_tokens(policy)
+        todo, keys = cached_slots(self.cache, self.identity, policy, conversations, responses, p_yes, mass, stats)
+        by_item: dict[int, list[int]] = {}
+        for i, j in todo:
+            by_item.setdefault(i, []).append(j)
+        order = sorted(by_item)
+        encoded = self.encoder.encode_items(policy, [conversations[i] for i in order],
+                                            [responses[i] for i in order], order)
+        # Item-major: an item's prompts share its conversation (conversation-first
+        # templates), so they follow each other and the engine's prefix cache keeps it.
+        slots, prompts = [], []
+        for i, rows in zip(order, encoded):
+            stats.dropped_turns += next(iter(rows.values())).dropped_turns
+            for j in by_item[i]:
+                slots.append((i, j))
+                prompts.append(rows[names[j]].ids)
+        if prompts:
+            ids = list(answers.yes) + list(answers.no)
+            k = len(answers.yes)
+            for slot, lps in zip(slots, self._logprobs(prompts, ids, stats), strict=True):
+                p, m = answer_probability(lps[:k], lps[k:])
+                if math.isnan(p):
+                    raise GraderError(f"the grader gave the yes and no tokens no probability at all for item "
+                                      f"{slot[0]} (proposition `{names[slot[1]]}`); no reward is given for it")
+                p_yes[slot], mass[slot] = p, m
+            stats.graded += len(prompts)
+            stats.prompt_tokens += sum(len(p) for p in prompts)
+        if self.cache is not None and todo:
+            self.cache.put_many((keys[s], float(p_yes[s]), float(mass[s])) for s in todo)
+        warn_low_mass(mass, self.min_answer_mass, stats)
+        self.stats.add(stats)
+        return Grades(p_yes.float(), mass.float(), stats)
+
+
+def load_grader(spec, backend: str = "hf", base_url: Optional[str] = None, **kwargs) -> Grader:
+    """A grader by name.
+
+    - `backend="hf"`: `HFGrader.from_pretrained(spec, **kwargs)` (a local folder or hub id);
+    - `backend="vllm"`: `VLLMGrader(spec, **kwargs)`, vLLM's offline engine on that model;
+    - `backend="openai"`: `OpenAIGrader(base_url, spec, **kwargs)`, a running
+      OpenAI-compatible server serving model `spec` (which also names the
+      tokenizer unless `tokenizer=` is given).
+
+    A grader object (anything with `grade_detailed`) is returned as it is.
+    """
+    if not isinstance(spec, (str, os.PathLike)):
+        if isinstance(spec, Grader):
+            return spec
+        raise UsageError(f"a grader is a model name or path, or a grader object; got {type(spec).__name__}")
+    if backend not in BACKENDS:
+        raise UsageError(f"unknown grader backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend != "openai" and base_url is not None:
+        raise UsageError(f"a base URL is for the `openai` backend (a server); backend {backend!r} runs the model here")
+    if backend == "hf":
+        from .hf import HFGrader
+
+        return HFGrader.from_pretrained(str(spec), **kwargs)
+    if backend == "vllm":
+        from .vllm import VLLMGrader
+
+        return VLLMGrader(str(spec), **kwargs)
+    if base_url is None:
+        raise UsageError("the `openai` backend needs the server's base URL (--base-url http://HOST:PORT/v1)")
+    from .openai import OpenAIGrader
+
+    return OpenAIGrader(base_url, str(spec), **kwargs)
+
+
+__all__ = ["BACKENDS", "Grader", "Grades", "GradeStats", "GraderWarning", "IdsGrader", "answer_probability",
+           "load_grader"]

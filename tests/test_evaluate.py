@@ -1,0 +1,506 @@
+"""rbrc eval: gold-set metrics, Platt calibration (calibration.json), rewards on
+comparisons, the HTML report and its plots, and every bad input."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rbrlang.errors import PolicyError
+from rbrlang.evaluate import evaluate
+from rbrlang.evaluate.calibration import fit_platt, logit
+from rbrlang.evaluate.comparisons import better_than, error_rate, read_comparisons
+from rbrlang.evaluate.metrics import ece, tune_threshold
+from rbrlang.policy import load_policy
+from rbrlang.policy.calibration import read_calibration
+
+from .conftest import MINIMAL, ROOT, SHARED, gold_rows, write
+
+GOLD = SHARED / "gold_train.jsonl"
+needs_data = pytest.mark.skipif(not GOLD.exists(), reason="shared gold data not present")
+
+
+@pytest.fixture
+def safety(tmp_path) -> Path:
+    """A private copy of compiled/safety (policy.json and templates only): tests write calibration.json."""
+    out = tmp_path / "safety"
+    out.mkdir()
+    shutil.copy(ROOT / "compiled/safety/policy.json", out / "policy.json")
+    shutil.copytree(ROOT / "compiled/safety/templates", out / "templates")
+    return out
+
+
+def _jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def _label_probs(rows, noise=None, seed=0) -> list[dict]:
+    """One probabilities line per gold row: the human labels as P(yes), or a
+    miscalibrated but informative version of them."""
+    rng = random.Random(seed)
+    out = []
+    for r in rows:
+        props = {}
+        for k, v in r["propositions"].items():
+            props[k] = float(v) if noise is None else min(1.0, max(0.0, noise(v, rng)))
+        out.append({"propositions": props})
+    return out
+
+
+def _png_facts(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+        colours = rgb.getcolors(maxcolors=1 << 20) or []
+        return im.size, len(colours)
+
+
+def _assert_real_plot(path: Path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", path
+    assert len(data) > 10_000, (path, len(data))
+    (w, h), colours = _png_facts(path)
+    assert w > 300 and h > 250 and colours >= 5, (path, w, h, colours)
+
+
+# --- the plumbing check --------------------------------------------------------------------
+
+
+@needs_data
+def test_report_from_gold_labels_as_probabilities_is_perfect(safety, tmp_path, rbrc):
+    rows = gold_rows(shortest=False)
+    probs = _jsonl(tmp_path / "probs.jsonl", _label_probs(rows))
+    report = tmp_path / "report"
+    code, out, err = rbrc("eval", safety, "--report", report, "--gold", GOLD, "--probs", probs)
+    assert code == 0, err
+    assert "class accuracy 100.0%" in out
+    page = (report / "report.html").read_text(encoding="utf-8")
+    assert "Class accuracy: 100.0%" in page
+    pngs = sorted(p.name for p in report.glob("*.png"))
+    assert pngs == ["confusion.png", "reliability.png", "reliability_by_proposition.png"]
+    for name in pngs:
+        _assert_real_plot(report / name)
+    # self-contained: every plot embedded, nothing fetched from elsewhere
+    assert page.count("data:image/png;base64,") == len(pngs)
+    assert "http://" not in page and "https://" not in page and "<script" not in page
+    # every response type of the gold set has its confusion matrix, diagonal only
+    policy = load_policy(safety)
+    ev = evaluate(policy, gold=GOLD, probs=probs)
+    assert ev.gold.class_accuracy == 1.0 and sum(c.n for c in ev.gold.confusions) == len(rows)
+    for c in ev.gold.confusions:
+        assert (c.matrix == np.diag(np.diag(c.matrix))).all()
+    scores = {s.name: s for s in ev.gold.propositions}
+    assert set(scores) == set(policy.proposition_names)
+    assert all(s.accuracy == 1.0 and s.ece == 0.0 and s.brier == 0.0 for s in scores.values())
+    assert all(s.auroc == 1.0 for s in scores.values() if s.auroc is not None)
+    assert not (safety / "calibration.json").exists()  # only --calibrate writes it
+
+
+@needs_data
+def test_noisy_probabilities_lower_the_scores(safety, tmp_path):
+    """The metrics are not constant: a grader that flips labels scores lower."""
+    rows = gold_rows(shortest=False)
+    flip = _label_probs(rows, noise=lambda v, rng: (1.0 - float(v)) if rng.random() < 0.3 else float(v))
+    probs = _jsonl(tmp_path / "probs.jsonl", flip)
+    ev = evaluate(load_policy(safety), gold=GOLD, probs=probs, seed=1)
+    assert 0.3 < ev.gold.class_accuracy < 0.95
+    f1 = [s.f1 for s in ev.gold.propositions if s.positives >= 10]
+    assert f1 and max(f1) < 1.0
+
+
+# --- calibration -----------------------------------------------------------------------------
+
+
+def test_platt_fit_recovers_a_known_map():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.01, 0.99, 20000)
+    true = 1 / (1 + np.exp(-(0.5 * logit(p) - 0.7)))  # an overconfident, yes-biased grader
+    y = (rng.uniform(size=p.size) < true).astype(int)
+    coef, intercept = fit_platt(y[:10000], p[:10000])
+    assert abs(coef - 0.5) < 0.05 and abs(intercept + 0.7) < 0.07
+    cal = 1 / (1 + np.exp(-(coef * logit(p[10000:]) + intercept)))
+    assert ece(y[10000:], cal) < 0.02 < ece(y[10000:], p[10000:])
+
+
+def test_platt_fit_is_finite_on_perfectly_separated_labels():
+    y = np.array([0, 0, 1, 1, 1])
+    coef, intercept = fit_platt(y, y.astype(float))
+    assert math.isfinite(coef) and math.isfinite(intercept) and coef > 0
+
+
+def test_threshold_is_tuned_on_the_fit_rows():
+    y = np.array([0, 0, 0, 1, 1, 1])
+    p = np.array([0.05, 0.1, 0.2, 0.25, 0.3, 0.9])  # 0.5 would miss two yes labels
+    t = tune_threshold(y, p)
+    assert 0.2 < t <= 0.25
+    assert tune_threshold(np.zeros(4), np.array([0.1, 0.2, 0.3, 0.4])) == 0.5
+
+
+@needs_data
+def test_calibrate_writes_calibration_json_that_load_policy_applies(safety, tmp_path, rbrc):
+    rows = gold_rows(shortest=False)
+    # informative but squeezed toward 0.5: calibration should stretch it
+    squeezed = _label_probs(rows, noise=lambda v, rng: 0.35 + 0.3 * float(v) + rng.uniform(-0.1, 0.1), seed=3)
+    probs = _jsonl(tmp_path / "probs.jsonl", squeezed)
+    old = os.umask(0o022)
+    try:
+        code, out, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", GOLD, "--probs", probs,
+                              "--calibrate", "--seed", "7")
+    finally:
+        os.umask(old)
+    assert code == 0, err
+    path = safety / "calibration.json"
+    assert path.stat().st_mode & 0o777 == 0o644  # the umask's mode, readable by a trainer
+    assert not [p for p in safety.iterdir() if p.name.startswith(".")]  # no temporary left
+    doc = json.loads(path.read_text())
+    assert doc["format"] == 1 and doc["policy"] == "safety" and doc["method"] == "platt"
+    policy = load_policy(safety)
+    assert policy.calibration is not None and set(policy.calibration.maps) == set(doc["propositions"])
+    assert f"calibrated {len(doc['propositions'])} propositions" in out
+    page = (tmp_path / "r" / "report.html").read_text()
+    assert "Calibration (Platt scaling" in page
+    # ECE on the report split falls for every calibrated proposition with enough labels
+    for name, row in doc["propositions"].items():
+        m = row["metrics"]
+        assert m["fit_rows"] > 0 and m["report_rows"] > 0
+        assert m["ece_calibrated"] < m["ece_raw"], name
+    # calibrate(): each calibrated column through its map, the others untouched, torch and NumPy alike
+    raw = torch.rand(6, len(policy.proposition_names), dtype=torch.float64)
+    cal = policy.calibrate(raw)
+    assert torch.is_tensor(cal) and cal.shape == raw.shape and not torch.equal(cal, raw)
+    for j, name in enumerate(policy.proposition_names):
+        if name in doc["propositions"]:
+            c, b = doc["propositions"][name]["coef"], doc["propositions"][name]["intercept"]
+            expected = torch.sigmoid(c * torch.logit(raw[:, j].clamp(1e-6, 1 - 1e-6)) + b)
+            assert torch.allclose(cal[:, j], expected)
+        else:
+            assert torch.equal(cal[:, j], raw[:, j])
+    assert np.allclose(policy.calibrate(raw.numpy()), cal.numpy())
+    assert torch.equal(load_policy(ROOT / "compiled/safety").calibrate(raw), raw)  # none: unchanged
+    # a later eval without --calibrate scores with the stored calibration
+    ev = evaluate(policy, gold=GOLD, probs=probs, seed=7)
+    assert "calibration.json" in ev.gold.probabilities and ev.gold.p_cal is not None
+
+
+def test_trainer_side_calibration_needs_no_scikit_learn(safety):
+    from rbrlang.policy.calibration import Calibration, PlattMap, template_hash, write_calibration
+
+    policy = load_policy(safety)
+    write_calibration(safety, Calibration("safety", {"apology": PlattMap(
+        "apology", template_hash(policy, "apology"), 2.0, -1.0)}))
+    code = ("import sys, torch; from rbrlang.policy import load_policy; "
+            f"p = load_policy({str(safety)!r}); x = p.calibrate(torch.full((2, 23), 0.5)); "
+            "assert abs(float(x[0, 0]) - 1 / (1 + 2.718281828459045)) < 1e-6, x[0, 0]; "
+            "bad = [m for m in ('sklearn', 'scipy', 'matplotlib') if m in sys.modules]; "
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_calibration_for_another_template_names_both_hashes(safety, rbrc, tmp_path):
+    from rbrlang.policy.calibration import Calibration, PlattMap, write_calibration
+
+    policy = load_policy(safety)
+    stale = "ab" * 32
+    write_calibration(safety, Calibration("safety", {"apology": PlattMap("apology", stale, 1.5, 0.1)}))
+    current = json.loads((safety / "policy.json").read_text())["propositions"][0]["template_sha256"]
+    with pytest.raises(PolicyError) as info:
+        load_policy(safety)
+    assert stale in str(info.value) and current in str(info.value) and "`apology`" in str(info.value)
+    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--comparisons", tmp_path / "c.jsonl")
+    assert code == 1 and stale in err and "Traceback" not in err
+    # other broken files: one-line errors too
+    for text, needle in (("{", "not valid JSON"), ('{"format": 9}', "format 1"),
+                         (json.dumps({"format": 1, "policy": "other", "method": "platt", "propositions": {}}),
+                          "`other`"),
+                         (json.dumps({"format": 1, "policy": "safety", "method": "platt",
+                                      "propositions": {"apology": {"coef": "x", "intercept": 0}}}), "finite")):
+        (safety / "calibration.json").write_text(text)
+        with pytest.raises(PolicyError, match=needle):
+            read_calibration(safety, policy)
+
+
+# --- comparisons and rewards ----------------------------------------------------------------
+
+
+def _comparisons(policy, rows, per_prompt=5, prompts=25, seed=0) -> list[dict]:
+    """Synthetic comparisons over gold prompts: completions with other gold rows'
+    labels, a class label, and an RM score that misorders some pairs."""
+    rng = random.Random(seed)
+    by_rt = {}
+    for r in rows:
+        by_rt.setdefault(policy.response_type(r["response_type"]).name, []).append(r)
+    out = []
+    for rt_name, rs in by_rt.items():
+        rt = policy.response_type(rt_name)
+        for r in rs[:prompts]:
+            for o in [r] + rng.sample(rs, min(per_prompt - 1, len(rs))):
+                cls = policy.classify(rt_name, o["propositions"])
+                out.append({"prompt": r["prompt"], "completion": o["completion"], "response_type": rt_name,
+                            "completion_label": cls,
+                            "rm_score": -rt.classes.index(cls) + rng.gauss(0, 1.5),
+                            "propositions": o["propositions"]})
+    return out
+
+
+def _brute_error(rows, rewards, policy) -> float:
+    bad = total = 0
+    for i, a in enumerate(rows):
+        for j, b in enumerate(rows):
+            if a["prompt"] == b["prompt"] and a["response_type"] == b["response_type"]:
+                rt = policy.response_type(a["response_type"])
+                if rt.classes.index(a["completion_label"]) < rt.classes.index(b["completion_label"]):
+                    total += 1
+                    bad += not rewards[i] > rewards[j]
+    return bad / total
+
+
+@needs_data
+def test_comparisons_error_rates_and_histograms(safety, tmp_path, rbrc):
+    policy = load_policy(safety)
+    rows = _comparisons(policy, gold_rows(shortest=False))
+    data = _jsonl(tmp_path / "cmp.jsonl", rows)
+    report = tmp_path / "report"
+    code, out, err = rbrc("eval", safety, "--report", report, "--comparisons", data)
+    assert code == 0, err
+    ev = evaluate(policy, comparisons=data)
+    by_rt = {r.response_type: r for r in ev.rewards.rows}
+    for rt_name in ("hard_refuse", "comply"):
+        mine = [r for r in rows if r["response_type"] == rt_name]
+        rm = [r["rm_score"] for r in mine]
+        assert by_rt[rt_name].pairs > 20
+        assert by_rt[rt_name].errors["RM"] == pytest.approx(_brute_error(mine, rm, policy))
+        assert by_rt[rt_name].errors["RM"] > 0.1  # the RM misorders pairs
+        assert by_rt[rt_name].errors["RBR"] == 0.0  # labels are exact, and unfitted rewards follow the class
+        assert by_rt[rt_name].errors["RM + RBR"] < by_rt[rt_name].errors["RM"]
+        assert f"{rt_name}: {by_rt[rt_name].pairs} pairs" in out
+    for name in ("error_rates.png", "reward_histograms.png"):
+        _assert_real_plot(report / name)
+    page = (report / "report.html").read_text()
+    assert "Rewards on held-out comparisons" in page and "expected class score (not fitted)" in page
+    # centred per prompt: each prompt's centred rewards sum to zero
+    labels, centred = ev.rewards.centred[("RBR", "comply")]
+    assert len(labels) == len(centred) and abs(centred.sum()) < 1e-9
+    assert "no `rm_score`" not in page
+    # without RM scores for one response type: RBR only there, and the report says why
+    _jsonl(data, [dict(r, rm_score=None) if r["response_type"] == "comply" else r for r in rows])
+    ev = evaluate(policy, comparisons=data)
+    comply = next(r for r in ev.rewards.rows if r.response_type == "comply")
+    assert comply.errors["RM"] is None and comply.errors["RM + RBR"] is None and comply.errors["RBR"] == 0.0
+    assert any("comply: some lines have no `rm_score`" in n for n in ev.rewards.notes)
+
+
+def test_rank_order_with_peers_and_ties_count_as_errors(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", MINIMAL.replace(
+        "  bad  = not a\n", "  bad  = not a\n  rank best > {x, y} > worst\n  rank x > worst\n"))
+    assert rbrc("compile", src, "-o", tmp_path / "c")[0] == 0
+    policy = load_policy(tmp_path / "c")
+    above = better_than(policy, "r")
+    assert above["best"] >= {"x", "y", "worst"} and "y" not in above["x"] and above["x"] >= {"worst"}
+    prompt = [{"role": "user", "content": "hi"}]
+    lines = [{"prompt": prompt, "completion": c, "response_type": "r", "completion_label": lab,
+              "propositions": {"a": True, "b": b}}
+             for c, lab, b in (("1", "best", True), ("2", "x", True), ("3", "y", False), ("4", "worst", False))]
+    data = read_comparisons(policy, _jsonl(tmp_path / "c.jsonl", lines))
+    from rbrlang.evaluate.comparisons import pairs
+
+    got = sorted(pairs(policy, data, np.arange(4)))
+    assert got == [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]  # x and y are peers
+    assert error_rate(np.array([3.0, 2.0, 2.0, 1.0]), got) == 0.0
+    assert error_rate(np.array([3.0, 3.0, 2.0, 1.0]), got) == pytest.approx(1 / 5)  # a tie is an error
+    assert error_rate(np.zeros(4), []) is None
+
+
+# --- the grader path ---------------------------------------------------------------------------
+
+
+@needs_data
+def test_grader_and_its_grade_output_give_the_same_report(safety, tmp_path, tiny_model_dir, rbrc):
+    from rbrlang.runtime import HFGrader
+
+    rows = gold_rows(8)
+    gold = _jsonl(tmp_path / "gold.jsonl", rows)
+    graded = tmp_path / "graded.jsonl"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a random tiny model puts little mass on yes/no
+        code, _, err = rbrc("grade", safety, "--data", gold, "--grader", tiny_model_dir, "-o", graded,
+                            "--no-cache")
+        assert code == 0, err
+        code, out, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", gold,
+                              "--grader", tiny_model_dir, "--no-cache")
+        assert code == 0, err
+        policy = load_policy(safety)
+        a = evaluate(policy, gold=gold, grader=HFGrader.from_pretrained(str(tiny_model_dir), device="cpu"))
+    b = evaluate(policy, gold=gold, probs=graded)  # `rbrc grade` rows name their gold line
+    assert a.gold.source.startswith("grader") and b.gold.source.startswith("probabilities")
+    assert a.gold.class_accuracy == b.gold.class_accuracy
+    for x, y in zip(a.gold.propositions, b.gold.propositions):
+        assert x.name == y.name and x.threshold == pytest.approx(y.threshold, abs=1e-6)
+        assert x.brier == pytest.approx(y.brier, abs=1e-6)
+    assert "Grader against gold labels" in (tmp_path / "r" / "report.html").read_text()
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+def _no_trace(err: str) -> None:
+    assert "Traceback" not in err and "internal error" not in err
+
+
+@needs_data
+def test_missing_files_are_one_line_errors(safety, tmp_path, rbrc):
+    probs = _jsonl(tmp_path / "probs.jsonl", _label_probs(gold_rows(shortest=False)))
+    cases = [
+        (("eval", safety, "--report", tmp_path / "r", "--gold", tmp_path / "none.jsonl", "--probs", probs),
+         "none.jsonl: no such file"),
+        (("eval", safety, "--report", tmp_path / "r", "--gold", GOLD, "--probs", tmp_path / "nope.jsonl"),
+         "nope.jsonl: no such file"),
+        (("eval", tmp_path / "nothing", "--report", tmp_path / "r", "--gold", GOLD, "--probs", probs),
+         "nothing"),
+        (("eval", safety, "--report", tmp_path / "r", "--comparisons", tmp_path / "c.jsonl"), "c.jsonl"),
+        (("eval", safety, "--report", tmp_path / "r", "--gold", GOLD, "--grader", tmp_path / "no-model"),
+         "cannot load grader"),
+    ]
+    for args, needle in cases:
+        code, _, err = rbrc(*args)
+        assert code == 1 and needle in err, (args, err)
+        assert len(err.strip().splitlines()) == 1, err
+        _no_trace(err)
+    assert not (tmp_path / "r").exists()  # nothing written on failure
+
+
+@pytest.mark.parametrize("args, needle", [
+    ((), "nothing to evaluate"),
+    (("--gold", "g.jsonl"), "exactly one of --probs"),
+    (("--probs", "p.jsonl", "--comparisons", "c.jsonl"), "give --gold too"),
+    (("--comparisons", "c.jsonl", "--calibrate"), "--calibrate fits on a gold set"),
+])
+def test_usage_mistakes_exit_2(safety, tmp_path, rbrc, args, needle):
+    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", *args)
+    assert code == 2 and needle in err
+    _no_trace(err)
+
+
+def _gold_line(**change) -> dict:
+    row = dict(gold_rows(1)[0])
+    row.update(change)
+    return {k: v for k, v in row.items() if v is not None}
+
+
+@needs_data
+def test_bad_gold_lines_are_located(safety, tmp_path, rbrc):
+    good = gold_rows(3)
+    props = dict(good[0]["propositions"])
+    del props["apology"]
+    half = dict(good[0], propositions={k: v for k, v in props.items()})
+    lines = [good[0], dict(good[1], propositions=None), half, dict(good[2], propositions={**good[2]["propositions"],
+                                                                                       "apology": 0.7})]
+    lines[1] = {k: v for k, v in lines[1].items() if v is not None}
+    gold = _jsonl(tmp_path / "gold.jsonl", lines)
+    probs = _jsonl(tmp_path / "p.jsonl", _label_probs(good[:1] * 4))
+    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", gold, "--probs", probs)
+    assert code == 1
+    assert "gold.jsonl:2:1: error[E0303]: the gold line has no `propositions`" in err
+    assert "gold.jsonl:3:" in err and "missing label" in err and "apology" in err
+    assert "gold.jsonl:4:" in err and "error[E0304]" in err and "true or false" in err
+    assert "^" in err  # the line is shown with a caret
+    _no_trace(err)
+    assert not (tmp_path / "r").exists()
+
+
+@needs_data
+@pytest.mark.parametrize("value", [1.5, -0.25, "NaN", "\"high\""])
+def test_probabilities_out_of_range_are_located(safety, tmp_path, rbrc, value):
+    rows = gold_rows(4)
+    gold = _jsonl(tmp_path / "gold.jsonl", rows)
+    lines = [json.dumps(p) for p in _label_probs(rows)]
+    lines[2] = lines[2].replace('"judgement": 1.0', f'"judgement": {value}').replace(
+        '"judgement": 0.0', f'"judgement": {value}')
+    (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
+    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", gold, "--probs", tmp_path / "p.jsonl")
+    assert code == 1 and "p.jsonl:3:" in err and "error[E0304]" in err and "`judgement`" in err, err
+    _no_trace(err)
+
+
+@needs_data
+def test_probabilities_that_do_not_fit_the_gold_set(safety, tmp_path, rbrc):
+    rows = gold_rows(4)
+    gold = _jsonl(tmp_path / "gold.jsonl", rows)
+    short = _jsonl(tmp_path / "short.jsonl", _label_probs(rows[:3]))
+    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", gold, "--probs", short)
+    assert code == 1 and "3 probability lines for 4 gold lines" in err
+    named = _jsonl(tmp_path / "named.jsonl", [dict(p, line=9) for p in _label_probs(rows[:1])])
+    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", gold, "--probs", named)
+    assert code == 1 and "named.jsonl:1:" in err and "line 9 of" in err
+    _no_trace(err)
+
+
+@needs_data
+def test_report_folder_rules(safety, tmp_path, rbrc):
+    rows = gold_rows(20)
+    gold = _jsonl(tmp_path / "gold.jsonl", rows)
+    probs = _jsonl(tmp_path / "p.jsonl", _label_probs(rows))
+    args = ("eval", safety, "--gold", gold, "--probs", probs, "--report")
+    # a folder that cannot be made: under a regular file
+    blocker = write(tmp_path / "file.txt", "keep me\n")
+    code, _, err = rbrc(*args, blocker / "report")
+    assert code == 1 and "file.txt" in err and len(err.strip().splitlines()) == 1
+    _no_trace(err)
+    # a folder of the user's: refused, untouched
+    mine = tmp_path / "mine"
+    write(mine / "notes.txt", "precious\n")
+    code, _, err = rbrc(*args, mine)
+    assert code == 1 and "mine" in err and "earlier `rbrc eval` report" in err
+    assert (mine / "notes.txt").read_text() == "precious\n" and sorted(os.listdir(mine)) == ["notes.txt"]
+    # a new folder, then the same folder again: an earlier report is replaced
+    out = tmp_path / "out"
+    assert rbrc(*args, out)[0] == 0
+    first = (out / "report.html").stat().st_mtime_ns
+    assert rbrc(*args, out)[0] == 0 and (out / "report.html").stat().st_mtime_ns >= first
+    # an empty folder is fine too
+    (tmp_path / "empty").mkdir()
+    assert rbrc(*args, tmp_path / "empty")[0] == 0
+    # an earlier report the user added a file to is no longer provably ours
+    write(out / "my-notes.md", "mine\n")
+    code, _, err = rbrc(*args, out)
+    assert code == 1 and "earlier `rbrc eval` report" in err and (out / "my-notes.md").read_text() == "mine\n"
+    # the report folder may not be the compiled folder or hold an input
+    code, _, err = rbrc(*args, tmp_path)
+    assert code == 1 and str(tmp_path) in err and len(err.strip().splitlines()) == 1
+    _no_trace(err)
+
+
+@needs_data
+def test_bad_comparison_lines(safety, tmp_path, rbrc):
+    policy = load_policy(safety)
+    rows = _comparisons(policy, gold_rows(shortest=False), prompts=2, per_prompt=2)
+    rows[0] = dict(rows[0], completion_label="superb")
+    rows[1] = dict(rows[1], rm_score=float("nan"))
+    rows[2] = {k: v for k, v in rows[2].items() if k != "propositions"}
+    data = tmp_path / "cmp.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))  # json writes NaN, which json reads back
+    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--comparisons", data)
+    assert code == 1
+    assert "cmp.jsonl:1:" in err and "`completion_label` \"superb\"" in err
+    assert "cmp.jsonl:2:" in err and "`rm_score` is NaN" in err
+    _no_trace(err)
+    # without propositions and without a grader: says which line and what to give
+    _jsonl(data, [r for r in rows[2:]])
+    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--comparisons", data)
+    assert code == 1 and "line 1 has no `propositions`" in err and "--grader" in err
+    _no_trace(err)
+    assert not (tmp_path / "r").exists()

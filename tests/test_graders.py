@@ -1,0 +1,206 @@
+"""One grader interface (runtime/base.py) and the OpenAI-compatible client,
+against real HTTP on 127.0.0.1 (tests/support/completions_server.py: a small
+server with a real transformers model). The same client against a real vLLM
+server, and VLLMGrader, are in test_vllm.py."""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import socket
+
+import pytest
+import torch
+
+import rbrlang
+from rbrlang.errors import GraderError, UsageError
+from rbrlang.policy import load_policy
+from rbrlang.runtime import BACKENDS, Grader, GraderWarning, HFGrader, OpenAIGrader, load_grader
+from rbrlang.runtime.base import answer_probability
+from tests.support.completions_server import Behaviour, CompletionsServer
+
+from .conftest import MINIMAL, ROOT, SHARED, gold_rows, write
+
+needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")
+pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")
+
+
+@pytest.fixture(scope="module")
+def safety():
+    return load_policy(ROOT / "compiled/safety")
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model_dir):
+    return HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture
+def serve(tiny_model_dir, hf):
+    """Start a completions server for the tiny model with some behaviour."""
+    servers = []
+
+    def start(**behaviour):
+        server = CompletionsServer(hf.model, str(tiny_model_dir), behaviour=Behaviour(**behaviour)).__enter__()
+        servers.append(server)
+        return server
+    yield start
+    for s in servers:
+        s.__exit__(None, None, None)
+
+
+def items(n):
+    rows = gold_rows(n)
+    return [r["prompt"] for r in rows], [r["completion"][0]["content"] for r in rows]
+
+
+def client(server, model, **kw):
+    kw.setdefault("backoff", 0.01)
+    return OpenAIGrader(server.url, str(model), **kw)
+
+
+def test_answer_probability_is_the_yes_share_of_the_answer_mass():
+    p, mass = answer_probability([math.log(0.2), math.log(0.1)], [math.log(0.1)])
+    assert p == pytest.approx(0.75) and mass == pytest.approx(0.4)
+    p, mass = answer_probability([-math.inf], [-math.inf])
+    assert math.isnan(p) and mass == 0.0
+
+
+def test_every_backend_is_a_grader(hf, tiny_model_dir, serve):
+    assert isinstance(hf, Grader) and hf.stats.graded >= 0
+    assert isinstance(client(serve(), tiny_model_dir), Grader)
+    assert BACKENDS == ("hf", "vllm", "openai")
+
+
+def test_load_grader_by_name_and_its_mistakes(tiny_model_dir, hf, serve):
+    assert isinstance(load_grader(str(tiny_model_dir), device="cpu"), HFGrader)
+    assert load_grader(hf) is hf
+    server = serve()
+    assert isinstance(load_grader(str(tiny_model_dir), backend="openai", base_url=server.url), OpenAIGrader)
+    with pytest.raises(UsageError, match="unknown grader backend 'tgi'; choose one of hf, vllm, openai"):
+        load_grader(str(tiny_model_dir), backend="tgi")
+    with pytest.raises(UsageError, match="needs the server's base URL"):
+        load_grader(str(tiny_model_dir), backend="openai")
+    with pytest.raises(UsageError, match="a base URL is for the `openai` backend"):
+        load_grader(str(tiny_model_dir), backend="hf", base_url=server.url)
+    with pytest.raises(UsageError, match="got int"):
+        load_grader(3)
+
+
+@needs_data
+def test_server_grades_equal_hf(hf, safety, tiny_model_dir, serve):
+    """Token-id prompts over HTTP, P(yes) from the yes/no ids' log-probabilities:
+    the same numbers as the in-process grader on the same model."""
+    convs, resps = items(6)
+    server = serve()
+    grader = client(server, tiny_model_dir, prompts_per_request=7, concurrency=3)
+    theirs = grader.grade_detailed(safety, convs, resps)
+    ours = hf.grade_detailed(safety, convs, resps)
+    assert (theirs.p_yes - ours.p_yes).abs().max() < 1e-5
+    assert torch.allclose(theirs.answer_mass, ours.answer_mass, rtol=1e-4, atol=0)
+    assert theirs.stats.graded == 6 * 23 and theirs.stats.batches == math.ceil(6 * 23 / 7)
+    assert theirs.stats.low_mass == ours.stats.low_mass > 0  # random weights: little mass on yes/no
+    assert grader.stats.graded == 6 * 23  # running totals
+    assert grader.encode(safety, "apology", convs[0], resps[0]) == hf.encode(safety, "apology", convs[0], resps[0])
+    assert 1 <= server.behaviour.max_in_flight <= 3
+
+
+@needs_data
+def test_low_answer_mass_warns_like_hf(safety, tiny_model_dir, serve):
+    grader = client(serve(), tiny_model_dir)
+    with pytest.warns(GraderWarning, match="yes/no answers"):
+        grader.grade(safety, [[{"role": "user", "content": "hi"}]], ["hello"])
+
+
+def test_matches_propositions_and_the_grade_cache(tiny_model_dir, serve, tmp_path):
+    text = MINIMAL.replace("good = a and b", "good = a and b and not e") \
+        .replace("ok   = a and not b", "ok   = a and not b and not e").replace("bad  = not a", "bad  = not a or e")
+    policy = rbrlang.compile_file(write(tmp_path / "p.rbr", text + "proposition e = matches /^\\s*$/\n"))
+    server = serve()
+    grader = client(server, tiny_model_dir, cache=tmp_path / "grades.sqlite")
+    first = grader.grade_detailed(policy, [[], []], ["", "text"])
+    assert first.p_yes[:, policy.proposition_names.index("e")].tolist() == [1.0, 0.0]
+    assert first.stats.matched == 2 and first.stats.graded == 4 and first.stats.cached == 0
+    seen = server.behaviour.requests
+    second = grader.grade_detailed(policy, [[], []], ["", "text"])
+    assert second.stats.cached == 4 and second.stats.graded == 0 and server.behaviour.requests == seen
+    assert torch.equal(first.p_yes, second.p_yes)
+
+
+def test_retries_overloaded_and_stalled_servers(safety, tiny_model_dir, serve):
+    conv, resp = [[{"role": "user", "content": "hi"}]], ["hello"]
+    grader = client(serve(fail_first=2), tiny_model_dir, retries=3)
+    grades = grader.grade_detailed(safety, conv, resp)
+    assert grades.stats.retries == 2 and torch.isfinite(grades.p_yes).all()
+    stalled = serve(stall_first=1, stall_s=3.0)
+    grader = client(stalled, tiny_model_dir, retries=2, timeout=1.0)
+    grades = grader.grade_detailed(safety, conv, resp)
+    assert grades.stats.retries == 1 and stalled.behaviour.requests == 2
+
+
+def test_gives_up_with_a_clear_error(safety, tiny_model_dir, serve):
+    conv, resp = [[{"role": "user", "content": "hi"}]], ["hello"]
+    server = serve(fail_first=10)
+    with pytest.raises(GraderError, match=r"answered 503: overloaded, try again"):
+        client(server, tiny_model_dir, retries=2).grade(safety, conv, resp)
+    assert server.behaviour.requests == 3
+    bad_request = serve(fail_first=10, fail_status=400)
+    with pytest.raises(GraderError, match="answered 400"):
+        client(bad_request, tiny_model_dir, retries=5).grade(safety, conv, resp)
+    assert bad_request.behaviour.requests == 1  # a 4xx other than 429 is not retried
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(GraderError, match=rf"127.0.0.1:{port}/v1/models did not answer after 2 tries: Connect"):
+        OpenAIGrader(f"http://127.0.0.1:{port}", str(tiny_model_dir), retries=1, backoff=0.01)
+
+
+def test_server_without_named_token_logprobs_is_an_error(safety, tiny_model_dir, serve):
+    grader = client(serve(top_k_only=True), tiny_model_dir)
+    with pytest.raises(GraderError, match="no log-probability for answer token ids .*`logprob_token_ids`"):
+        grader.grade(safety, [[{"role": "user", "content": "hi"}]], ["hello"])
+
+
+def test_wrong_model_name_and_too_long_prompts(safety, tiny_model_dir, serve):
+    server = serve()
+    with pytest.raises(GraderError, match=r"does not serve `other` \(it serves: .*grader\)"):
+        OpenAIGrader(server.url, "other", tokenizer=str(tiny_model_dir))
+    short = client(server, tiny_model_dir, max_length=10_000)  # longer than the server's 8192: it says no
+    assert short.encoder.max_length == 10_000
+    with pytest.raises(GraderError, match="answered 400: This model's maximum context length is 8192"):
+        short.grade(safety, [[{"role": "user", "content": "word " * 9000}]], ["hello"])
+    own = client(server, tiny_model_dir)  # the server's limit, from /v1/models: a located error before sending
+    assert own.encoder.max_length == 8191
+    with pytest.raises(GraderError, match="item 0, proposition .* more than the grader's context of 8191"):
+        own.grade(safety, [[{"role": "user", "content": "word " * 9000}]], ["hello"])
+
+
+def test_pickles_without_its_connection(safety, tiny_model_dir, serve, tmp_path):
+    grader = client(serve(), tiny_model_dir, cache=tmp_path / "c.sqlite")
+    conv, resp = [[{"role": "user", "content": "hi"}]], ["hello"]
+    before = grader.grade(safety, conv, resp)
+    copy = pickle.loads(pickle.dumps(grader))
+    assert torch.equal(copy.grade(safety, conv, resp), before)
+    assert copy.stats.cached == 23 - sum(p.kind == "matches" for p in safety.propositions)
+
+
+@needs_data
+def test_rbrc_grade_with_a_server(rbrc, tiny_model_dir, hf, safety, serve, tmp_path):
+    rows = gold_rows(3)
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"prompt": r["prompt"], "completion": r["completion"][0]["content"],
+                                        "category": r.get("category", "C-R")}) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    server = serve()
+    code, _, err = rbrc("grade", ROOT / "compiled/safety", "--data", data, "--grader", tiny_model_dir,
+                        "--backend", "openai", "--base-url", server.url, "--no-cache", "-o", out)
+    assert code == 0, err
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    want = hf.grade(safety, [r["prompt"] for r in rows], [r["completion"][0]["content"] for r in rows])
+    for i, row in enumerate(got):
+        assert max(abs(row["propositions"][n] - float(want[i, j]))
+                   for j, n in enumerate(safety.proposition_names)) < 1e-5
+    assert server.behaviour.requests >= 1
+    code, _, err = rbrc("grade", ROOT / "compiled/safety", "--data", data, "--grader", tiny_model_dir,
+                        "--base-url", server.url, "-o", tmp_path / "o2.jsonl")
+    assert code == 2 and "a base URL is for the `openai` backend" in err
