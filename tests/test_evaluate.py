@@ -190,7 +190,9 @@ def test_calibrate_writes_calibration_json_that_load_policy_applies(safety, tmp_
         else:
             assert torch.equal(cal[:, j], raw[:, j])
     assert np.allclose(policy.calibrate(raw.numpy()), cal.numpy())
-    assert torch.equal(load_policy(ROOT / "compiled/safety").calibrate(raw), raw)  # none: unchanged
+    (safety / "calibration.json").rename(tmp_path / "kept.json")
+    assert load_policy(safety).calibration is None and torch.equal(load_policy(safety).calibrate(raw), raw)
+    (tmp_path / "kept.json").rename(safety / "calibration.json")
     # a later eval without --calibrate scores with the stored calibration
     ev = evaluate(policy, gold=GOLD, probs=probs, seed=7)
     assert "calibration.json" in ev.gold.probabilities and ev.gold.p_cal is not None

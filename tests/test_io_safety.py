@@ -197,7 +197,8 @@ def test_fmt_of_a_read_only_file_is_one_line(work, rbrc):
     try:
         code, _, err = rbrc("fmt", locked)
         assert code == 1 and "locked.rbr: cannot write: permission denied" in one_line_error("fmt", err)
-        assert rbrc("fmt", open_)[0] == 0  # a writable file in a read-only folder: rewritten in place
+        code, _, err = rbrc("fmt", locked, open_)  # one file failing does not stop the others
+        assert code == 1 and "locked.rbr: cannot write" in err and "formatted" in err and "Traceback" not in err
     finally:
         (work / "ro").chmod(0o755)
     assert locked.read_text() == messy and open_.read_text() == MINIMAL
@@ -351,3 +352,23 @@ def test_tiny_grader_writes_a_model_and_refuses_other_folders(work, rbrc, umask_
     from transformers import AutoModelForCausalLM, AutoTokenizer
     assert AutoModelForCausalLM.from_pretrained(folder).config.num_hidden_layers == 2
     assert AutoTokenizer.from_pretrained(folder).chat_template
+
+
+def test_grade_file_library_keeps_the_same_rules(graded, tiny_model_dir):
+    from rbrlang.data.grade import grade_file
+    from rbrlang.errors import PathError
+    from rbrlang.policy import load_policy
+    from rbrlang.runtime import HFGrader
+
+    policy = load_policy(graded / "compiled")
+    grader = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
+    write(graded / "notes.txt", "mine\n")
+    with pytest.raises(PathError, match="notes.txt: exists and is not an earlier `rbrc grade` output"):
+        grade_file(policy, grader, graded / "in.jsonl", graded / "notes.txt", progress=False)
+    assert (graded / "notes.txt").read_text() == "mine\n"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        written, bad = grade_file(policy, grader, graded / "in.jsonl", graded / "out.jsonl", progress=False)
+        assert (written, bad) == (2, [])
+        assert grade_file(policy, grader, graded / "in.jsonl", graded / "out.jsonl", progress=False)[0] == 2
+    assert sorted(os.listdir(graded)) == ["compiled", "in.jsonl", "not-a-model", "notes.txt", "out.jsonl", "p.rbr"]

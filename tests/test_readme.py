@@ -101,3 +101,55 @@ def test_quickstart_as_written(fresh_venv, tmp_path):
     (tmp_path / "refusals.rbr").write_text(policy_text.replace("refuses and apology and", "refuses and apolgy and"))
     proc = subprocess.run(["rbrc", "check", "refusals.rbr"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 1 and proc.stderr.startswith(shown), proc.stderr
+
+
+def test_data_commands_as_written(fresh_venv, tmp_path):
+    """README's classify / tiny-grader / grade block, on its own example files;
+    the grade cache lands where README says, never in the working folder."""
+    import json
+
+    bin_dir = fresh_venv / "bin"
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+           "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    env.pop("PYTHONPATH", None)
+    env.pop("RBRLANG_CACHE", None)
+    work = tmp_path / "work"
+    work.mkdir()
+    (policy_text,) = fenced("rbr")
+    (work / "refusals.rbr").write_text(policy_text)
+    named = {info.split()[1]: text for info, text in fenced_with_info() if info.startswith("jsonl ")}
+    assert set(named) == {"labels.jsonl", "completions.jsonl"}
+    for name, text in named.items():
+        (work / name).write_text(text)
+    quickstart = next(b for b in indented_blocks(README) if "rbrc check refusals.rbr" in b)
+    compile_line = next(line for line in quickstart.splitlines() if "rbrc compile" in line)
+    block = next(b for b in indented_blocks(README) if "rbrc tiny-grader" in b)
+    outputs = {}
+    for line in [compile_line, *block.strip().splitlines()]:
+        proc = subprocess.run(line.strip(), shell=True, cwd=work, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, (line, proc.stderr)
+        assert "Traceback" not in proc.stderr
+        outputs[line.split()[1]] = proc.stdout
+    classified = [json.loads(x) for x in outputs["classify"].splitlines()]
+    assert [c["line"] for c in classified] == [1, 2] and classified[0]["class"] == "ideal"
+    assert set(classified[0]) == {"class", "classes", "response_type", "line"}  # as README shows
+    graded = [json.loads(x) for x in (work / "graded.jsonl").read_text().splitlines()]
+    assert len(graded) == len(named["completions.jsonl"].splitlines())
+    assert {"propositions", "answer_mass", "features", "classes", "schema_hash"} <= set(graded[0])
+    assert list(graded[0]["propositions"]) == ["apology", "refuses", "empty"]  # README's column order
+    assert (tmp_path / "xdg/rbrlang/grades.sqlite").is_file() and not (work / ".rbrlang").exists()
+
+
+def fenced_with_info() -> list[tuple[str, str]]:
+    """(info string, text) of every fenced block."""
+    blocks, current, info = [], None, ""
+    for line in README.splitlines(keepends=True):
+        if line.startswith("```"):
+            if current is None:
+                current, info = [], line[3:].strip()
+            else:
+                blocks.append((info, "".join(current)))
+                current = None
+        elif current is not None:
+            current.append(line)
+    return blocks

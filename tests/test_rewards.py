@@ -15,7 +15,7 @@ from rbrlang.policy.scoring import default_scores
 from rbrlang.rewards import RBRReward, RewardBatch
 from rbrlang.runtime import HFGrader
 
-from .conftest import ROOT, SHARED, gold_rows
+from .conftest import MINIMAL, ROOT, SHARED, gold_rows, write
 
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")
 pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")
@@ -101,6 +101,17 @@ def test_class_scores_from_policy_json(tmp_path):
     policy = load_policy(copy_safety(tmp_path, scores))
     r = policy.reward("hard_refuse", one_hot_classes(policy, "hard_refuse"))
     assert r.tolist() == [3.0, 2.0, 0.5, -1.0, -4.0]
+
+
+def test_author_class_scores_from_the_rbr_source(tmp_path):
+    """`scores` in a response block reach policy.reward through policy.json."""
+    import rbrlang
+
+    text = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  scores good 2, ok 1.5, bad -1\n")
+    policy = rbrlang.compile_file(write(tmp_path / "p.rbr", text))
+    assert policy.reward("r", one_hot_classes(policy, "r")).tolist() == [2.0, 1.5, -1.0]
+    plain = rbrlang.compile_file(write(tmp_path / "q.rbr", MINIMAL))
+    assert plain.reward("r", one_hot_classes(plain, "r")).tolist() == [1.0, 0.5, 0.0]
 
 
 def test_bad_class_scores_are_a_policy_error(tmp_path):

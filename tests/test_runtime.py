@@ -57,10 +57,11 @@ def test_fast_path_equals_full_prompt_forward(grader, safety):
     assert s.layout == "item"  # the safety template puts the conversation first
     assert s.padded_tokens <= 1.15 * s.suffix_tokens
     # Sharing: every distinct prefix forwarded about once (a trie of all the
-    # rows' ids is the least any sharing forwards), against 3× that for whole prompts.
+    # rows' ids is the least any sharing forwards); whole prompts would be
+    # about twice that on these short conversations.
     minimum = trie_size([e.ids for item in encoded for e in item.values()])
     assert s.forwarded <= 1.15 * minimum, (s.forwarded, minimum)
-    assert sum(len(e.ids) for item in encoded for e in item.values()) > 3 * minimum
+    assert sum(len(e.ids) for item in encoded for e in item.values()) > 1.8 * minimum
 
 
 def trie_size(rows) -> int:

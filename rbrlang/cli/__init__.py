@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.register(sub)
     from . import eval as eval_command  # rbrc eval (evaluate/)
     eval_command.register(sub)
+    from . import fit as fit_command  # rbrc fit (fit/)
+    fit_command.register(sub)
+    from . import serve as serve_command; serve_command.register(sub)  # rbrc serve (serve/, OpenRLHF)
     return parser
 
 

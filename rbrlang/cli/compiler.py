@@ -77,6 +77,8 @@ def cmd_compile(args) -> int:
     report(comp.diagnostics, comp.sources, args.format)
     out = Path(args.output) if args.output else Path("compiled") / comp.checked.name
     if args.check:
+        if out.exists() and not out.is_dir():
+            raise PathError(out, "is a file, not a compiled policy folder", "give -o the compiled folder to check")
         stale = stale_files(comp.files, out)
         if stale:
             print(f"{out} is stale; differs from a fresh compile in:", file=sys.stderr)
@@ -121,7 +123,12 @@ def cmd_fmt(args) -> int:
             print(f"{src.name}: not formatted", file=sys.stderr)
             status = max(status, EXIT_ERRORS)
         else:
-            write_text(path, result.text)  # atomic, keeps the file's mode; a failure is a PathError
+            try:
+                write_text(path, result.text)  # atomic, keeps the file's mode
+            except PathError as exc:  # say so and go on with the other files
+                print(f"rbrc fmt: error: {exc}", file=sys.stderr)
+                status = EXIT_ERRORS
+                continue
             print(f"formatted {src.name}", file=sys.stderr)
     return status
 

@@ -22,7 +22,7 @@ def register(sub) -> None:
     p.add_argument("dir", metavar="DIR", help="the folder to write (missing, empty, or an earlier tiny grader)")
     p.add_argument("--seed", type=int, default=0, help="the weights' random seed (default 0)")
     p.add_argument("--config", choices=("tiny", "small"), default="tiny",
-                   help="tiny: 2 layers, width 64 (~0.2M parameters); small: 4 layers, width 256 (~7M)")
+                   help="tiny: 2 layers, width 64 (0.2M parameters); small: 4 layers, width 256 (8M)")
     p.set_defaults(run=cmd_tiny_grader)
 
 

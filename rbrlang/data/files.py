@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 from ..errors import PathError
 
+
 def umask() -> int:
     """The process's umask (read by setting it and setting it back)."""
     mask = os.umask(0o022)
@@ -43,10 +44,14 @@ def make_parents(folder: Path) -> list[Path]:
     while not here.exists() and not here.is_symlink() and here != here.parent:
         missing.append(here)
         here = here.parent
-    made = []
-    for path in reversed(missing):
-        path.mkdir()  # mode 0o777 & ~umask
-        made.append(path)
+    made: list[Path] = []
+    try:
+        for path in reversed(missing):
+            path.mkdir()  # mode 0o777 & ~umask
+            made.append(path)
+    except OSError:
+        remove_made(made)
+        raise
     return made
 
 
@@ -78,8 +83,8 @@ def check_output_folder(out, option: str, ours: str, is_ours: Callable[[Path], b
 
     `ours` names what may be replaced ("a compiled policy folder");
     `inputs` are files the command reads (a folder holding one is never
-    replaced). A symbolic link is followed: the folder it points to is replaced
-    and the link kept."""
+    replaced). Returns the real path (symbolic links and `..` resolved): a
+    link is followed, so the folder it points to is replaced and the link kept."""
     given = str(out)
     out = Path(out)
     replaces = f"{option} replaces only a missing path, an empty folder or {ours}"
@@ -105,7 +110,7 @@ def check_output_folder(out, option: str, ours: str, is_ours: Callable[[Path], b
             raise PathError.from_os(given, exc, "cannot read") from None
         if not empty and not is_ours(real):
             raise PathError(given, "is a folder with other files in it", replaces)
-    return real if out.is_symlink() else out
+    return real
 
 
 def replace_folder(out: Path, fill: Callable[[Path], None], carry: Sequence[str] = ()) -> None:
@@ -168,7 +173,7 @@ def check_output_file(out, option: str, ours: str, is_ours: Callable[[Path], boo
     if real.is_file() and real.stat().st_size and not is_ours(real):
         raise PathError(given, refused or f"exists and is not {ours}; refused so nothing is lost",
                         f"give {option} another file, or remove this one first")
-    return real if out.is_symlink() else out
+    return real
 
 
 class AtomicFile:

@@ -79,7 +79,7 @@ def grade_file(policy: CompiledPolicy, grader, data: Path, out: Path, keep_going
     grading unless `keep_going`. `out` is replaced only when missing, empty or
     an earlier grade output (else `PathError`), and is written under a
     temporary name and renamed, so a failed run leaves no partial file."""
-    out = check_output_file(out, "out", GRADE_OUTPUT, is_grade_output, inputs=[Path(data)])
+    out = check_output_file(out, "the `out` argument", GRADE_OUTPUT, is_grade_output, inputs=[Path(data)])
     items, bad = [], []
     for entry in read_items(policy, data):
         (bad if isinstance(entry, dg.Diagnostic) else items).append(entry)

@@ -102,6 +102,24 @@ class _Risk:
 def solve(problem: PairProblem, decay: float, margin: float = 1.0, tol: float = 1e-7,
           max_iterations: int = 1000, planes: tuple = (), w0: Optional[np.ndarray] = None) -> Solution:
     """Minimise J to a certified gap of `tol`·max(1, J)."""
+    # The products here are thin (N × F, F in the tens) and memory-bound: BLAS
+    # threads only add synchronisation, which costs 10× on a busy machine.
+    with _one_blas_thread():
+        return _solve(problem, decay, margin, tol, max_iterations, planes, w0)
+
+
+def _one_blas_thread():
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn's dependency; without it, BLAS keeps its threads
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _solve(problem: PairProblem, decay: float, margin: float, tol: float, max_iterations: int, planes: tuple,
+           w0: Optional[np.ndarray]) -> Solution:
     if not decay > 0:
         raise ValueError("decay must be positive")
     if problem.pairs == 0:

@@ -1,0 +1,133 @@
+"""rbrc fit: comparison data → the reward's weights, written to COMPILED/weights.json."""
+from __future__ import annotations
+
+import os
+import sys
+
+from ..errors import EXIT_OK, PathError
+
+FIT_EPILOG = """\
+input (--data), one completion per line; lines with the same prompt and response
+type are compared, every pair whose labels the `rank` order separates:
+  {"prompt": [{"role": "user", "content": "…"}], "completion": "…", "response_type": "hard_refuse",
+   "completion_label": "ideal", "rm_score": 0.3, "propositions": {"apology": 0.97, …}}
+  ("category" may replace "response_type"; without "propositions" --grader grades the line;
+   without "rm_score" the RBR term alone is fitted)
+output: COMPILED/weights.json, per response type the weights, bias, margin, decay, data hash
+and fit metrics, bound to the response type's schema hash. Error rate: the fraction of
+(better, worse) pairs of one prompt the total reward orders wrongly, ties counted as errors.
+"""
+
+
+def register(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("fit", help="fit the reward's weights on ranked comparisons; write COMPILED/weights.json",
+                       epilog=FIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("compiled", metavar="COMPILED")
+    p.add_argument("--data", metavar="FILE.jsonl", required=True, help="comparison data (see below)")
+    p.add_argument("--grader", metavar="MODEL", help="grade lines without `propositions` with this local model "
+                                                    "folder or hub id")
+    p.add_argument("--decay", type=float, metavar="X",
+                   help="L2 weight decay (default: chosen on the validation prompts from a small grid)")
+    p.add_argument("--margin", type=float, default=1.0, metavar="M", help="hinge margin (default 1)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the train/validation split")
+    p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
+                   help="fraction of prompts held out for validation (default 0.2)")
+    p.add_argument("--device", default="auto", help="the grader's device")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--cache", metavar="PATH", help="the grade cache file (default as for `rbrc grade`)")
+    p.add_argument("--no-cache", action="store_true", help="neither read nor write the grade cache")
+    p.set_defaults(run=cmd_fit)
+
+
+def cmd_fit(args) -> int:
+    from ..data.comparisons import read_comparisons
+    from ..fit import fit_policy
+    from ..policy.format import resolve_folder
+    from ..policy.weights import write_weights
+    from .data import input_file, model_path, open_policy
+    from .output import report
+
+    needs_fit_extra()
+    from ..fit.select import check_settings
+
+    check_settings(args.decay, args.margin, args.val_fraction)
+    policy = open_policy(args.compiled)
+    folder = resolve_folder(args.compiled)
+    if not os.access(folder, os.W_OK):
+        raise PathError(folder, "cannot write weights.json here: permission denied",
+                        "fit a copy of the compiled folder you can write")
+    data_path = input_file("--data", args.data)
+    if args.grader:
+        model_path("--grader", args.grader, "grader")
+    # The whole data file is checked before any model loads.
+    data = read_comparisons(policy, data_path, grader=bool(args.grader))
+    if data.warnings:
+        report(list(data.warnings), {str(data_path): data_path.read_text(encoding="utf-8", errors="replace")})
+    if data.unrouted:
+        print(f"{data.unrouted} line{'s' * (data.unrouted != 1)} of {data_path} route to no response type "
+              "(no RBR reward there): skipped", file=sys.stderr)
+    grader = _load_grader(args) if data.to_grade.any() else None
+    progress = None if sys.stderr.isatty() else False
+    result = fit_policy(policy, data, grader=grader, decay=args.decay, margin=args.margin, seed=args.seed,
+                        val_fraction=args.val_fraction, progress=progress)
+    print(_table(result))
+    path = write_weights(folder, policy, result.weights)
+    if result.graded:
+        print(f"graded {result.graded} line{'s' * (result.graded != 1)} with {args.grader}", file=sys.stderr)
+    for name, why in result.skipped.items():
+        print(f"{name}: not fitted ({why}); its reward stays as before", file=sys.stderr)
+    print(f"wrote weights for {len(result.fits)} response type{'s' * (len(result.fits) != 1)} → {path}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def needs_fit_extra() -> None:
+    from ..errors import RbrError
+
+    try:
+        import numpy  # noqa: F401
+        import torch  # noqa: F401
+        import tqdm  # noqa: F401
+    except ImportError as exc:
+        raise RbrError(f"rbrc fit needs numpy, torch and tqdm ({exc.name} is missing): "
+                       "pip install 'rbrlang[fit]'") from None
+
+
+def _load_grader(args):
+    from ..errors import GraderError, RbrError
+    from ..runtime import HFGrader
+    from .data import needs_grader_extra, open_cache
+    from .output import first_line
+
+    needs_grader_extra("grading comparisons")
+    cache = open_cache(args)
+    try:
+        return HFGrader.from_pretrained(args.grader, device=args.device, dtype=args.dtype, cache=cache)
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, RbrError):
+            raise
+        raise GraderError(f"cannot load grader `{args.grader}`: {first_line(exc)}") from None
+
+
+def _num(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _table(result) -> str:
+    head = ("response type", "pairs", "train/val", "decay", "train loss", "val loss", "train err", "val err",
+            "RM val err")
+    rows = [head]
+    for name, fit in result.fits.items():
+        m = fit.metrics
+        rows.append((name, str(m["pairs"]), f"{m['train_pairs']}/{m['val_pairs']}",
+                     f"{fit.weights.decay:g}" + ("" if m["decay_chosen_by"] == "validation" else "*"),
+                     _num(m["train_loss"]), _num(m["val_loss"]), _num(m["train_error"]), _num(m["val_error"]),
+                     _num(m["rm_val_error"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    if any(f.metrics["decay_chosen_by"] != "validation" for f in result.fits.values()):
+        lines.append("* decay given, or no validation prompts to choose it by")
+    return "\n".join(lines)

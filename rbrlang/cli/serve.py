@@ -1,0 +1,115 @@
+"""`rbrc serve COMPILED --grader MODEL`: a reward server for OpenRLHF.
+
+It speaks OpenRLHF's remote reward protocol (POST /get_reward; GET /health)
+and batches concurrent requests into grader batches. Everything cheap is
+checked first (the extra is installed, the policy loads, the port is free),
+then the models load, then it serves until Ctrl-C or SIGTERM, which finish
+the requests in flight before it exits."""
+from __future__ import annotations
+
+import errno
+import socket
+import sys
+
+from ..errors import EXIT_OK, RbrError, UsageError
+
+EPILOG = """\
+request:  {"query": [prompt+response text], "prompts": [prompt text], "labels": [label]}
+          label: the request category ("C-R"), or a JSON object
+          {"category": "C-R", "messages": [{"role": "user", "content": "…"}]}
+          so the grader reads the conversation as messages (else: the prompt
+          text as one user message)
+answer:   {"rewards": [...], "scores": [...], "extra_logs": {"rbr_routed": [...], "rbr": [...]}}
+          a sample whose category has no route gets 0.0 (or the --rm score)
+OpenRLHF: --reward.remote_url http://HOST:PORT/get_reward --data.label_key label
+          (before OpenRLHF 0.10: --remote_rm_url, --label_key)
+"""
+
+
+def register(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("serve", help="serve a compiled policy's rewards to OpenRLHF over HTTP",
+                       description=__doc__.split("\n\n", 1)[1].replace("\n", " "), epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("compiled", metavar="COMPILED")
+    p.add_argument("--grader", metavar="MODEL", required=True, help="a local model folder or hub id")
+    p.add_argument("--rm", metavar="MODEL", help="a reward model (one-output sequence classifier) added to the RBR")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; 0.0.0.0 for "
+                                                      "other machines)")
+    p.add_argument("--port", type=int, default=5000, help="default 5000")
+    p.add_argument("--max-batch", type=int, default=64, help="samples per grader batch at most (default 64)")
+    p.add_argument("--batch-window-ms", type=float, default=5.0,
+                   help="how long an idle server waits for more requests before grading (default 5)")
+    p.add_argument("--strip-suffix", action="append", default=[], metavar="TEXT",
+                   help="text to cut off the end of each response, e.g. the policy model's end-of-turn token "
+                        "'<|im_end|>' (repeatable)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
+    p.add_argument("--token-budget", type=int, default=16384, help="the grader's padded tokens per forward batch")
+    p.add_argument("--truncate", choices=("error", "oldest-turns"), default="error",
+                   help="a conversation longer than the grader's context: a 422 for that request, or drop "
+                        "its oldest turns")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(run=cmd_serve)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, made here so a taken port is a one-line error, not uvicorn's exit."""
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a port number (0-65535)")
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise UsageError(f"--host {host}: {exc.strerror}") from None
+    sock = socket.socket(info[0], socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(info[4])
+    except OSError as exc:
+        sock.close()
+        why = "the port is in use" if exc.errno == errno.EADDRINUSE else (exc.strerror or str(exc)).lower()
+        raise RbrError(f"cannot listen on {host}:{port}: {why}; pick another --port") from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def cmd_serve(args) -> int:
+    from .data import model_path, needs_grader_extra, open_policy
+
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise RbrError(f"rbrc serve needs starlette and uvicorn ({exc.name} is missing): "
+                       "pip install 'rbrlang[serve]'") from None
+    needs_grader_extra("rbrc serve")
+    if args.max_batch < 1:
+        raise UsageError("--max-batch must be at least 1")
+    if args.batch_window_ms < 0:
+        raise UsageError("--batch-window-ms cannot be negative")
+    policy = open_policy(args.compiled)
+    model_path("--grader", args.grader, "grader")
+    if args.rm:
+        model_path("--rm", args.rm, "reward model")
+    sock = listen(args.host, args.port)
+    try:
+        from ..integrations.reward_model import load_reward_model
+        from ..rewards import RBRReward
+        from ..runtime import HFGrader
+        from ..serve import create_app, server
+
+        grader = HFGrader.from_pretrained(args.grader, device=args.device, dtype=args.dtype,
+                                          token_budget=args.token_budget, truncate=args.truncate)
+        rm = load_reward_model(args.rm, device=args.device, dtype=args.dtype)
+        app = create_app(RBRReward(policy, grader, rm), max_batch=args.max_batch,
+                         batch_window_ms=args.batch_window_ms, strip_suffixes=args.strip_suffix)
+        srv = server(app, args.host, args.port, args.log_level, access_log=args.access_log)
+        print(f"rbrc serve: policy {policy.name} at http://{args.host}:{sock.getsockname()[1]}/get_reward "
+              f"(health: /health); Ctrl-C stops after the requests in flight", file=sys.stderr)
+        srv.run(sockets=[sock])
+    finally:
+        sock.close()
+    return EXIT_OK

@@ -1,0 +1,72 @@
+"""One `RBRReward` per process for engines that load a reward by file or module
+name and call it with data only (OpenRLHF's `reward_func` file, veRL's
+`compute_score`): what to load comes from arguments or environment variables.
+
+    RBR_POLICY        the compiled policy folder (`rbrc compile` output)
+    RBR_GRADER        the grader model: a local folder or a hub id
+    RBR_RM            optional: a reward model (one-output sequence classifier) added to the RBR
+    RBR_DEVICE        optional: "cuda", "cuda:1", "cpu" (default: cuda when there is one)
+    RBR_DTYPE         optional: "bfloat16", "float16", "float32" (default: bfloat16 on GPU)
+    RBR_STRIP_SUFFIX  optional (OpenRLHF): text to cut off the end of responses, e.g. "<|im_end|>";
+                      several as a JSON list: '["<|eot_id|>", "</s>"]'
+
+The reward is built at the first call and kept (engines call these functions
+many times, from threads): a lock makes the first load happen once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from typing import Optional
+
+from ..errors import UsageError
+
+ENV_POLICY, ENV_GRADER, ENV_RM = "RBR_POLICY", "RBR_GRADER", "RBR_RM"
+ENV_DEVICE, ENV_DTYPE, ENV_STRIP = "RBR_DEVICE", "RBR_DTYPE", "RBR_STRIP_SUFFIX"
+
+_lock = threading.Lock()
+_rewards: dict[tuple, object] = {}
+
+
+def shared_reward(policy: Optional[str] = None, grader: Optional[str] = None, rm: Optional[str] = None,
+                  device: Optional[str] = None, dtype: Optional[str] = None):
+    """The process's `RBRReward` for these settings (arguments win over the environment)."""
+    env = os.environ
+    policy = policy or env.get(ENV_POLICY)
+    grader = grader or env.get(ENV_GRADER)
+    rm = rm or env.get(ENV_RM) or None
+    device = device or env.get(ENV_DEVICE) or "auto"
+    dtype = dtype or env.get(ENV_DTYPE) or "auto"
+    if not policy:
+        raise UsageError(f"no compiled policy: set {ENV_POLICY} to the folder `rbrc compile` wrote")
+    if not grader:
+        raise UsageError(f"no grader model: set {ENV_GRADER} to a model folder or hub id")
+    key = (str(policy), str(grader), rm, device, dtype)
+    with _lock:
+        if key not in _rewards:
+            from ..policy import load_policy
+            from ..rewards import RBRReward
+            from ..runtime import HFGrader
+            from .reward_model import load_reward_model
+
+            compiled = load_policy(policy)  # a bad folder fails before a model loads
+            model = HFGrader.from_pretrained(str(grader), device=device, dtype=dtype)
+            _rewards[key] = RBRReward(compiled, model, load_reward_model(rm, device=device, dtype=dtype))
+        return _rewards[key]
+
+
+def strip_suffixes(value: Optional[str] = None) -> tuple[str, ...]:
+    """`RBR_STRIP_SUFFIX` (or `value`): one suffix, or a JSON list of them."""
+    value = os.environ.get(ENV_STRIP, "") if value is None else value
+    if not value:
+        return ()
+    if value.lstrip().startswith("["):
+        try:
+            items = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{ENV_STRIP} looks like a JSON list but is not valid JSON ({exc.msg})") from None
+        if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+            raise UsageError(f"{ENV_STRIP} must be one suffix or a JSON list of strings")
+        return tuple(items)
+    return (value,)

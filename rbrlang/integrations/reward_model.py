@@ -1,0 +1,77 @@
+"""A reward model to add to the RBR, as the paper does: a transformers
+sequence-classification model with one output (OpenRLHF's and TRL's reward
+models save as such), scoring the conversation plus the completion.
+
+`HFRewardModel` is the `rm` callable `RBRReward` takes:
+`(conversations, completions) -> [N] floats`.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from ..errors import PolicyError
+
+
+class HFRewardModel:
+    """Scores `conversation + [assistant completion]` with a one-output classifier.
+
+    The text is the model tokenizer's chat template over the messages when it
+    has one, else `role: content` lines. Long texts keep their end (the
+    completion): truncation drops tokens from the left.
+    """
+
+    def __init__(self, model, tokenizer, max_length: int = 4096, batch_size: int = 16):
+        if getattr(model.config, "num_labels", 1) != 1:
+            raise PolicyError(f"a reward model has one output (num_labels=1); this one has {model.config.num_labels}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        if getattr(model.config, "pad_token_id", None) is None:
+            model.config.pad_token_id = tokenizer.pad_token_id  # where the classifier finds the last token
+        tokenizer.truncation_side = "left"
+        self.max_length = max_length
+        self.batch_size = max(1, int(batch_size))
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def from_pretrained(cls, path_or_id: str, device: str = "auto", dtype: str = "auto", **kwargs) -> "HFRewardModel":
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if dtype == "auto":
+            dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+        elif isinstance(dtype, str):
+            dtype = getattr(torch, dtype)
+        tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+        model = AutoModelForSequenceClassification.from_pretrained(path_or_id, dtype=dtype, num_labels=1)
+        return cls(model.to(device), tokenizer, **kwargs)
+
+    def text(self, conversation: Sequence, completion: str) -> str:
+        messages = [*conversation, {"role": "assistant", "content": completion}]
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+    def __call__(self, conversations: Sequence, completions: Sequence[str]) -> list[float]:
+        import torch
+
+        texts = [self.text(c, r) for c, r in zip(conversations, completions)]
+        templated = bool(getattr(self.tokenizer, "chat_template", None))  # the template writes BOS itself
+        scores: list[float] = []
+        with torch.no_grad():
+            for start in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
+                                     truncation=True, max_length=self.max_length, add_special_tokens=not templated)
+                logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits
+                scores += logits[:, 0].float().tolist()
+        return scores
+
+    def __repr__(self) -> str:
+        return f"HFRewardModel({getattr(self.model.config, '_name_or_path', '')!r})"
+
+
+def load_reward_model(path_or_id: Optional[str], **kwargs) -> Optional[HFRewardModel]:
+    return None if not path_or_id else HFRewardModel.from_pretrained(path_or_id, **kwargs)

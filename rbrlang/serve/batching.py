@@ -1,0 +1,175 @@
+"""Batching concurrent requests into grader batches.
+
+OpenRLHF sends one sample per request, from many rollout workers at once; the
+grader is fastest on batches. Requests go into one asyncio queue; one worker
+takes the first waiting request, then gathers more for at most `window_s` or
+until `max_batch` samples, and scores the group in one call on a dedicated
+thread (the event loop keeps accepting requests meanwhile). While the grader
+is busy requests pile up, so the next batch fills at once: the window only
+matters when the server is idle.
+
+A request's samples are never split across batches. When a group's call
+fails, each request in it is scored alone, so one bad request fails by itself
+(and the server stays up).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+log = logging.getLogger("rbrlang.serve")
+
+_STOP = object()
+
+
+@dataclass
+class BatchStats:
+    """Counts since the server started (the /health route shows them)."""
+
+    requests: int = 0
+    samples: int = 0
+    batches: int = 0
+    largest: int = 0
+    failed_requests: int = 0
+    sizes: dict = field(default_factory=dict)  # batch size -> how many batches had it
+
+    @property
+    def mean_batch(self) -> float:
+        return self.samples / self.batches if self.batches else 0.0
+
+    def as_dict(self) -> dict:
+        return {"requests": self.requests, "samples": self.samples, "batches": self.batches,
+                "mean_batch": round(self.mean_batch, 3), "largest_batch": self.largest,
+                "failed_requests": self.failed_requests,
+                "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())}}
+
+
+@dataclass
+class _Job:
+    items: list
+    future: asyncio.Future
+
+
+class Batcher:
+    """`await batcher.submit(items)` scores `items` together with other waiting requests' items.
+
+    `score(items) -> results` (one result per item, in order) runs on one
+    worker thread. Start with `start()` inside the running loop; `stop()`
+    scores everything already queued, then ends the worker.
+    """
+
+    def __init__(self, score: Callable[[list], Sequence], max_batch: int = 64, window_s: float = 0.005):
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.score = score
+        self.max_batch = int(max_batch)
+        self.window_s = max(0.0, float(window_s))
+        self.stats = BatchStats()
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbr-grader")
+        self._held: _Job | None = None  # a request that did not fit the last batch: first in the next
+
+    @property
+    def running(self) -> bool:
+        return self._worker is not None and not self._worker.done()
+
+    @property
+    def waiting(self) -> int:
+        return 0 if self._queue is None else self._queue.qsize()
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._worker = asyncio.create_task(self._run(), name="rbr-batcher")
+
+    async def stop(self) -> None:
+        """Score what is queued, then end the worker and its thread."""
+        if self._worker is not None and not self._worker.done():
+            await self._queue.put(_STOP)
+            await self._worker
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, items: list) -> list:
+        if not self.running:
+            raise RuntimeError("the batcher is not running")
+        if not items:
+            return []
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Job(list(items), future))
+        return await future
+
+    # --- the worker ------------------------------------------------------------------
+    async def _run(self) -> None:
+        stopping = False
+        while not stopping or self._held is not None or not self._queue.empty():
+            group, stopping = await self._gather(stopping)
+            if group:
+                await self._score(group)
+
+    async def _gather(self, stopping: bool) -> tuple[list[_Job], bool]:
+        """The next group of requests: waits for a first one, then up to `window_s` for more."""
+        loop = asyncio.get_running_loop()
+        group: list[_Job] = []
+        size = 0
+        if self._held is not None:
+            group, size, self._held = [self._held], len(self._held.items), None
+        elif not stopping:
+            first = await self._queue.get()
+            if first is _STOP:
+                return [], True
+            group, size = [first], len(first.items)
+        deadline = loop.time() + self.window_s
+        while size < self.max_batch:
+            try:
+                # After stop() nothing new arrives: take what is queued without waiting.
+                timeout = 0 if stopping else deadline - loop.time()
+                job = self._queue.get_nowait() if timeout <= 0 else await asyncio.wait_for(self._queue.get(), timeout)
+            except (asyncio.QueueEmpty, asyncio.TimeoutError):
+                break
+            if job is _STOP:
+                stopping = True
+                continue
+            if size + len(job.items) > self.max_batch:
+                self._held = job
+                break
+            group.append(job)
+            size += len(job.items)
+        return group, stopping
+
+    async def _score(self, group: list[_Job]) -> None:
+        loop = asyncio.get_running_loop()
+        items = [it for job in group for it in job.items]
+        try:
+            results = await loop.run_in_executor(self._executor, self.score, items)
+            if len(results) != len(items):
+                raise RuntimeError(f"the scorer gave {len(results)} results for {len(items)} items")
+        except Exception as exc:
+            if len(group) == 1:
+                self._fail(group[0], exc)
+                return
+            # Find the request at fault: score each alone.
+            for job in group:
+                await self._score([job])
+            return
+        self._count(len(group), len(items))
+        start = 0
+        for job in group:
+            if not job.future.done():  # its client may have gone away
+                job.future.set_result(list(results[start:start + len(job.items)]))
+            start += len(job.items)
+
+    def _count(self, requests: int, samples: int) -> None:
+        s = self.stats
+        s.requests += requests
+        s.samples += samples
+        s.batches += 1
+        s.largest = max(s.largest, samples)
+        s.sizes[samples] = s.sizes.get(samples, 0) + 1
+
+    def _fail(self, job: _Job, exc: Exception) -> None:
+        self.stats.failed_requests += 1
+        if not job.future.done():
+            job.future.set_exception(exc)

@@ -1,0 +1,149 @@
+"""The docs as a contract: the complete example in docs/LANGUAGE.md compiles,
+docs/COMMANDS.md's input examples are accepted and its output examples are
+what the commands print, every command and exit code is documented, and the
+docs link only to files in the repository."""
+from __future__ import annotations
+
+import json
+import re
+import warnings
+
+import pytest
+
+from .conftest import ROOT, write
+
+LANGUAGE = (ROOT / "docs/LANGUAGE.md").read_text()
+COMMANDS = (ROOT / "docs/COMMANDS.md").read_text()
+README = (ROOT / "README.md").read_text()
+
+
+def section(text: str, heading: str) -> str:
+    """The text under a markdown heading, up to the next heading of the same or
+    higher level (a `#` comment inside a fenced block is not a heading)."""
+    level = len(heading) - len(heading.lstrip("#"))
+    lines = text.splitlines(keepends=True)
+    start = lines.index(heading + "\n") + 1
+    fence = False
+    for i in range(start, len(lines)):
+        if lines[i].startswith("```"):
+            fence = not fence
+        elif not fence and re.match(r"#{1,%d} " % level, lines[i]):
+            return "".join(lines[start:i])
+    return "".join(lines[start:])
+
+
+def fenced(text: str, lang: str) -> list[str]:
+    return re.findall(r"^```%s\n(.*?)^```" % re.escape(lang), text, re.M | re.S)
+
+
+@pytest.fixture
+def refusals(tmp_path, rbrc):
+    """README's quickstart policy, compiled: the policy the COMMANDS.md examples use."""
+    (policy,) = fenced(README, "rbr")
+    src = write(tmp_path / "refusals.rbr", policy)
+    assert rbrc("compile", src, "-o", tmp_path / "compiled/refusals")[0] == 0
+    return tmp_path / "compiled/refusals"
+
+
+def test_language_complete_example_compiles_cleanly(tmp_path, rbrc):
+    (policy,) = fenced(section(LANGUAGE, "## A complete example"), "rbr")
+    src = write(tmp_path / "support.rbr", policy)
+    code, _, err = rbrc("check", "--deny-warnings", src)
+    assert code == 0, err
+    assert rbrc("fmt", "--check", src)[0] == 0  # shown in canonical layout
+    assert rbrc("compile", src, "-o", tmp_path / "out")[0] == 0
+    from rbrlang.policy import load_policy
+
+    policy_ = load_policy(tmp_path / "out")
+    # The order the section states.
+    assert ", ".join(policy_.proposition_names) in section(LANGUAGE, "## A complete example")
+    for construct in ("grader {", "template ", "example no {", "= matches /", "define ", "classes ", "rank ",
+                      "features ", "scores ", "route default"):
+        assert construct in policy, construct
+
+
+def test_imported_propositions_take_the_place_of_the_import(tmp_path):
+    """The column order COMMANDS.md states: declaration order, an import's propositions at the import."""
+    import rbrlang
+
+    write(tmp_path / "shared/style.rbr", 'rbr 1\n\nproposition z_shared {\n  question "z?"\n}\n\n'
+          'proposition a_shared {\n  question "a?"\n}\n')
+    write(tmp_path / "p.rbr", 'rbr 1\n\nproposition first {\n  question "f?"\n}\n\nimport "shared/style.rbr"\n\n'
+          "proposition last = matches /x/\n\nclasses good > bad\n\nresponse r {\n"
+          "  good = first and z_shared and a_shared and not last\n"
+          "  bad  = not (first and z_shared and a_shared and not last)\n}\n")
+    policy = rbrlang.compile_file(tmp_path / "p.rbr")
+    assert policy.proposition_names == ("first", "z_shared", "a_shared", "last")
+    assert policy.response_type("r").features == ("first", "z_shared", "a_shared", "last", "good", "bad")
+    assert "`refusals.rbr` gives `apology, refuses, empty`" in COMMANDS
+
+
+def test_classify_example_prints_what_commands_md_shows(tmp_path, rbrc, refusals):
+    given, shown = fenced(section(COMMANDS, "## rbrc classify"), "jsonl")
+    labels = write(tmp_path / "labels.jsonl", given)
+    code, out, err = rbrc("classify", refusals, "--labels", labels)
+    assert code == 0, err
+    assert out == shown
+
+
+def test_grade_example_formats(tmp_path, rbrc, refusals, tiny_model_dir):
+    given, shown = fenced(section(COMMANDS, "## rbrc grade"), "jsonl")
+    data = write(tmp_path / "in.jsonl", given)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code, _, err = rbrc("grade", refusals, "--data", data, "--grader", tiny_model_dir,
+                            "-o", tmp_path / "out.jsonl", "--no-cache")
+    assert code == 0, err
+    real = {r["line"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
+    assert sorted(real) == [1, 2, 3]
+    for doc in map(json.loads, shown.splitlines()):
+        row = real[doc["line"]]
+        assert list(doc) == list(row) and doc["response_type"] == row["response_type"]
+        for key in ("propositions", "answer_mass", "features", "classes"):
+            assert (doc[key] is None) == (row[key] is None) and list(doc[key] or ()) == list(row[key] or ())
+        assert doc.get("schema_hash") == row.get("schema_hash")
+
+
+def test_explain_conversation_example(tmp_path, rbrc):
+    (conversation,) = fenced(section(COMMANDS, "## rbrc explain"), "json")
+    (policy,) = fenced(README, "rbr")
+    src = write(tmp_path / "refusals.rbr", policy)
+    conv = write(tmp_path / "c.json", conversation)
+    code, out, err = rbrc("explain", src, "--proposition", "apology", "--conversation", conv, "--response", "No.")
+    assert code == 0 and "How do I pick a lock?" in out, err
+
+
+def test_every_command_has_a_section():
+    from rbrlang.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    for name in sub.choices:
+        assert f"\n## rbrc {name}\n" in COMMANDS, f"docs/COMMANDS.md has no section for `rbrc {name}`"
+        assert f"`rbrc {name}" in README, f"README's command table lacks `rbrc {name}`"
+
+
+def test_every_exit_code_is_documented():
+    from rbrlang import errors
+
+    table = section(COMMANDS, "## Exit codes")
+    codes = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)}
+    assert codes == {errors.EXIT_OK, errors.EXIT_ERRORS, errors.EXIT_USAGE, errors.EXIT_INTERNAL, 130}
+    readme_codes = {int(m) for m in re.findall(r"^\| (\d+) \|", README, re.M)}
+    assert readme_codes == codes
+
+
+def test_docs_link_only_inside_the_repository():
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        assert "shared/design" not in text, path
+        for target in re.findall(r"\]\(([^)]+)\)", text):
+            if re.match(r"[a-z]+://", target):
+                continue
+            file, _, anchor = target.partition("#")
+            resolved = (path.parent / file) if file else path
+            assert resolved.resolve().is_relative_to(ROOT) and resolved.exists(), (path, target)
+            if anchor:
+                headings = re.findall(r"^#+ (.+)$", resolved.read_text(), re.M)
+                slugs = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+                assert anchor in slugs, (path, target)

