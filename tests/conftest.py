@@ -63,9 +63,13 @@ def golden(path: Path, actual: str) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
-    """A tiny Llama grader with a locally trained tokenizer, built once."""
+    """A tiny Llama grader with a locally trained tokenizer, built once. The
+    tokenizer also learns the safety policy's templates, so its prompts are short."""
+    from rbrlang.policy import load_policy
     from rbrlang.runtime.tiny import build_tiny_grader
-    return build_tiny_grader(tmp_path_factory.mktemp("tiny") / "grader", seed=0)
+    templates = sorted({p.template for p in load_policy(ROOT / "compiled/safety").propositions
+                        if p.kind == "grader"})
+    return build_tiny_grader(tmp_path_factory.mktemp("tiny") / "grader", seed=0, corpus=templates)
 
 
 def gold_rows(n: int | None = None, shortest: bool = True) -> list[dict]:

@@ -58,11 +58,21 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Sequence
 
-SUPPORTED_TRL = "trl>=1.0,<1.13 (tested with 1.12)"
+SUPPORTED_TRL = "trl 1.12"
 ALTERNATIVES = (
     "For TRL past 1.12, train with GRPO or RLOO instead (rbrlang.integrations.trl.reward_function, "
     "any recent trl); for PPO with another engine use OpenRLHF (`rbrc serve`, or the "
     "rbrlang.integrations.openrlhf reward_func file) or veRL (rbrlang.integrations.verl.compute_score).")
+
+
+def trl_ppo_problem(version: Optional[str], has_ppo: bool) -> Optional[str]:
+    """Why this module cannot be used with trl `version` (None: not installed), or None when it can."""
+    if version is not None and has_ppo:
+        return None
+    have = "trl is not installed" if version is None else f"trl {version} is installed and has no trl.experimental.ppo"
+    return (f"rbrlang.integrations.trl_ppo needs TRL's PPO trainer, which lives in trl.experimental.ppo up to "
+            f"trl 1.12 and was removed in trl 1.13; {have}. Install {SUPPORTED_TRL} with "
+            f"`pip install 'rbrlang[trl]'`. {ALTERNATIVES}")
 
 
 def _require_trl_ppo() -> str:
@@ -71,19 +81,16 @@ def _require_trl_ppo() -> str:
         version = importlib.metadata.version("trl")
     except importlib.metadata.PackageNotFoundError:
         version = None
-    found = False
+    has_ppo = False
     if version is not None:
         try:
-            found = importlib.util.find_spec("trl.experimental.ppo") is not None
+            has_ppo = importlib.util.find_spec("trl.experimental.ppo") is not None
         except (ImportError, ValueError):
-            found = False
-    if found:
-        return version
-    have = "trl is not installed" if version is None else f"trl {version} is installed and has no trl.experimental.ppo"
-    raise ImportError(
-        f"rbrlang.integrations.trl_ppo needs TRL's PPO trainer, which lives in trl.experimental.ppo up to "
-        f"trl 1.12 and was removed in trl 1.13; {have}. Install {SUPPORTED_TRL} with "
-        f"`pip install 'rbrlang[trl]'`. {ALTERNATIVES}")
+            has_ppo = False
+    problem = trl_ppo_problem(version, has_ppo)
+    if problem:
+        raise ImportError(problem)
+    return version
 
 
 TRL_VERSION = _require_trl_ppo()
