@@ -19,7 +19,7 @@ import torch
 from rbrlang.errors import PolicyError
 from rbrlang.evaluate import evaluate
 from rbrlang.evaluate.calibration import fit_platt, logit
-from rbrlang.evaluate.comparisons import better_than, error_rate, read_comparisons
+from rbrlang.data.comparisons import error_rate, pairs_of, rank_order, read_comparisons
 from rbrlang.evaluate.metrics import ece, tune_threshold
 from rbrlang.policy import load_policy
 from rbrlang.policy.calibration import read_calibration
@@ -311,20 +311,19 @@ def test_rank_order_with_peers_and_ties_count_as_errors(tmp_path, rbrc):
         "  bad  = not a\n", "  bad  = not a\n  rank best > {x, y} > worst\n  rank x > worst\n"))
     assert rbrc("compile", src, "-o", tmp_path / "c")[0] == 0
     policy = load_policy(tmp_path / "c")
-    above = better_than(policy, "r")
+    order = rank_order(policy.response_type("r"))
+    above = {a: {b for b in order.labels if order.above[order.index(a), order.index(b)]} for a in order.labels}
     assert above["best"] >= {"x", "y", "worst"} and "y" not in above["x"] and above["x"] >= {"worst"}
     prompt = [{"role": "user", "content": "hi"}]
     lines = [{"prompt": prompt, "completion": c, "response_type": "r", "completion_label": lab,
               "propositions": {"a": True, "b": b}}
              for c, lab, b in (("1", "best", True), ("2", "x", True), ("3", "y", False), ("4", "worst", False))]
     data = read_comparisons(policy, _jsonl(tmp_path / "c.jsonl", lines))
-    from rbrlang.evaluate.comparisons import pairs
-
-    got = sorted(pairs(policy, data, np.arange(4)))
-    assert got == [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]  # x and y are peers
-    assert error_rate(np.array([3.0, 2.0, 2.0, 1.0]), got) == 0.0
-    assert error_rate(np.array([3.0, 3.0, 2.0, 1.0]), got) == pytest.approx(1 / 5)  # a tie is an error
-    assert error_rate(np.zeros(4), []) is None
+    better, worse = pairs_of(policy, data, np.arange(4))
+    assert sorted(zip(better.tolist(), worse.tolist())) == [(0, 1), (0, 2), (0, 3), (1, 3), (2, 3)]  # x, y peers
+    assert error_rate(np.array([3.0, 2.0, 2.0, 1.0]), better, worse) == 0.0
+    assert error_rate(np.array([3.0, 3.0, 2.0, 1.0]), better, worse) == pytest.approx(1 / 5)  # a tie is an error
+    assert error_rate(np.zeros(4), np.zeros(0, int), np.zeros(0, int)) is None
 
 
 # --- the grader path ---------------------------------------------------------------------------
@@ -503,6 +502,6 @@ def test_bad_comparison_lines(safety, tmp_path, rbrc):
     # without propositions and without a grader: says which line and what to give
     _jsonl(data, [r for r in rows[2:]])
     code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--comparisons", data)
-    assert code == 1 and "line 1 has no `propositions`" in err and "--grader" in err
+    assert code == 1 and "cmp.jsonl:1:1: error[E0303]" in err and "--grader" in err
     _no_trace(err)
     assert not (tmp_path / "r").exists()

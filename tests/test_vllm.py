@@ -25,7 +25,8 @@ from tests.support.vllm_server import vllm_server  # noqa: E402
 from .conftest import ROOT, SHARED, gold_rows  # noqa: E402
 
 pytestmark = [pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present"),
-              pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")]
+              pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning"),
+              pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")]
 
 N = 12  # gold items: 12 × 23 = 276 prompts
 KV_BYTES = 256 << 20

@@ -12,12 +12,12 @@ from typing import Optional
 
 import numpy as np
 
-from ..errors import PathError, UsageError
+from ..errors import UsageError
 from ..policy import CompiledPolicy
 from ..policy.calibration import Calibration
-from .comparisons import file_sha256, read_comparisons
+from ..data.comparisons import read_comparisons
 from .gold import GoldReport, evaluate_gold
-from .inputs import read_gold, read_probabilities
+from .inputs import file_sha256, read_gold, read_probabilities
 from .rewards import RewardReport, evaluate_rewards, held_out_note
 
 CHUNK = 64  # completions per grader call: the progress bar moves, memory stays flat
@@ -59,16 +59,9 @@ def evaluate(policy: CompiledPolicy, *, gold=None, probs=None, grader=None, comp
     # read and check every input before the slow part
     gold_set = read_gold(policy, gold, with_texts=probs is None) if gold is not None else None
     gold_probs = read_probabilities(policy, probs, gold_set) if probs is not None else None
-    data = read_comparisons(policy, comparisons) if comparisons is not None else None
-    to_grade = []
-    if data is not None:
-        for i, rt in enumerate(data.response_types):
-            cols = [policy.proposition_names.index(p) for p in policy.response_type(rt).propositions]
-            if np.isnan(data.probs[i, cols]).any():
-                to_grade.append(i)
-        if to_grade and grader is None:
-            raise PathError(comparisons, f"line {data.lines[to_grade[0]]} has no `propositions` "
-                            f"({len(to_grade)} such lines)", "give --grader MODEL to grade them, or P(yes) per line")
+    # Lines without `propositions` need a grader: without one the reader names each of them.
+    data = read_comparisons(policy, comparisons, grader=grader is not None) if comparisons is not None else None
+    to_grade = list(np.flatnonzero(data.to_grade)) if data is not None else []
 
     gold_report = None
     if gold_set is not None:
@@ -83,7 +76,7 @@ def evaluate(policy: CompiledPolicy, *, gold=None, probs=None, grader=None, comp
     reward_report = None
     if data is not None:
         p = data.probs.copy()
-        graded = data.given.copy()  # cells a grader produced or a line gave as a float: calibrated
+        graded = data.given_soft.copy()  # cells a grader produced or a line gave as a float: calibrated
         if to_grade:
             rows = np.array(to_grade)
             p[rows] = _grade(policy, grader, [data.conversations[i] for i in to_grade],
@@ -96,7 +89,7 @@ def evaluate(policy: CompiledPolicy, *, gold=None, probs=None, grader=None, comp
             p = np.where(graded, calibration.apply(policy.proposition_names, p), p)
             notes.append("P(yes) from a grader or given as numbers are calibrated "
                          + ("with the calibration fitted now" if fitted is not None else "with calibration.json"))
-        note = held_out_note(policy, file_sha256(comparisons))
+        note = held_out_note(policy, data.sha256)
         if note:
             notes.append(note)
         reward_report = evaluate_rewards(policy, data, p, tuple(notes))

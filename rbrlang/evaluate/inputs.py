@@ -8,6 +8,8 @@ file: one JSON line per gold line with `propositions` {name: P(yes)} (what
 """
 from __future__ import annotations
 
+import hashlib
+
 import json
 import math
 from dataclasses import dataclass, field
@@ -53,6 +55,11 @@ def require_file(path: Path, what: str) -> Path:
     if not path.is_file():
         raise PathError(path, "not a file", f"give the {what} as JSON lines")
     return path
+
+
+def file_sha256(path) -> str:
+    """What fitted files record of the data they were fitted on."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def raise_bad_lines(diags: list, path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from ..policy import CompiledPolicy
-from .comparisons import Comparisons, centred, error_rate, pairs
+from ..data.comparisons import ComparisonData, error_rate, pairs_of
 
 KINDS = ("RM", "RBR", "RM + RBR")
 
@@ -39,7 +39,15 @@ def label_order(policy: CompiledPolicy, response_type: str) -> list[str]:
     return list(dict.fromkeys(order + list(rt.labels)))
 
 
-def evaluate_rewards(policy: CompiledPolicy, data: Comparisons, probs: np.ndarray,
+def centred(rewards: np.ndarray, data: ComparisonData, rows: np.ndarray) -> np.ndarray:
+    """Each reward minus the mean reward of its prompt group (the paper's per-prompt centring)."""
+    out = np.array(rewards[rows], dtype=float)
+    _, group = np.unique(np.asarray([data.groups[i] for i in rows], dtype=object), return_inverse=True)
+    sums = np.bincount(group, weights=out)
+    return out - (sums / np.bincount(group))[group]
+
+
+def evaluate_rewards(policy: CompiledPolicy, data: ComparisonData, probs: np.ndarray,
                      notes: tuple[str, ...] = ()) -> RewardReport:
     """`probs` [N, P]: the P(yes) the rewards use (given or graded, calibrated as the policy says)."""
     weights = getattr(policy, "weights", None) or {}
@@ -61,9 +69,9 @@ def evaluate_rewards(policy: CompiledPolicy, data: Comparisons, probs: np.ndarra
         full = {k: np.full(len(data), np.nan) for k in scores}
         for k, v in scores.items():
             full[k][idx] = v
-        pair_list = pairs(policy, data, idx)
-        errors = {k: (error_rate(full[k], pair_list) if k in full else None) for k in KINDS}
-        rows.append(RewardRow(rt.name, len({data.group_keys[i] for i in idx}), len(idx), len(pair_list),
+        better, worse = pairs_of(policy, data, idx)
+        errors = {k: (error_rate(full[k], better, worse) if k in full else None) for k in KINDS}
+        rows.append(RewardRow(rt.name, len({data.groups[i] for i in idx}), len(idx), len(better),
                               "fitted weights" if rt.name in weights else "expected class score (not fitted)",
                               errors, has_rm))
         labels[rt.name] = label_order(policy, rt.name)

@@ -83,7 +83,7 @@ def create_app(reward, max_batch: int = 64, batch_window_ms: float = 5.0,
         ok = batcher.running
         grader = getattr(reward.grader, "identity", None) or type(reward.grader).__name__
         return JSONResponse({"status": "ok" if ok else "stopped", "policy": reward.policy.name, "grader": grader,
-                             "rm": has_rm, "waiting": batcher.waiting,
+                             "rm": has_rm, "in_flight": batcher.in_flight,
                              "batching": {"max_batch": batcher.max_batch, "window_ms": batch_window_ms,
                                           **batcher.stats.as_dict()}},
                             status_code=200 if ok else 503)

@@ -72,14 +72,11 @@ class Batcher:
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rbr-grader")
         self._held: _Job | None = None  # a request that did not fit the last batch: first in the next
+        self.in_flight = 0  # requests submitted and not yet answered
 
     @property
     def running(self) -> bool:
         return self._worker is not None and not self._worker.done()
-
-    @property
-    def waiting(self) -> int:
-        return 0 if self._queue is None else self._queue.qsize()
 
     async def start(self) -> None:
         self._queue = asyncio.Queue()
@@ -98,8 +95,12 @@ class Batcher:
         if not items:
             return []
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(list(items), future))
-        return await future
+        self.in_flight += 1
+        try:
+            await self._queue.put(_Job(list(items), future))
+            return await future
+        finally:
+            self.in_flight -= 1
 
     # --- the worker ------------------------------------------------------------------
     async def _run(self) -> None:
