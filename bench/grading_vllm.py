@@ -48,9 +48,11 @@ def main() -> int:
     ap.add_argument("--kv-bytes", type=int, default=1 << 30, help="vLLM's KV cache on CPU (kv_cache_memory_bytes)")
     ap.add_argument("--gpu-memory-utilization", type=float, default=0.5, help="vLLM's share of GPU memory")
     ap.add_argument("--enforce-eager", action="store_true", help="vLLM without torch.compile")
+    ap.add_argument("--torch-threads", type=int, default=None, help="torch threads for ours (default: torch's)")
     ap.add_argument("--skip-no-cache", action="store_true", help="leave out vLLM without prefix caching")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")  # no usage report to vLLM's stats server
     if args.bind:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = args.bind
     warnings.simplefilter("ignore")
@@ -64,6 +66,9 @@ def main() -> int:
     from rbrlang.runtime.tiny import build_tiny_grader
 
     torch.manual_seed(0)
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    load_before = os.getloadavg()[0]
     dtype = getattr(torch, args.dtype)
     policy = load_policy(ROOT / "compiled" / "safety")
     convs, resps = load_items(args.n + 1)
@@ -111,13 +116,16 @@ def main() -> int:
         "ours_speedup_vs": {k: round(v / results["ours"], 3) for k, v in results.items() if k != "ours"},
         "max_abs_diff_p_yes_vs_ours": diffs,
         "ours_forwarded_tokens": grades["ours"].stats.forwarded,
+        # Other work on the machine changes every figure: say how busy it was.
+        "load_average_1min": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
     }
     if args.json:
         print(json.dumps(out))
     else:
         print(f"{out['machine']}; vLLM {out['vllm']}; config {args.config} ({params / 1e6:.1f}M params, "
               f"{args.dtype}, {args.device}); N={args.n} × {len(policy.proposition_names)} propositions = "
-              f"{len(rows)} prompts, {prompt_tokens} prompt tokens (minimum {minimum})")
+              f"{len(rows)} prompts, {prompt_tokens} prompt tokens (minimum {minimum}); load average "
+              f"{out['load_average_1min']['start']} → {out['load_average_1min']['end']}")
         print(f"{'grader':22} {'seconds':>9} {'items/s':>9} {'ours is':>9} {'max |ΔP|':>9}")
         for k, v in results.items():
             faster = "" if k == "ours" else f"{v / results['ours']:.2f}×"

@@ -40,10 +40,10 @@ def build_trainer(args: argparse.Namespace):
     """The PPOTrainer, ready to `train()`; its reward model is `trainer.reward_model`."""
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     from rbrlang.integrations.trl_ppo import PromptTable, RBRRewardModel
     from rbrlang.rewards import RBRReward
-    from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     rows = load_prompts(args.data, args.prompts)
     policy_path, grader_path = model_paths(args)

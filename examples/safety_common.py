@@ -26,7 +26,8 @@ def add_common_flags(parser: argparse.ArgumentParser, output_dir: str) -> argpar
     parser.add_argument("--grader", default=None,
                         help="the grader model (path or hub id, e.g. Qwen/Qwen2.5-7B-Instruct); default: a "
                              "tiny random Llama built under OUTPUT_DIR/tiny-grader")
-    parser.add_argument("--output-dir", default=output_dir, help=f"where the trained policy goes (default {output_dir})")
+    parser.add_argument("--output-dir", default=output_dir,
+                        help=f"where the trained policy goes (default {output_dir})")
     parser.add_argument("--steps", type=int, default=2, help="training steps (default 2)")
     parser.add_argument("--prompts", type=int, default=16,
                         help="use the N shortest conversations (quick CPU runs); 0: all (default 16)")

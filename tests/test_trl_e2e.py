@@ -163,3 +163,23 @@ def test_examples_say_what_is_wrong_with_the_data(tmp_path, capsys):
         assert str(exc.value).startswith(f"error: {bad}:2: ")
     assert not (tmp_path / "grpo_safety").exists() and not (tmp_path / "ppo_safety").exists()
     assert "examples" not in sys.modules  # the examples are scripts, not a package
+
+
+def test_documented_commands_parse():
+    """Every example command in examples/README.md and the scripts' docstrings uses real flags."""
+    import re
+    import shlex
+
+    texts = [(ROOT / "examples/README.md").read_text()]
+    texts += [(ROOT / f"examples/{n}.py").read_text().replace("\\\\\n", "\\\n") for n in ("grpo_safety", "ppo_safety")]
+    commands = []
+    for text in texts:
+        joined = re.sub(r"\\\n\s*", " ", text)
+        commands += re.findall(r"^\s+((?:python|accelerate launch) examples/\w+\.py.*)$", joined, re.M)
+    assert len(commands) == 8
+    for command in commands:
+        words = shlex.split(command)
+        script = next(w for w in words if w.startswith("examples/"))
+        module = example(script[len("examples/"):-len(".py")])
+        args = module.parse_args(words[words.index(script) + 1:])
+        assert args.steps > 0 and args.output_dir.startswith("runs/")

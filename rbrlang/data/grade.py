@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence, Union
 
 from .. import diagnostics as dg
-from ..errors import ConversationError
 from ..policy import CompiledPolicy
 from .files import AtomicFile, check_output_file
-from .jsonl import key_span, read_jsonl
-from .records import LINE_SHAPE, RecordError, completion_text, conversation_of, response_type_of
+from .jsonl import read_jsonl
+from .records import LineError, read_line
 
 
 @dataclass(frozen=True)
@@ -30,14 +29,11 @@ def read_items(policy: CompiledPolicy, path: Path) -> Iterator[Union[GradeItem, 
             yield row
             continue
         try:
-            if not isinstance(row, dict):
-                raise RecordError("each line must be a JSON object")
-            yield GradeItem(number, conversation_of(row), completion_text(row.get("completion")),
-                            response_type_of(policy, row))
-        except RecordError as exc:
-            yield dg.error(exc.code, key_span(str(path), number, text, exc.key), str(exc), LINE_SHAPE)
-        except ConversationError as exc:
-            yield dg.error("E0301", key_span(str(path), number, text, "completion"), str(exc), LINE_SHAPE)
+            response_type, conversation, completion = read_line(policy, row)
+        except LineError as exc:
+            yield exc.diagnostic(str(path), number, text)
+        else:
+            yield GradeItem(number, conversation, completion, response_type)
 
 
 def is_grade_output(path: Path) -> bool:

@@ -13,20 +13,27 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from ..errors import ConversationError, PolicyError
+from ..diagnostics import Diagnostic, error
+from ..errors import ConversationError, PolicyError, RbrError
 from ..policy import CompiledPolicy
 from ..policy.rendering import check_conversation
+from .jsonl import key_span
 
 LINE_SHAPE = ('a line reads {"prompt": [messages], "completion": "…" or [assistant messages], '
               '"response_type": "…" or "category": "…"}')
 
 
-class RecordError(PolicyError):
-    """A line whose fields do not fit; `key` names the field, for the caret."""
+class LineError(RbrError, ValueError):
+    """One data line whose fields do not fit: a diagnostic code, the message,
+    the field to point the caret at (`key`) and a help line. Readers turn it
+    into a located `Diagnostic` with `diagnostic`."""
 
-    def __init__(self, message: str, key: Optional[str] = None, code: str = "E0301"):
+    def __init__(self, code: str, message: str, key: Optional[str] = None, help: str = ""):
         super().__init__(message)
-        self.key, self.code = key, code
+        self.code, self.message, self.key, self.help = code, message, key, help
+
+    def diagnostic(self, file: str, line: int, text: str, help: str = LINE_SHAPE) -> Diagnostic:
+        return error(self.code, key_span(file, line, text, self.key), self.message, self.help or help)
 
 
 def response_type_of(policy: CompiledPolicy, record: Mapping[str, Any]) -> Optional[str]:
@@ -35,10 +42,10 @@ def response_type_of(policy: CompiledPolicy, record: Mapping[str, Any]) -> Optio
         try:
             return policy.response_type(str(record["response_type"])).name
         except PolicyError as exc:
-            raise RecordError(str(exc), "response_type", "E0302")
+            raise LineError("E0302", str(exc), "response_type")
     if "category" in record:
         return policy.route(str(record["category"]))
-    raise RecordError("the line has neither `response_type` nor `category`; add one of them")
+    raise LineError("E0301", "the line has neither `response_type` nor `category`; add one of them")
 
 
 def completion_text(value: Any) -> str:
@@ -61,9 +68,22 @@ def conversation_of(record: Mapping[str, Any]) -> list:
     """The conversation before the completion (`prompt`), checked."""
     prompt = record.get("prompt")
     if prompt is None:
-        raise RecordError("the line has no `prompt` (the conversation as a list of messages)", "prompt")
+        raise LineError("E0301", "the line has no `prompt` (the conversation as a list of messages)", "prompt")
     try:
         check_conversation(prompt)
     except ConversationError as exc:
-        raise RecordError(f"`prompt`: {exc}", "prompt")
+        raise LineError("E0301", f"`prompt`: {exc}", "prompt")
     return list(prompt)
+
+
+def read_line(policy: CompiledPolicy, row: Any) -> tuple[Optional[str], list, str]:
+    """(response type or None, conversation, completion) of one parsed line; every
+    problem is a `LineError` pointing at its field."""
+    if not isinstance(row, Mapping):
+        raise LineError("E0301", "each line must be a JSON object")
+    conversation = conversation_of(row)
+    try:
+        completion = completion_text(row.get("completion"))
+    except ConversationError as exc:
+        raise LineError("E0301", f"`completion`: {exc}", "completion")
+    return response_type_of(policy, row), conversation, completion

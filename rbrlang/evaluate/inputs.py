@@ -20,11 +20,14 @@ import numpy as np
 
 from .. import diagnostics as dg
 from ..data.jsonl import key_span, read_jsonl
-from ..data.records import LINE_SHAPE, RecordError, completion_text, conversation_of, response_type_of
-from ..errors import ConversationError, DataError, PathError
+from ..data.records import LineError, read_line, response_type_of
+from ..errors import DataError, PathError
 from ..policy import CompiledPolicy
 from ..policy.format import canonical
 
+GOLD_SHAPE = ('a gold line reads {"prompt": …, "completion": …, "response_type": …, '
+              '"propositions": {name: true or false}}')
+PROBS_SHAPE = 'a line reads {"line": GOLD LINE, "propositions": {name: P(yes)}}'
 MAX_REPORTED = 20  # bad lines shown before stopping: enough to see a pattern
 
 
@@ -40,12 +43,6 @@ class GoldSet:
 
     def __len__(self) -> int:
         return len(self.lines)
-
-
-class BadLine(Exception):
-    def __init__(self, code: str, message: str, key: Optional[str] = None, help: str = ""):
-        super().__init__(message)
-        self.code, self.message, self.key, self.help = code, message, key, help
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -80,10 +77,8 @@ def read_gold(policy: CompiledPolicy, path, with_texts: bool = False) -> GoldSet
         else:
             try:
                 rt, key, values, conv, comp = _gold_line(policy, row, index, with_texts)
-            except BadLine as exc:
-                diags.append(dg.error(exc.code, key_span(str(path), number, text, exc.key), exc.message,
-                                      exc.help or "a gold line reads {\"prompt\": …, \"completion\": …, "
-                                      "\"response_type\": …, \"propositions\": {name: true or false}}"))
+            except LineError as exc:
+                diags.append(exc.diagnostic(str(path), number, text, GOLD_SHAPE))
             else:
                 lines.append(number), rts.append(rt), keys.append(key), labels.append(values)
                 convs.append(conv), comps.append(comp)
@@ -98,41 +93,32 @@ def read_gold(policy: CompiledPolicy, path, with_texts: bool = False) -> GoldSet
 
 def _gold_line(policy, row: Any, index: dict, with_texts: bool):
     if not isinstance(row, dict):
-        raise BadLine("E0301", "each gold line must be a JSON object")
-    try:
-        rt = response_type_of(policy, row)
-    except RecordError as exc:
-        raise BadLine(exc.code, str(exc), exc.key)
+        raise LineError("E0301", "each gold line must be a JSON object")
+    rt = response_type_of(policy, row)
     labels = row.get("propositions")
     if not isinstance(labels, dict):
-        raise BadLine("E0303" if labels is None else "E0301",
+        raise LineError("E0303" if labels is None else "E0301",
                    "the gold line has no `propositions`" if labels is None else "`propositions` must be an object",
                    "propositions" if labels is not None else None,
                    'add the human labels: "propositions": {"apology": true, …}')
     values = np.full(len(index), np.nan)
     for name, v in labels.items():
         if name not in index:
-            raise BadLine("E0301", f"`{name}` is no proposition of policy `{policy.name}`", "propositions")
+            raise LineError("E0301", f"`{name}` is no proposition of policy `{policy.name}`", "propositions")
         if not isinstance(v, bool):
-            raise BadLine("E0304", f"label `{name}` is {json.dumps(v)}; gold labels are true or false",
+            raise LineError("E0304", f"label `{name}` is {json.dumps(v)}; gold labels are true or false",
                        name, "a gold set holds human judgements: true or false")
         values[index[name]] = float(v)
     if rt is not None:
         missing = [p for p in policy.response_type(rt).propositions if p not in labels]
         if missing:
-            raise BadLine("E0303", f"missing label{'s' * (len(missing) > 1)} for {', '.join(missing)}", "propositions",
+            raise LineError("E0303", f"missing label{'s' * (len(missing) > 1)} for {', '.join(missing)}", "propositions",
                        f"response type `{rt}` needs every proposition its classes use")
     prompt = row.get("prompt")
     key = canonical(prompt) if prompt is not None else canonical(row.get("completion"))
     conv = comp = None
     if with_texts:
-        try:
-            conv = conversation_of(row)
-            comp = completion_text(row.get("completion"))
-        except RecordError as exc:
-            raise BadLine(exc.code, str(exc), exc.key, LINE_SHAPE)
-        except ConversationError as exc:
-            raise BadLine("E0301", str(exc), "completion", LINE_SHAPE)
+        _, conv, comp = read_line(policy, row)
     return rt, key, values, conv, comp
 
 
@@ -150,9 +136,8 @@ def read_probabilities(policy: CompiledPolicy, path, gold: GoldSet) -> np.ndarra
         else:
             try:
                 rows.append((number, *_prob_line(policy, row, index), text))
-            except BadLine as exc:
-                diags.append(dg.error(exc.code, key_span(str(path), number, text, exc.key), exc.message,
-                                      exc.help or 'a line reads {"line": GOLD LINE, "propositions": {name: P(yes)}}'))
+            except LineError as exc:
+                diags.append(exc.diagnostic(str(path), number, text, PROBS_SHAPE))
         if len(diags) >= MAX_REPORTED:
             break
     raise_bad_lines(diags, path)
@@ -190,23 +175,23 @@ def read_probabilities(policy: CompiledPolicy, path, gold: GoldSet) -> np.ndarra
 
 def _prob_line(policy, row: Any, index: dict):
     if not isinstance(row, dict):
-        raise BadLine("E0301", "each line must be a JSON object")
+        raise LineError("E0301", "each line must be a JSON object")
     named = row.get("line")
     if named is not None and (isinstance(named, bool) or not isinstance(named, int)):
-        raise BadLine("E0301", "`line` must be the gold line's number", "line")
+        raise LineError("E0301", "`line` must be the gold line's number", "line")
     probs = row.get("propositions")
     if not isinstance(probs, dict):
-        raise BadLine("E0303" if probs is None else "E0301",
+        raise LineError("E0303" if probs is None else "E0301",
                    "the line has no `propositions`" if probs is None else "`propositions` must be an object",
                    "propositions" if probs is not None else None)
     values = np.full(len(index), np.nan)
     for name, v in probs.items():
         if name not in index:
-            raise BadLine("E0301", f"`{name}` is no proposition of policy `{policy.name}`", "propositions")
+            raise LineError("E0301", f"`{name}` is no proposition of policy `{policy.name}`", "propositions")
         if isinstance(v, bool):
             v = float(v)
         if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0):
-            raise BadLine("E0304", f"P(yes) of `{name}` is {json.dumps(v)}; a probability is a number in [0, 1]",
+            raise LineError("E0304", f"P(yes) of `{name}` is {json.dumps(v)}; a probability is a number in [0, 1]",
                        name, "give P(yes) between 0 and 1")
         values[index[name]] = float(v)
     return named, values

@@ -10,8 +10,12 @@ name and call it with data only (OpenRLHF's `reward_func` file, veRL's
     RBR_STRIP_SUFFIX  optional (OpenRLHF): text to cut off the end of responses, e.g. "<|im_end|>";
                       several as a JSON list: '["<|eot_id|>", "</s>"]'
 
+    RBR_MAX_BATCH     optional: samples per grader batch at most (default 64)
+
 The reward is built at the first call and kept (engines call these functions
-many times, from threads): a lock makes the first load happen once.
+many times, from threads): a lock makes the first load happen once. Calls
+from several threads share grader batches through one `ThreadBatcher` per
+reward (`batcher_for`), which is also the one thread that runs the grader.
 """
 from __future__ import annotations
 
@@ -24,9 +28,11 @@ from ..errors import UsageError
 
 ENV_POLICY, ENV_GRADER, ENV_RM = "RBR_POLICY", "RBR_GRADER", "RBR_RM"
 ENV_DEVICE, ENV_DTYPE, ENV_STRIP = "RBR_DEVICE", "RBR_DTYPE", "RBR_STRIP_SUFFIX"
+ENV_MAX_BATCH = "RBR_MAX_BATCH"
 
 _lock = threading.Lock()
 _rewards: dict[tuple, object] = {}
+_batchers: dict[int, tuple] = {}  # id(reward) -> (reward, its ThreadBatcher): the reward is kept alive
 
 
 def shared_reward(policy: Optional[str] = None, grader: Optional[str] = None, rm: Optional[str] = None,
@@ -70,3 +76,22 @@ def strip_suffixes(value: Optional[str] = None) -> tuple[str, ...]:
             raise UsageError(f"{ENV_STRIP} must be one suffix or a JSON list of strings")
         return tuple(items)
     return (value,)
+
+
+def batcher_for(reward):
+    """The `ThreadBatcher` that scores `Sample`s with `reward` (one per reward, made once)."""
+    with _lock:
+        if id(reward) not in _batchers:
+            from ..serve.batching import ThreadBatcher
+            from .samples import score_samples
+
+            value = os.environ.get(ENV_MAX_BATCH, "64")
+            try:
+                max_batch = int(value)
+                if max_batch < 1:
+                    raise ValueError
+            except ValueError:
+                raise UsageError(f"{ENV_MAX_BATCH}={value!r}: give a whole number of samples, at least 1") from None
+            batcher = ThreadBatcher(lambda samples: score_samples(reward, samples), max_batch=max_batch)
+            _batchers[id(reward)] = (reward, batcher)
+        return _batchers[id(reward)][1]

@@ -49,10 +49,9 @@ grader does not see it.
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any, Mapping, Optional, Sequence
 
-from .samples import ItemReward, Sample, SampleError, check_route, conversation_from, extra_logs, score_samples
+from .samples import ItemReward, Sample, SampleError, check_route, conversation_from, extra_logs
 
 
 def parse_label(label: Any, index: int) -> tuple[Optional[str], Optional[str], Optional[tuple]]:
@@ -155,24 +154,25 @@ def answer(items: Sequence[ItemReward], has_rm: bool) -> dict:
 class RewardFunc:
     """OpenRLHF's `reward_func(queries, prompts, labels, **kwargs)` over an `RBRReward`.
 
-    OpenRLHF calls it from many threads at once (one sample each); a lock keeps
-    one grader call at a time. It answers float tensors, as OpenRLHF's example
-    reward functions do. For batching across samples use `rbrc serve` instead.
+    OpenRLHF calls it from many threads at once, one sample each
+    (`asyncio.to_thread` in `_fetch_rewards_via_func`): the calls share grader
+    batches through one `ThreadBatcher`, which runs the grader on one thread.
+    It answers float tensors, as OpenRLHF's example reward functions do.
     """
 
     def __init__(self, reward, strip_suffixes: Sequence[str] = ()):
+        from .loading import batcher_for
+
         self.reward = reward
         self.strip_suffixes = tuple(strip_suffixes)
-        self._lock = threading.Lock()
+        self.batcher = batcher_for(reward)
 
     def __call__(self, queries, prompts, labels, **kwargs) -> dict:
         import torch
 
         samples = samples_from_request(list(queries), list(prompts), list(labels), self.reward.policy,
                                        self.strip_suffixes)
-        with self._lock:
-            items = score_samples(self.reward, samples)
-        body = answer(items, self.reward.rm is not None)
-        tensor = lambda values: torch.tensor(values, dtype=torch.float32)  # noqa: E731
-        return {"rewards": tensor(body["rewards"]), "scores": tensor(body["scores"]),
-                "extra_logs": {k: tensor(v) for k, v in body["extra_logs"].items()}}
+        body = answer(self.batcher.submit(samples), self.reward.rm is not None)
+        return {"rewards": torch.tensor(body["rewards"], dtype=torch.float32),
+                "scores": torch.tensor(body["scores"], dtype=torch.float32),
+                "extra_logs": {k: torch.tensor(v, dtype=torch.float32) for k, v in body["extra_logs"].items()}}

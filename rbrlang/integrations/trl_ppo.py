@@ -102,6 +102,8 @@ from ..errors import ConversationError, PolicyError  # noqa: E402
 from ..policy.rendering import check_conversation  # noqa: E402
 from ..rewards import RBRReward, RewardBatch  # noqa: E402
 
+__all__ = ["PromptEntry", "PromptTable", "RBRRewardModel", "RBRScorer", "encode_prompt", "trl_ppo_problem"]
+
 
 @dataclass(frozen=True)
 class PromptEntry:
@@ -285,6 +287,9 @@ class RBRRewardModel(nn.Module):
 
     The grader is not a submodule: `.to(device)` (PPOTrainer moves the reward
     model) leaves it where it was loaded (`HFGrader.from_pretrained(..., device=)`).
+    Run PPO with plain data parallelism (`accelerate launch`); under DeepSpeed
+    PPOTrainer wraps the reward model in `deepspeed.initialize`, which expects
+    a transformers model with weights (not tried).
     """
 
     base_model_prefix = "rbr"

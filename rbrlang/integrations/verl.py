@@ -47,18 +47,15 @@ Config (Hydra overrides of `python -m verl.trainer.main_ppo`)::
     +custom_reward_function.reward_kwargs.grader=MODEL             # or RBR_GRADER
 
 (`name=compute_score` with the default `naive` manager grades one sample per
-call.) The grader loads once per process, from the arguments or the
+call; the reward loop's concurrent per-sample calls share grader batches.) The grader loads once per process, from the arguments or the
 `RBR_*` environment variables (`rbrlang.integrations.loading`). A sample with
 no route scores its RM score, or 0.0 without an RM (veRL needs a number).
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Mapping, Optional, Sequence
 
-from rbrlang.integrations.samples import Sample, SampleError, check_route, conversation_from, score_samples
-
-_lock = threading.Lock()  # one grader call at a time: veRL's reward loop calls from threads
+from rbrlang.integrations.samples import Sample, SampleError, check_route, conversation_from
 
 
 def sample_from(solution_str: str, ground_truth: Any, extra_info: Optional[Mapping], index: int = 0) -> Sample:
@@ -99,8 +96,10 @@ def compute_score_batch(data_sources: Sequence, solution_strs: Sequence[str], gr
     samples = [sample_from(s, g, e, i) for i, (s, g, e) in enumerate(zip(solution_strs, ground_truths, extra_infos))]
     for i, s in enumerate(samples):
         check_route(reward.policy, s, i)
-    with _lock:
-        items = score_samples(reward, samples)
+    from rbrlang.integrations.loading import batcher_for
+
+    # One grader thread per reward; calls from veRL's reward-loop threads share its batches.
+    items = batcher_for(reward).submit(samples)
     if not return_dict:
         return [i.reward for i in items]
     has_rm = reward.rm is not None

@@ -174,3 +174,36 @@ class Batcher:
         self.stats.failed_requests += 1
         if not job.future.done():
             job.future.set_exception(exc)
+
+
+class ThreadBatcher:
+    """A `Batcher` on its own event-loop thread, for callers on plain threads.
+
+    OpenRLHF calls a `reward_func` file from many threads at once, one sample
+    each, and veRL's reward loop calls `compute_score` from a thread pool:
+    `submit(items)` blocks its caller until the batch holding its items is
+    scored, so those calls share grader batches as the server's requests do,
+    and the grader runs on one thread only."""
+
+    def __init__(self, score: Callable[[list], Sequence], max_batch: int = 64, window_s: float = 0.005):
+        import threading
+
+        self.batcher = Batcher(score, max_batch, window_s)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="rbr-batcher-loop", daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.batcher.start(), self._loop).result()
+
+    @property
+    def stats(self) -> BatchStats:
+        return self.batcher.stats
+
+    def submit(self, items: list) -> list:
+        return asyncio.run_coroutine_threadsafe(self.batcher.submit(items), self._loop).result()
+
+    def close(self) -> None:
+        """Score what is queued, then end the threads."""
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self.batcher.stop(), self._loop).result()
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
