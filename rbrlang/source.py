@@ -61,7 +61,7 @@ def read_source(path: Path, name: str | None = None) -> SourceFile:
         data = path.read_bytes()
     except FileNotFoundError:
         raise SourceError("E0001", f"cannot read `{name}`: no such file",
-                          "check the path; imports are relative to the importing file", here)
+                          "check the path", here)
     except IsADirectoryError:
         raise SourceError("E0001", f"cannot read `{name}`: it is a folder",
                           "pass a `.rbr` file", here)

@@ -247,3 +247,137 @@ def test_help_documents_the_data_formats(rbrc, capsys):
             rbrc(command, "--help")
         out = capsys.readouterr().out
         assert all(w in out for w in words), (command, out)
+
+
+# --- a new user's slips (H11): each a clear one-line error with the documented exit code ---
+
+def test_device_that_is_no_device_or_absent_fails_before_the_model_loads(tmp_path, rbrc, compiled):
+    import torch
+
+    data = write(tmp_path / "in.jsonl", '{"prompt": [], "completion": "x", "category": "C-R"}\n')
+    model = tmp_path / "model"  # looks like a model folder; nothing loads before the device is checked
+    write(model / "config.json", "{}")
+    grade = ("grade", compiled, "--data", data, "--grader", model, "-o", tmp_path / "o.jsonl")
+    code, _, err = rbrc(*grade, "--device", "banana")
+    assert code == 2 and "--device banana: not a device" in one_line_error("grade", err)
+    gold = write(tmp_path / "gold.jsonl", '{"prompt": [], "completion": "x", "category": "C-R", '
+                 '"propositions": {"a": true, "b": true}}\n')
+    code, _, err = rbrc("eval", compiled, "--report", tmp_path / "rep", "--gold", gold, "--grader", model,
+                        "--device", "banana")
+    assert code == 2 and "--device banana: not a device" in one_line_error("eval", err)
+    if not torch.cuda.is_available():
+        code, _, err = rbrc(*grade, "--device", "cuda")
+        assert code == 1 and "--device cuda: this machine has no cuda device" in one_line_error("grade", err)
+    assert not (tmp_path / "o.jsonl").exists() and not (tmp_path / "rep").exists()
+
+
+@pytest.mark.parametrize("option,value,says", [("--token-budget", "0", "0 is not positive"),
+                                               ("--max-batch", "-3", "-3 is not positive"),
+                                               ("--max-batch", "x", "'x' is not a whole number")])
+def test_batch_sizes_must_be_positive(tmp_path, rbrc, compiled, capsys, option, value, says):
+    with pytest.raises(SystemExit) as exc:
+        rbrc("grade", compiled, "--data", tmp_path / "in.jsonl", "--grader", tmp_path, "-o", tmp_path / "o.jsonl",
+             option, value)
+    assert exc.value.code == 2 and says in capsys.readouterr().err
+
+
+def test_a_folder_that_is_no_model_is_refused_by_name(tmp_path, rbrc, compiled):
+    data = write(tmp_path / "in.jsonl", '{"prompt": [], "completion": "x", "category": "C-R"}\n')
+    code, _, err = rbrc("grade", compiled, "--data", data, "--grader", compiled, "-o", tmp_path / "o.jsonl")
+    assert code == 1 and "cannot load grader: the folder holds no config.json" in one_line_error("grade", err)
+    code, _, err = rbrc("explain", compiled, "--tokenizer", compiled)
+    assert code == 1 and "cannot load a tokenizer: the folder holds no tokenizer.json" in one_line_error("explain", err)
+
+
+def test_a_hub_id_that_failed_names_the_local_folder_it_may_be(tmp_path, monkeypatch):
+    from rbrlang.cli.data import load_failure
+
+    (tmp_path / "tiny-grader").mkdir()
+    monkeypatch.chdir(tmp_path)
+    error = load_failure("--grader", "tiny-grder", "grader", OSError("We couldn't connect to the hub:\nmore"))
+    assert str(error) == ("cannot load grader `tiny-grder`: We couldn't connect to the hub (there is no local folder "
+                          "`tiny-grder`, so it was tried as a hub id; did you mean `./tiny-grader`?)")
+
+
+def test_grader_warnings_are_one_line(tmp_path, rbrc, compiled, tiny_model_dir):
+    data = write(tmp_path / "in.jsonl", '{"prompt": [{"role": "user", "content": "hi"}], "completion": "x", '
+                 '"category": "C-R"}\n')
+    code, _, err = rbrc("grade", compiled, "--data", data, "--grader", tiny_model_dir, "-o", tmp_path / "o.jsonl",
+                        "--no-cache", "--device", "cpu")
+    assert code == 0, err
+    warnings_ = [line for line in err.splitlines() if "warning" in line.lower()]
+    assert len(warnings_) == 1, err
+    (warning,) = warnings_
+    assert warning.startswith("rbrc grade: warning: the grader put less than 50%")  # random weights: little mass
+    assert "GraderWarning" not in err and ".py:" not in err
+
+
+def test_explain_options_that_need_another(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", MINIMAL)
+    conv = write(tmp_path / "c.json", "[]")
+    code, _, err = rbrc("explain", src, "--conversation", conv, "--response", "hi")
+    assert code == 2 and "--conversation and --response go with --proposition NAME" in one_line_error("explain", err)
+    code, _, err = rbrc("explain", src, "--proposition", "a", "--tokenizer", tmp_path)
+    assert code == 2 and "does not go with --proposition" in one_line_error("explain", err)
+    code, _, err = rbrc("explain", src, "--proposition", "aa")
+    assert code == 2 and "no proposition `aa`; did you mean `a`? (it has a, b)" in one_line_error("explain", err)
+
+
+def test_empty_paths_are_usage_errors(tmp_path, rbrc, compiled, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    src = write(tmp_path / "p.rbr", MINIMAL)
+    labels = write(tmp_path / "l.jsonl", LABEL)
+    for command, args in (("compile", (src, "-o", "")), ("tiny-grader", ("",)),
+                          ("classify", (compiled, "--labels", "")),
+                          ("grade", (compiled, "--data", labels, "--grader", compiled, "-o", "")),
+                          ("eval", (compiled, "--report", "", "--gold", labels, "--probs", labels))):
+        code, _, err = rbrc(command, *args)
+        assert code == 2 and "empty" in one_line_error(command, err), command
+    code, _, err = rbrc("classify", "", "--labels", labels)
+    assert code == 1 and "the compiled policy's path is empty" in one_line_error("classify", err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compiled", "l.jsonl", "p.rbr"]
+
+
+def test_a_folder_of_compiled_policies_names_them(tmp_path, rbrc, compiled):
+    labels = write(tmp_path / "l.jsonl", LABEL)
+    code, _, err = rbrc("classify", tmp_path, "--labels", labels)
+    assert code == 1 and f"did you mean {compiled}?" in one_line_error("classify", err)
+
+
+def test_compile_check_of_a_missing_or_foreign_folder(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", MINIMAL)
+    code, _, err = rbrc("compile", src, "--check", "-o", tmp_path / "gone")
+    assert code == 1 and "gone: does not exist, so it is not up to date" in one_line_error("compile", err)
+    write(tmp_path / "model/config.json", "{}")
+    code, _, err = rbrc("compile", src, "--check", "-o", tmp_path / "model")
+    assert code == 1 and "is not a compiled policy folder (it has no policy.json)" in one_line_error("compile", err)
+
+
+def test_import_yaml_name_and_missing_file(tmp_path, rbrc):
+    yaml_file = write(tmp_path / "p.yaml", "simple_propositions:\n  a:\n    prompt: Is a?\n")
+    for name, says in (("bad name", "e.g. --name bad_name"), ("and", "`and` is a reserved word")):
+        code, _, err = rbrc("import-yaml", yaml_file, "-o", tmp_path / "out.rbr", "--name", name)
+        assert code == 2 and says in one_line_error("import-yaml", err)
+    assert not (tmp_path / "out.rbr").exists()
+    code, _, err = rbrc("import-yaml", tmp_path / "gone.yaml", "-o", tmp_path / "out.rbr")
+    assert code == 1 and "E0001" in err and "give the path of a YAML policy file" in err and ".rbr" not in err
+
+
+def test_data_line_slips_are_named(tmp_path, rbrc, compiled):
+    labels = write(tmp_path / "l.jsonl", "\n".join([
+        '{"response_type": "r", "propositions": {"aa": true, "b": false}}',
+        '{"response_type": 3, "propositions": {"a": true, "b": false}}',
+        '{"response_type": "rr", "propositions": {"a": true, "b": false}}',
+        '{"category": ["C-R"], "propositions": {"a": true, "b": false}}',
+        '{"response_type": "r"}']) + "\n")
+    code, out, err = rbrc("classify", compiled, "--labels", labels, "--keep-going")
+    assert code == 1 and out == "" and "Traceback" not in err
+    for says in ("l.jsonl:1:40: error[E0303]: missing label for a", "`aa` is no proposition of the policy; did you "
+                 "mean `a`?", "l.jsonl:2:2: error[E0301]: `response_type` must be a string, not a number",
+                 "unknown response type `rr` (policy `p` has r); did you mean `r`?",
+                 "l.jsonl:4:2: error[E0301]: `category` must be a string, not a list",
+                 "l.jsonl:5:1: error[E0303]: the line has no `propositions` (its labels)"):
+        assert says in err, says
+    data = write(tmp_path / "in.jsonl", '{"prompt": [{"role": "user", "content": "hi"}], "category": "C-R"}\n')
+    code, _, err = rbrc("grade", compiled, "--data", data, "--grader", tmp_path, "-o", tmp_path / "o.jsonl")
+    assert code == 1 and "in.jsonl:1:1: error[E0301]: the line has no `completion`" in err

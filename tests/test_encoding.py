@@ -171,3 +171,17 @@ def test_grader_with_other_tokenizers_equals_full_forward(trained_tokenizers, sa
             assert grader.encode(safety, name, convs[i], resps[i]) == list(encoded[i][name].ids)
             p, _ = full_forward(grader.model, encoded[i][name].ids, answers)
             assert abs(p - float(grades.p_yes[i, j])) < 1e-5
+
+
+def test_common_length_is_the_common_prefix():
+    from hypothesis import given, strategies as st
+
+    from rbrlang.runtime.encoding import common_length
+
+    @given(st.lists(st.integers(0, 2), max_size=40), st.lists(st.integers(0, 2), max_size=40),
+           st.integers(0, 40))
+    def check(a, b, shared):
+        a, b = tuple(a), tuple(a[:shared] + b)
+        expected = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+        assert common_length(a, b) == common_length(b, a) == expected
+    check()

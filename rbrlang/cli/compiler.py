@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 from .. import diagnostics as dg
-from ..errors import (CompileError, ConversationError, EXIT_ERRORS, EXIT_OK, PathError, PolicyError, RbrError,
+from ..errors import (CompileError, ConversationError, EXIT_ERRORS, EXIT_OK, PathError, PolicyError,
                       UsageError)
-from .output import first_line, report
+from .output import report
 
 
 def register(sub) -> None:
@@ -67,7 +67,11 @@ def cmd_check(args) -> int:
 def cmd_compile(args) -> int:
     from ..compiler.codegen import stale_files, write_output
     from ..compiler import compile_path
+    from ..policy.format import POLICY_FILE
 
+    if args.output is not None and not args.output.strip():
+        raise UsageError("-o: the output folder's name is empty; give a folder, or leave -o out for "
+                         "compiled/<policy name>")
     started = time.perf_counter()
     try:
         comp = compile_path(args.file)
@@ -75,10 +79,16 @@ def cmd_compile(args) -> int:
         report(exc.diagnostics, exc.sources, args.format)
         return EXIT_ERRORS
     report(comp.diagnostics, comp.sources, args.format)
-    out = Path(args.output) if args.output else Path("compiled") / comp.checked.name
+    out = Path(args.output) if args.output is not None else Path("compiled") / comp.checked.name
     if args.check:
         if out.exists() and not out.is_dir():
             raise PathError(out, "is a file, not a compiled policy folder", "give -o the compiled folder to check")
+        if not out.exists():
+            raise PathError(out, "does not exist, so it is not up to date",
+                            f"run `rbrc compile {args.file} -o {out}` and commit the result")
+        if not (out / POLICY_FILE).is_file():
+            raise PathError(out, f"is not a compiled policy folder (it has no {POLICY_FILE})",
+                            "give -o the compiled folder to check")
         stale = stale_files(comp.files, out)
         if stale:
             print(f"{out} is stale; differs from a fresh compile in:", file=sys.stderr)
@@ -137,6 +147,13 @@ def cmd_explain(args) -> int:
     from ..compiler.explain import SAMPLE_CONVERSATION, SAMPLE_RESPONSE, explain_policy
     from ..policy import load_policy
 
+    if args.proposition is None:
+        given = [o for o, v in (("--conversation", args.conversation), ("--response", args.response)) if v is not None]
+        if given:
+            raise UsageError(f"{' and '.join(given)} {'go' if len(given) > 1 else 'goes'} with --proposition NAME "
+                             "(the prompt they fill in); add it")
+    elif args.tokenizer:
+        raise UsageError("--tokenizer counts the prompt sizes of the summary; it does not go with --proposition")
     target = Path(args.target)
     if target.is_dir() or target.name == "policy.json":
         policy = load_policy(target)
@@ -150,8 +167,10 @@ def cmd_explain(args) -> int:
         policy = policy_from_files(comp.files)
     if args.proposition:
         if args.proposition not in policy.proposition_names:
-            raise UsageError(f"--proposition: the policy has no proposition `{args.proposition}`; it has "
-                             + ", ".join(policy.proposition_names))
+            near = dg.did_you_mean(args.proposition, policy.proposition_names)
+            known = ", ".join(policy.proposition_names)
+            raise UsageError(f"--proposition: the policy has no proposition `{args.proposition}`; "
+                             + (f"{near} (it has {known})" if near else f"it has {known}"))
         conversation, response = SAMPLE_CONVERSATION, SAMPLE_RESPONSE
         if args.conversation:
             conversation = _read_conversation(Path(args.conversation))
@@ -164,16 +183,17 @@ def cmd_explain(args) -> int:
         return EXIT_OK
     tokenizer = None
     if args.tokenizer:
-        from .data import model_path, needs_grader_extra
+        from .data import load_failure, model_path, needs_grader_extra, quiet_model_loading
 
         needs_grader_extra("--tokenizer")
         model_path("--tokenizer", args.tokenizer, "a tokenizer")
         from transformers import AutoTokenizer
 
+        quiet_model_loading()
         try:
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
-        except (OSError, ValueError) as exc:
-            raise RbrError(f"--tokenizer {args.tokenizer}: cannot load a tokenizer: {first_line(exc)}") from None
+        except (OSError, ValueError, KeyError) as exc:
+            raise load_failure("--tokenizer", args.tokenizer, "a tokenizer", exc) from None
     sys.stdout.write(explain_policy(policy, tokenizer))
     return EXIT_OK
 
@@ -211,6 +231,8 @@ def cmd_import_yaml(args) -> int:
     from ..compiler.yaml_import import import_yaml
     from ..data.files import check_output_file, write_text
 
+    if args.name is not None:
+        check_policy_name(args.name)
     result = import_yaml(args.path, args.name)
     if result.text is None:
         report(list(result.diagnostics), result.sources)
@@ -226,3 +248,19 @@ def cmd_import_yaml(args) -> int:
     report(diags, sources)
     print(f"imported {args.path} → {out}", file=sys.stderr)
     return EXIT_ERRORS if dg.has_errors(diags) else EXIT_OK
+
+
+def check_policy_name(name: str) -> None:
+    """`--name`: it is written as `policy NAME`, so it must be a name of the language."""
+    import re
+
+    from ..compiler.yaml_import import RESERVED
+
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        suggestion = re.sub(r"\W", "_", name.strip())
+        if suggestion and suggestion[0].isdigit():
+            suggestion = "_" + suggestion
+        raise UsageError(f"--name {name!r}: a policy name holds letters, digits and `_`, and does not start with a "
+                         "digit" + (f"; e.g. --name {suggestion}" if suggestion.strip("_") else ""))
+    if name in RESERVED:
+        raise UsageError(f"--name {name}: `{name}` is a reserved word in rbrlang; choose another name")

@@ -6,14 +6,15 @@ everything it can (the policy, every input line, the output path, the cache)
 before it loads the grader model, so a mistake costs seconds, not a run."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 from .. import diagnostics as dg
-from ..errors import EXIT_ERRORS, EXIT_OK, GraderError, PathError, RbrError
-from .output import BadLines, first_line, lines
+from ..errors import EXIT_ERRORS, EXIT_OK, GraderError, PathError, RbrError, UsageError
+from .output import BadLines, first_line, lines, plain_warnings
 
 GRADE_EPILOG = """\
 input (--data), one JSON object per line:
@@ -38,8 +39,6 @@ output (stdout), one JSON object per line:
 
 
 def register(sub) -> None:
-    import argparse
-
     raw = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser("classify", help="classify labelled completions (JSON lines) with a compiled policy",
                        epilog=CLASSIFY_EPILOG, formatter_class=raw)
@@ -62,8 +61,8 @@ def register(sub) -> None:
                    help="written when grading ends; replaces only an empty file or an earlier grade output")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
-    p.add_argument("--token-budget", type=int, default=16384, help="padded tokens per batch")
-    p.add_argument("--max-batch", type=int, default=64)
+    p.add_argument("--token-budget", type=positive_int, default=16384, help="padded tokens per batch")
+    p.add_argument("--max-batch", type=positive_int, default=64)
     p.add_argument("--cache", metavar="PATH",
                    help="the grade cache file (default: $RBRLANG_CACHE, else $XDG_CACHE_HOME/rbrlang/"
                         "grades.sqlite, else ~/.cache/rbrlang/grades.sqlite)")
@@ -85,6 +84,8 @@ def open_policy(compiled: str):
 
 def input_file(option: str, name: str) -> Path:
     """A JSONL input that exists and is a file (read errors come from `read_jsonl`)."""
+    if not name.strip():
+        raise UsageError(f"{option}: the path is empty; give a JSON-lines file")
     path = Path(name)
     if path.is_dir():
         raise PathError(name, "is a folder", f"{option} takes a JSON-lines file (one JSON object per line)")
@@ -93,16 +94,76 @@ def input_file(option: str, name: str) -> Path:
     return path
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a batch size, a token budget)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive; give a number of at least 1")
+    return value
+
+
+MODEL_FILES = ("config.json",)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
 def model_path(option: str, name: str, what: str) -> None:
-    """A model argument that is plainly a local path must be a folder; a hub id is left to transformers."""
+    """A model argument that is plainly a local path must be a model folder (for
+    a tokenizer: a folder with tokenizer files); a hub id is left to transformers."""
     path = Path(name).expanduser()
     local = name.startswith(("/", "./", "../", "~")) or path.exists()
+    takes = f"{option} takes a model folder (config.json, tokenizer files, weights) or a hub id"
     if local and not path.exists():
-        raise PathError(name, f"cannot load {what}: no such folder",
-                        f"{option} takes a model folder (config.json, tokenizer files, weights) or a hub id")
+        raise PathError(name, f"cannot load {what}: no such folder", takes)
     if path.exists() and not path.is_dir():
-        raise PathError(name, f"cannot load {what}: it is a file, not a model folder",
-                        f"{option} takes a model folder (config.json, tokenizer files, weights) or a hub id")
+        raise PathError(name, f"cannot load {what}: it is a file, not a model folder", takes)
+    if path.is_dir():
+        wanted = TOKENIZER_FILES if "tokenizer" in what else MODEL_FILES
+        if not any((path / f).is_file() for f in wanted):
+            raise PathError(name, f"cannot load {what}: the folder holds no {' or '.join(wanted)}", takes)
+
+
+def load_failure(option: str, name: str, what: str, exc: BaseException) -> GraderError:
+    """A model that transformers could not load, said in one line. A name that is
+    no local folder was tried as a hub id: say so, and name a local folder it
+    may be a slip for (`tiny-grder` for `tiny-grader`)."""
+    message = f"cannot load {what} `{name}`: {first_line(exc).rstrip(':')}"
+    if not Path(name).expanduser().exists():
+        message += f" (there is no local folder `{name}`, so it was tried as a hub id"
+        try:
+            folders = [p.name for p in Path.cwd().iterdir() if p.is_dir() and not p.name.startswith(".")]
+        except OSError:
+            folders = []
+        near = dg.closest(name, folders)
+        message += f"; did you mean `./{near}`?)" if near else ")"
+    return GraderError(message)
+
+
+def check_device(option: str, value: str) -> None:
+    """`--device`: a name torch knows, and a device this machine has, checked
+    before any model loads (torch's own errors would come after the load, as
+    tracebacks)."""
+    if value == "auto":
+        return
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{option} {value}: not a device; use auto, cpu, cuda or cuda:N") from None
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    if device.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+    available = getattr(backend, "is_available", None)
+    if available is not None and not available():
+        raise GraderError(f"{option} {value}: this machine has no {device.type} device that torch "
+                          f"{torch.__version__} can use; use --device cpu, or auto")
+    count = getattr(backend, "device_count", None)
+    if device.index is not None and count is not None and device.index >= count():
+        raise GraderError(f"{option} {value}: this machine has {count()} {device.type} device"
+                          f"{'s' * (count() != 1)} (numbered from 0)")
 
 
 def needs_grader_extra(what: str) -> None:
@@ -147,7 +208,9 @@ def cmd_grade(args) -> int:
     # the cache); the model loads last, so no mistake costs a grading run.
     policy = open_policy(args.compiled)
     data = input_file("--data", args.data)
-    model_path("--grader", args.grader, "grader")
+    model_path("--grader", args.grader, "the tokenizer of the served grader" if args.backend == "openai" else "grader")
+    if args.backend == "hf":
+        check_device("--device", args.device)
     out = check_output_file(args.output, "-o", GRADE_OUTPUT, is_grade_output, inputs=[data])
     fh = AtomicFile(out, keep_mode=False)  # made now: an output that cannot be written fails here
     try:
@@ -165,8 +228,9 @@ def cmd_grade(args) -> int:
             print(f"{lines(bad.count, 'bad')} in {args.data}; nothing graded (--keep-going grades the rest)",
                   file=sys.stderr)
             return EXIT_ERRORS
-        grader = load_grader(args, open_cache(args))
-        written = write_grades(policy, grader, items, fh)
+        with plain_warnings("grade"):
+            grader = load_grader(args, open_cache(args))
+            written = write_grades(policy, grader, items, fh)
     except BaseException:
         fh.discard()
         raise
@@ -197,6 +261,14 @@ def open_cache(args):
         return None
 
 
+def quiet_model_loading() -> None:
+    """transformers' per-weight loading bar is noise in a log (it is kept on a terminal)."""
+    if not sys.stderr.isatty():
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+
+
 def load_grader(args, cache):
     from ..runtime import load_grader as load
 
@@ -206,9 +278,10 @@ def load_grader(args, cache):
         options.update(device=args.device, dtype=args.dtype, token_budget=args.token_budget, max_batch=args.max_batch)
     elif args.backend == "vllm":
         options.update(dtype=args.dtype)
+    quiet_model_loading()
     try:
         return load(args.grader, backend=args.backend, base_url=args.base_url, **options)
     except (OSError, ValueError, KeyError) as exc:
         if isinstance(exc, RbrError):
             raise
-        raise GraderError(f"cannot load grader `{args.grader}`: {first_line(exc)}") from None
+        raise load_failure("--grader", args.grader, "grader", exc) from None

@@ -5,15 +5,32 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ..errors import GraderError, PathError
+from ..errors import PathError
+from .output import plain_warnings
+
+
+EVAL_EPILOG = """\
+gold set (--gold), one human-labelled completion per line:
+  {"prompt": [{"role": "user", "content": "…"}], "completion": "…", "category": "C-R",
+   "propositions": {"apology": true, "refuses": false, …}}
+  ("response_type" may replace "category"; labels are true or false; a line labels
+   at least every proposition its response type's classes use)
+probabilities (--probs), P(yes) for the gold lines: `rbrc grade --data GOLD` output,
+  or one line per gold line, in order: {"propositions": {"apology": 0.93, …}}
+comparisons (--comparisons): the format of `rbrc fit`, each line with `propositions`
+  (P(yes)) unless --grader is given
+"""
 
 
 def register(sub) -> None:
+    import argparse
+
     p = sub.add_parser("eval", help="evaluate a compiled policy against gold labels and comparisons; "
                                     "write an HTML report",
                        description="Score the grader against human gold labels (per proposition and per class), "
                                    "the rewards on held-out comparisons (error rates of RM, RBR and RM + RBR), "
-                                   "and write DIR/report.html with its plots.")
+                                   "and write DIR/report.html with its plots.",
+                       epilog=EVAL_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("compiled", metavar="COMPILED")
     p.add_argument("--report", metavar="DIR", required=True,
                    help="the report folder: created, or replaced when it holds an earlier report")
@@ -38,16 +55,16 @@ def register(sub) -> None:
 def _load_grader(args):
     from ..errors import RbrError
     from ..runtime import HFGrader
-    from .data import open_cache
-    from .output import first_line
+    from .data import load_failure, open_cache, quiet_model_loading
 
     cache = open_cache(args)  # the same cache rules as `rbrc grade`
+    quiet_model_loading()
     try:
         return HFGrader.from_pretrained(args.grader, device=args.device, dtype=args.dtype, cache=cache)
     except (OSError, ValueError, KeyError) as exc:
         if isinstance(exc, RbrError):
             raise
-        raise GraderError(f"cannot load grader `{args.grader}`: {first_line(exc)}") from None
+        raise load_failure("--grader", args.grader, "grader", exc) from None
 
 
 def cmd_eval(args) -> int:
@@ -61,10 +78,17 @@ def cmd_eval(args) -> int:
     folder = resolve_folder(args.compiled)
     inputs = [Path(x) for x in (args.gold, args.probs, args.comparisons) if x] + [folder / POLICY_FILE]
     check_report_folder(args.report, inputs)  # refuse a folder we may not replace before any slow work
-    grader = _load_grader(args) if args.grader else None
-    ev = evaluate(policy, gold=args.gold, probs=args.probs, grader=grader, comparisons=args.comparisons,
-                  calibrate=args.calibrate, seed=args.seed, folder=str(args.compiled),
-                  progress=sys.stderr.isatty())
+    if args.grader:
+        from .data import check_device, model_path, needs_grader_extra
+
+        needs_grader_extra("--grader")
+        model_path("--grader", args.grader, "grader")
+        check_device("--device", args.device)
+    with plain_warnings("eval"):
+        grader = _load_grader(args) if args.grader else None
+        ev = evaluate(policy, gold=args.gold, probs=args.probs, grader=grader, comparisons=args.comparisons,
+                      calibrate=args.calibrate, seed=args.seed, folder=str(args.compiled),
+                      progress=sys.stderr.isatty())
     page = write_report(ev, args.report, inputs)
     if ev.gold is not None:
         g = ev.gold

@@ -1,7 +1,9 @@
 """How rbrc prints: diagnostics (human or JSON), summaries, counts."""
 from __future__ import annotations
 
+import contextlib
 import sys
+import warnings
 from typing import Sequence
 
 from .. import diagnostics as dg
@@ -70,3 +72,30 @@ class BadLines:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+@contextlib.contextmanager
+def plain_warnings(command: str):
+    """rbrlang's own warnings (`GraderWarning`, …) printed as one line,
+    `rbrc COMMAND: warning: …`, instead of Python's `FILE:LINE: Category: …`
+    followed by a source line of torch's that means nothing to a user. Other
+    libraries' warnings keep Python's form. A progress bar on screen is kept
+    whole (tqdm's `write`)."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if not category.__module__.startswith("rbrlang"):
+            return previous(message, category, filename, lineno, file, line)
+        text = f"rbrc {command}: warning: {message}"
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(text, file=sys.stderr)
+        except ImportError:
+            print(text, file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous

@@ -100,7 +100,10 @@ def import_yaml(path, policy_name: Optional[str] = None) -> ImportResult:
     try:
         src = read_source(path)
     except SourceError as exc:
-        return ImportResult(None, (dg.error(exc.code, exc.span, exc.message, exc.help),), {})
+        # The reader's help speaks of `.rbr` files; here the input is YAML.
+        help = "give the path of a YAML policy file such as `proposition_prompts.yaml`" \
+            if exc.code == "E0001" else exc.help.replace("a `.rbr` text file", "a YAML text file")
+        return ImportResult(None, (dg.error(exc.code, exc.span, exc.message, help),), {})
     sources = {src.name: src.text}
     reader = _Reader(src.name)
     try:

@@ -44,13 +44,22 @@ def classify_record(policy: CompiledPolicy, record: Any, line: int = 0) -> Class
                         "add a `route` for it, or give `response_type` on the line")
     rt = policy.response_type(rt_name)
     labels = record.get("propositions")
+    if labels is None:
+        raise LineError("E0303", "the line has no `propositions` (its labels)", None,
+                        'add the labels: "propositions": {"apology": true, …}')
     if not isinstance(labels, Mapping):
         raise LineError("E0301", "`propositions` must be an object of labels", "propositions",
                         '"propositions": {"apology": true, …}')
     missing = [p for p in rt.propositions if p not in labels]
     if missing:
-        raise LineError("E0303", f"missing label{'s' * (len(missing) > 1)} for {', '.join(missing)}", "propositions",
-                        f"response type `{rt.name}` needs every proposition its classes use")
+        # A key the policy does not know, close to a missing name: a misspelt label.
+        unknown = [k for k in labels if k not in policy.proposition_names]
+        slips = [(k, dg.closest(k, missing)) for k in unknown]
+        slips = [(k, m) for k, m in slips if m]
+        raise LineError("E0303", f"missing label{'s' * (len(missing) > 1)} for {', '.join(missing)}",
+                        slips[0][0] if slips else "propositions",
+                        f"`{slips[0][0]}` is no proposition of the policy; did you mean `{slips[0][1]}`?" if slips
+                        else f"response type `{rt.name}` needs every proposition its classes use")
     values = {}
     soft = False
     for p in rt.propositions:

@@ -37,7 +37,7 @@ from ..errors import DataError, PathError
 from ..policy import CompiledPolicy, ResponseType
 from ..policy.format import canonical
 from ..source import Span
-from .jsonl import key_span, read_jsonl
+from .jsonl import MAX_REPORTED, key_span, read_jsonl, stopped
 from .records import LINE_SHAPE, LineError, read_line
 
 SHAPE = LINE_SHAPE + ', "completion_label": "…", optional "rm_score" and "propositions"'
@@ -177,11 +177,15 @@ def read_comparisons(policy: CompiledPolicy, path, grader: bool = False) -> Comp
         seen += 1
         if isinstance(record, dg.Diagnostic):
             diags.append(record)
+            if len(diags) >= MAX_REPORTED:
+                break
             continue
         try:
             parsed = _line(policy, record, index, grader)
         except LineError as exc:
             diags.append(exc.diagnostic(name, number, text, SHAPE))
+            if len(diags) >= MAX_REPORTED:
+                break
             continue
         if parsed is None:
             unrouted += 1
@@ -192,7 +196,7 @@ def read_comparisons(policy: CompiledPolicy, path, grader: bool = False) -> Comp
     if not diags:
         diags += _rm_consistency(name, rows, texts)
     if diags:
-        raise DataError(diags, source)
+        raise DataError(stopped(diags), source)
     if not rows:
         why = ("the file is empty" if not seen else
                f"none of its {seen} line{'s' * (seen != 1)} routes to a response type")

@@ -23,7 +23,7 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from ..errors import PathError
+from ..errors import PathError, UsageError
 
 
 def umask() -> int:
@@ -77,6 +77,13 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def _not_empty(given: str, option: str) -> None:
+    """`-o ''` (an unset shell variable): Path('') is the working folder, which
+    the user did not mean; a command-line mistake, not a path to refuse."""
+    if not given.strip():
+        raise UsageError(f"{option}: the path is empty; give a file or folder name")
+
+
 def check_output_folder(out, option: str, ours: str, is_ours: Callable[[Path], bool],
                         inputs: Iterable[Path] = (), input_noun: str = "an input of this command") -> Path:
     """The folder to write for `option OUT`, after refusing everything not ours.
@@ -86,6 +93,7 @@ def check_output_folder(out, option: str, ours: str, is_ours: Callable[[Path], b
     replaced). Returns the real path (symbolic links and `..` resolved): a
     link is followed, so the folder it points to is replaced and the link kept."""
     given = str(out)
+    _not_empty(given, option)
     out = Path(out)
     replaces = f"{option} replaces only a missing path, an empty folder or {ours}"
     if out.is_symlink() and not out.exists():
@@ -161,6 +169,7 @@ def check_output_file(out, option: str, ours: str, is_ours: Callable[[Path], boo
 
     `refused` replaces the message for an existing file that is not ours."""
     given = str(out)
+    _not_empty(given, option)
     out = Path(out)
     real = _real(out)
     if real.is_dir():

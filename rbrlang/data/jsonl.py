@@ -1,6 +1,7 @@
 """Reading JSON-lines input with located diagnostics for bad lines."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Iterator, Union
@@ -8,6 +9,22 @@ from typing import Iterator, Union
 from .. import diagnostics as dg
 from ..errors import PathError
 from ..source import Span
+
+
+# Bad lines a reader collects before it stops: enough to see the pattern; a
+# file whose every line is wrong in the same way must not print a million.
+MAX_REPORTED = 20
+
+
+def stopped(diagnostics: list) -> list:
+    """The bad lines of a file whose reading stopped at `MAX_REPORTED`, the last
+    one saying so (its count is then a lower bound)."""
+    if len(diagnostics) < MAX_REPORTED:
+        return diagnostics
+    last = diagnostics[-1]
+    note = (f"reading stopped after {MAX_REPORTED} bad lines; lines after line {last.span.line} were not "
+            "checked and may have the same mistake")
+    return diagnostics[:-1] + [dataclasses.replace(last, notes=last.notes + (note,))]
 
 
 def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnostic]]]:

@@ -38,14 +38,36 @@ class LineError(RbrError, ValueError):
 
 def response_type_of(policy: CompiledPolicy, record: Mapping[str, Any]) -> Optional[str]:
     """The response type a record is judged under, or None (no route: no RBR reward)."""
-    if record.get("response_type") is not None:
+    name = record.get("response_type")
+    if name is not None:
+        if not isinstance(name, str):
+            raise LineError("E0301", f"`response_type` must be a string, not {_json_type(name)}", "response_type",
+                            "name a response type of the policy: " + ", ".join(policy.response_types))
         try:
-            return policy.response_type(str(record["response_type"])).name
+            return policy.response_type(name).name
         except PolicyError as exc:
-            raise LineError("E0302", str(exc), "response_type")
-    if "category" in record:
-        return policy.route(str(record["category"]))
+            raise LineError("E0302", str(exc), "response_type",
+                            "name a response type of the policy, or give `category` instead")
+    category = record.get("category")
+    if category is not None:
+        if not isinstance(category, str):
+            raise LineError("E0301", f"`category` must be a string, not {_json_type(category)}", "category",
+                            'write the request category as text: "category": "C-R"')
+        return policy.route(category)
     raise LineError("E0301", "the line has neither `response_type` nor `category`; add one of them")
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a value's type, as the user wrote it."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    return type(value).__name__
 
 
 def completion_text(value: Any) -> str:
@@ -82,6 +104,9 @@ def read_line(policy: CompiledPolicy, row: Any) -> tuple[Optional[str], list, st
     if not isinstance(row, Mapping):
         raise LineError("E0301", "each line must be a JSON object")
     conversation = conversation_of(row)
+    if row.get("completion") is None:
+        raise LineError("E0301", "the line has no `completion` (the reply graded: a string or a list of "
+                        "assistant messages)")
     try:
         completion = completion_text(row.get("completion"))
     except ConversationError as exc:

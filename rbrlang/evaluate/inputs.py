@@ -19,7 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import diagnostics as dg
-from ..data.jsonl import key_span, read_jsonl
+from ..data.jsonl import MAX_REPORTED, key_span, read_jsonl, stopped
 from ..data.records import LineError, read_line, response_type_of
 from ..errors import DataError, PathError
 from ..policy import CompiledPolicy
@@ -28,7 +28,6 @@ from ..policy.format import canonical
 GOLD_SHAPE = ('a gold line reads {"prompt": …, "completion": …, "response_type": …, '
               '"propositions": {name: true or false}}')
 PROBS_SHAPE = 'a line reads {"line": GOLD LINE, "propositions": {name: P(yes)}}'
-MAX_REPORTED = 20  # bad lines shown before stopping: enough to see a pattern
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,7 +61,7 @@ def file_sha256(path) -> str:
 def raise_bad_lines(diags: list, path: Path) -> None:
     if diags:
         text = path.read_text(encoding="utf-8", errors="replace")
-        raise DataError(diags, {str(path): text})
+        raise DataError(stopped(diags), {str(path): text})
 
 
 def read_gold(policy: CompiledPolicy, path, with_texts: bool = False) -> GoldSet:

@@ -113,8 +113,10 @@ def error_rates(rows: Sequence, kinds: Sequence[str]) -> bytes:
     for k, (kind, colour) in enumerate(zip(kinds, colours)):
         values = [r.errors.get(kind) for r in rows]
         xs = [i + (k - (len(kinds) - 1) / 2) * width for i in range(len(rows))]
-        ax.bar([x for x, v in zip(xs, values) if v is not None], [v for v in values if v is not None],
-               width=width, color=colour, label=kind)
+        bars = ax.bar([x for x, v in zip(xs, values) if v is not None], [v for v in values if v is not None],
+                      width=width, color=colour, label=kind)
+        # The value on each bar: an error rate of 0 (the best) has no bar to see.
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
     ax.set_xticks(range(len(rows)), [r.response_type for r in rows], fontsize=8)
     ax.set_ylabel("pairs ordered wrongly (ties count)")
     ax.set_ylim(0, 1)

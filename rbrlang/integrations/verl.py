@@ -55,6 +55,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
+from rbrlang.integrations.loading import batcher_for, shared_reward
 from rbrlang.integrations.samples import Sample, SampleError, check_route, conversation_from
 
 
@@ -86,8 +87,6 @@ def compute_score_batch(data_sources: Sequence, solution_strs: Sequence[str], gr
     `{"score", "rbr", "rbr_routed"(, "rm")}` per sample (veRL logs the extra keys).
     """
     if reward is None:
-        from rbrlang.integrations.loading import shared_reward
-
         reward = shared_reward(policy, grader, rm)
     n = len(solution_strs)
     if not len(ground_truths) == len(extra_infos) == n:
@@ -96,8 +95,6 @@ def compute_score_batch(data_sources: Sequence, solution_strs: Sequence[str], gr
     samples = [sample_from(s, g, e, i) for i, (s, g, e) in enumerate(zip(solution_strs, ground_truths, extra_infos))]
     for i, s in enumerate(samples):
         check_route(reward.policy, s, i)
-    from rbrlang.integrations.loading import batcher_for
-
     # One grader thread per reward; calls from veRL's reward-loop threads share its batches.
     items = batcher_for(reward).submit(samples)
     if not return_dict:

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..errors import PolicyError
 from . import logic, patterns
 from .format import FORMAT_VERSION, POLICY_FILE, read_document
-from .rendering import environment
+from .rendering import check_conversation, environment
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,8 @@ class CompiledPolicy:
             if normalise_name(key) == wanted:
                 return rt
         known = ", ".join(self.response_types)
-        raise PolicyError(f"unknown response type `{name}` (policy `{self.name}` has {known})")
+        raise PolicyError(f"unknown response type `{name}` (policy `{self.name}` has {known})"
+                          + _did_you_mean(name, self.response_types))
 
     def route(self, category: str) -> Optional[str]:
         """The response type a request category gets; None: no RBR reward."""
@@ -99,6 +100,7 @@ class CompiledPolicy:
             raise PolicyError(f"`{proposition}` is a `matches` proposition: it has no grader prompt")
         if not isinstance(response, str):
             raise PolicyError(f"the response must be a string, not {type(response).__name__}")
+        check_conversation(conversation)  # a string would otherwise render as one message per character
         return _compiled(prop.template).render(conversation=list(conversation), response=response)
 
     def static_prefix(self, proposition: str) -> str:

@@ -58,6 +58,9 @@ def is_compiled_folder(path: Path) -> bool:
 
 def resolve_folder(path) -> Path:
     """The compiled folder for a path a user gave: the folder, or its `policy.json`."""
+    if isinstance(path, str) and not path.strip():  # an unset shell variable: not "the working folder"
+        raise PolicyError("the compiled policy's path is empty; give the folder `rbrc compile POLICY.rbr -o FOLDER` "
+                          "made")
     path = Path(path)
     if path.name == POLICY_FILE and path.is_file():
         return path.parent
@@ -95,6 +98,11 @@ def read_document(folder) -> tuple[dict, dict[str, str]]:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
+        if any(folder.iterdir()):  # a folder of something else: compiling into it would be refused
+            inside = sorted(str(sub) for sub in folder.iterdir() if (sub / POLICY_FILE).is_file())
+            hint = (f"did you mean {' or '.join(inside[:3])}?" if inside else
+                    "give the folder `rbrc compile POLICY.rbr -o FOLDER` made")
+            raise PolicyError(f"{folder}: not a compiled policy folder (it has no {POLICY_FILE}); {hint}")
         raise PolicyError(f"{path}: not found; compile the policy first (`rbrc compile POLICY.rbr -o {folder}`)")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PolicyError(f"{path}: not valid JSON ({exc}); recompile the policy")

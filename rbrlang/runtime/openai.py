@@ -156,8 +156,14 @@ class OpenAIGrader(IdsGrader):
             run(chunks[0])
         else:
             with ThreadPoolExecutor(max_workers=min(self.concurrency, len(chunks))) as pool:
-                for future in [pool.submit(run, c) for c in chunks]:
-                    future.result()  # the first error, if any, is raised here
+                futures = [pool.submit(run, c) for c in chunks]
+                try:
+                    for future in futures:
+                        future.result()  # the first error, if any, is raised here
+                except BaseException:
+                    for future in futures:  # send nothing more; requests in flight end on their own
+                        future.cancel()
+                    raise
         stats.batches += len(chunks)
         return out
 
