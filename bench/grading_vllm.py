@@ -89,6 +89,8 @@ def main() -> int:
         grades["ours"] = ours.grade_detailed(policy, convs, resps)
         results["ours"] = time.perf_counter() - t
         del ours
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # vLLM sizes its KV cache from the free GPU memory
 
         memory = ({"kv_cache_memory_bytes": args.kv_bytes} if args.device == "cpu"
                   else {"gpu_memory_utilization": args.gpu_memory_utilization})

@@ -305,9 +305,8 @@ def test_grader_warnings_are_one_line(tmp_path, rbrc, compiled, tiny_model_dir):
     code, _, err = rbrc("grade", compiled, "--data", data, "--grader", tiny_model_dir, "-o", tmp_path / "o.jsonl",
                         "--no-cache", "--device", "cpu")
     assert code == 0, err
-    warnings_ = [line for line in err.splitlines() if "warning" in line.lower()]
-    assert len(warnings_) == 1, err
-    (warning,) = warnings_
+    assert err.count("warning:") == 1, err
+    warning = err[err.index("rbrc grade: warning:"):].splitlines()[0]
     assert warning.startswith("rbrc grade: warning: the grader put less than 50%")  # random weights: little mass
     assert "GraderWarning" not in err and ".py:" not in err
 
@@ -327,15 +326,16 @@ def test_empty_paths_are_usage_errors(tmp_path, rbrc, compiled, monkeypatch):
     monkeypatch.chdir(tmp_path)
     src = write(tmp_path / "p.rbr", MINIMAL)
     labels = write(tmp_path / "l.jsonl", LABEL)
+    model = write(tmp_path / "model/config.json", "{}").parent
     for command, args in (("compile", (src, "-o", "")), ("tiny-grader", ("",)),
                           ("classify", (compiled, "--labels", "")),
-                          ("grade", (compiled, "--data", labels, "--grader", compiled, "-o", "")),
+                          ("grade", (compiled, "--data", labels, "--grader", model, "-o", "")),
                           ("eval", (compiled, "--report", "", "--gold", labels, "--probs", labels))):
         code, _, err = rbrc(command, *args)
         assert code == 2 and "empty" in one_line_error(command, err), command
     code, _, err = rbrc("classify", "", "--labels", labels)
     assert code == 1 and "the compiled policy's path is empty" in one_line_error("classify", err)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["compiled", "l.jsonl", "p.rbr"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["compiled", "l.jsonl", "model", "p.rbr"]
 
 
 def test_a_folder_of_compiled_policies_names_them(tmp_path, rbrc, compiled):
@@ -372,12 +372,21 @@ def test_data_line_slips_are_named(tmp_path, rbrc, compiled):
         '{"response_type": "r"}']) + "\n")
     code, out, err = rbrc("classify", compiled, "--labels", labels, "--keep-going")
     assert code == 1 and out == "" and "Traceback" not in err
-    for says in ("l.jsonl:1:40: error[E0303]: missing label for a", "`aa` is no proposition of the policy; did you "
+    for says in ("l.jsonl:1:41: error[E0303]: missing label for a", "`aa` is no proposition of the policy; did you "
                  "mean `a`?", "l.jsonl:2:2: error[E0301]: `response_type` must be a string, not a number",
                  "unknown response type `rr` (policy `p` has r); did you mean `r`?",
                  "l.jsonl:4:2: error[E0301]: `category` must be a string, not a list",
                  "l.jsonl:5:1: error[E0303]: the line has no `propositions` (its labels)"):
         assert says in err, says
     data = write(tmp_path / "in.jsonl", '{"prompt": [{"role": "user", "content": "hi"}], "category": "C-R"}\n')
-    code, _, err = rbrc("grade", compiled, "--data", data, "--grader", tmp_path, "-o", tmp_path / "o.jsonl")
+    model = write(tmp_path / "model/config.json", "{}").parent  # the lines are read before the model loads
+    code, _, err = rbrc("grade", compiled, "--data", data, "--grader", model, "-o", tmp_path / "o.jsonl")
     assert code == 1 and "in.jsonl:1:1: error[E0301]: the line has no `completion`" in err
+
+
+def test_eval_help_documents_the_gold_and_probabilities_formats(rbrc, capsys):
+    with pytest.raises(SystemExit):
+        rbrc("eval", "--help")
+    out = capsys.readouterr().out
+    for words in ('"propositions": {"apology": true', "rbrc grade --data GOLD", '{"propositions": {"apology": 0.93'):
+        assert words in out, words

@@ -147,3 +147,41 @@ def test_docs_link_only_inside_the_repository():
                 headings = re.findall(r"^#+ (.+)$", resolved.read_text(), re.M)
                 slugs = {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
                 assert anchor in slugs, (path, target)
+
+
+def test_eval_examples_are_accepted(tmp_path, rbrc, refusals):
+    """COMMANDS.md's gold set and P(yes) lines, as given, make a report."""
+    gold, probs = fenced(section(COMMANDS, "## rbrc eval"), "jsonl")
+    code, out, err = rbrc("eval", refusals, "--report", tmp_path / "report", "--gold", write(tmp_path / "g.jsonl", gold),
+                          "--probs", write(tmp_path / "p.jsonl", probs))
+    assert code == 0, err
+    assert out.startswith("gold: 2 completions, class accuracy 100.0%")
+    shown = section(COMMANDS, "## rbrc eval")
+    for png in sorted(p.name for p in (tmp_path / "report").glob("*.png")):
+        assert f"`{png}`" in shown, png
+
+
+def test_readme_reward_example(tmp_path, refusals, tiny_model_dir, monkeypatch):
+    """README's trainer blocks in order, the grader a tiny one on the CPU: the
+    reward block runs and agrees with `policy.reward` on the same features."""
+    import re as re_
+
+    blocks = fenced(README, "python")
+    (reward_block,) = [b for b in blocks if "RBRReward" in b]
+    grader_block = next(b for b in blocks if "HFGrader" in b)
+    load_block = next(b for b in blocks if "load_policy" in b)
+    grader_block = grader_block.replace('"path/to/grader"', repr(str(tiny_model_dir)))
+    grader_block = re_.sub(r'device="cuda"', 'device="cpu"', grader_block)
+    monkeypatch.chdir(refusals.parent.parent)  # README loads "compiled/refusals"
+    namespace: dict = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for block in (load_block, grader_block):
+            exec(compile(block, "README.md", "exec"), namespace)
+        lines = reward_block.splitlines()
+        exec(compile("\n".join(lines[:-2]), "README.md", "exec"), namespace)
+    batch, policy, features = namespace["batch"], namespace["policy"], namespace["features"]
+    assert lines[-2].startswith("batch.rewards") and lines[-1].startswith('policy.reward("hard_refuse", features)')
+    expected = policy.reward("hard_refuse", features)
+    assert len(batch.rewards) == 1 and abs(batch.rewards[0] - float(expected[0])) < 1e-5
+    assert "RBRReward" in namespace and batch.response_types == ["hard_refuse"]

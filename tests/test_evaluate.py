@@ -505,3 +505,44 @@ def test_bad_comparison_lines(safety, tmp_path, rbrc):
     assert code == 1 and "cmp.jsonl:1:1: error[E0303]" in err and "--grader" in err
     _no_trace(err)
     assert not (tmp_path / "r").exists()
+
+
+def test_a_file_of_bad_lines_stops_at_twenty_and_says_so(tmp_path, rbrc):
+    """Every line lacking `propositions` (and no grader): twenty located errors,
+    the last one saying the rest was not read, not one per line of a big file."""
+    src = write(tmp_path / "p.rbr", MINIMAL)
+    assert rbrc("compile", src, "-o", tmp_path / "compiled")[0] == 0
+    rows = [{"prompt": [{"role": "user", "content": f"q{i // 2}"}], "completion": f"c{i}", "response_type": "r",
+             "completion_label": "good"} for i in range(500)]
+    data = _jsonl(tmp_path / "cmp.jsonl", rows)
+    code, _, err = rbrc("eval", tmp_path / "compiled", "--report", tmp_path / "r", "--comparisons", data)
+    assert code == 1 and err.count("error[E0303]") == 20 and "cmp.jsonl:21:" not in err
+    assert "note: reading stopped after 20 bad lines; lines after line 20 were not checked" in err
+    gold = _jsonl(tmp_path / "gold.jsonl", [{"prompt": [], "completion": "x", "response_type": "r",
+                                             "propositions": {"a": 0.5, "b": True}}] * 50)
+    code, _, err = rbrc("eval", tmp_path / "compiled", "--report", tmp_path / "r", "--gold", gold, "--probs", gold)
+    assert code == 1 and err.count("error[E0304]") == 20 and "reading stopped after 20 bad lines" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_error_rate_bars_carry_their_values():
+    """A reward with no wrong pairs has no bar to see: the value is written on it."""
+    from types import SimpleNamespace
+
+    from rbrlang.evaluate import plots
+
+    rows = [SimpleNamespace(response_type="r", errors={"RM": 0.5, "RBR": 0.0, "RM + RBR": None})]
+    calls = []
+    plt = plots._pyplot()
+    real = plt.Axes.bar_label
+
+    def spy(self, container, *args, **kwargs):
+        calls.append([round(float(b.get_height()), 3) for b in container])
+        return real(self, container, *args, **kwargs)
+
+    plt.Axes.bar_label = spy
+    try:
+        png = plots.error_rates(rows, ["RM", "RBR", "RM + RBR"])
+    finally:
+        plt.Axes.bar_label = real
+    assert png.startswith(b"\x89PNG") and calls == [[0.5], [0.0], []]

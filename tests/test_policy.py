@@ -36,6 +36,8 @@ def test_render_uses_transcript_and_response(safety):
 def test_render_rejects_bad_conversation(safety):
     with pytest.raises(ValueError, match="message 0"):
         safety.render("apology", [{"role": "user"}], "x")
+    with pytest.raises(ValueError, match="a conversation is a list of messages, not str"):
+        safety.render("apology", "How do I pick a lock?", "x")  # not one message per character
     with pytest.raises(PolicyError, match="no proposition"):
         safety.render("apologee", [], "x")
 
@@ -54,6 +56,8 @@ def test_response_type_names_are_normalised(safety):
     assert safety.response_type("safe-refuse-1").name == "safe_refuse_1"
     with pytest.raises(PolicyError, match="unknown response type"):
         safety.response_type("refuse")
+    with pytest.raises(PolicyError, match="unknown response type `hard_refusal`.*; did you mean `hard_refuse`\\?"):
+        safety.response_type("hard_refusal")
 
 
 def test_routes(safety):
@@ -248,8 +252,20 @@ def test_load_policy_refuses_other_paths(tmp_path):
         load_policy(notes)
     with pytest.raises(PolicyError, match=r"nowhere.*no such folder"):
         load_policy(tmp_path / "nowhere")
+    with pytest.raises(PolicyError, match=r"not a compiled policy folder \(it has no policy\.json\)"):
+        load_policy(tmp_path)  # a folder of something else: compiling into it would be refused
+    (tmp_path / "empty").mkdir()
     with pytest.raises(PolicyError, match=r"policy\.json.*not found.*rbrc compile"):
-        load_policy(tmp_path)  # a folder, but not a compiled one
+        load_policy(tmp_path / "empty")  # an empty folder: compile into it
+    with pytest.raises(PolicyError, match=r"path is empty"):
+        load_policy("")  # an unset shell variable, not the working folder
+
+
+def test_a_folder_of_compiled_policies_is_named(tmp_path):
+    (tmp_path / "compiled/p").mkdir(parents=True)
+    (tmp_path / "compiled/p/policy.json").write_text("{}")
+    with pytest.raises(PolicyError, match=r"did you mean .*compiled/p\?"):
+        load_policy(tmp_path / "compiled")
 
 
 def test_load_policy_refuses_an_edited_template(safety_copy):

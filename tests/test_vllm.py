@@ -77,8 +77,9 @@ def reference(hf, safety, gold):
 
 @pytest.fixture(scope="module")
 def engine(model_dir):
-    grader = VLLMGrader(str(model_dir), dtype="float32", enforce_eager=True, kv_cache_memory_bytes=KV_BYTES,
-                        max_model_len=8192)
+    grader = load_grader(str(model_dir), backend="vllm", dtype="float32", enforce_eager=True,
+                         kv_cache_memory_bytes=KV_BYTES, max_model_len=8192)
+    assert isinstance(grader, VLLMGrader)
     yield grader
     grader.close()
 
@@ -151,3 +152,17 @@ def test_unsupported_head_size_is_said_up_front(tmp_path):
     small_heads = build_tiny_grader(tmp_path / "g16", seed=0)  # hidden 64 / 4 heads = 16
     with pytest.raises(GraderError, match="heads of size 16; vLLM's CPU backend supports 32"):
         VLLMGrader(str(small_heads), dtype="float32", kv_cache_memory_bytes=KV_BYTES)
+
+
+def test_rbrc_grade_through_the_server(rbrc, server, model_dir, safety, gold, reference, tmp_path):
+    convs, resps = gold
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps({"prompt": c, "completion": r, "category": "C-R"}) + "\n"
+                            for c, r in zip(convs[:3], resps[:3])))
+    out = tmp_path / "out.jsonl"
+    code, _, err = rbrc("grade", ROOT / "compiled/safety", "--data", data, "--grader", model_dir, "--backend",
+                        "openai", "--base-url", server, "--no-cache", "-o", out)
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    got = torch.tensor([[row["propositions"][n] for n in safety.proposition_names] for row in rows])
+    assert float((got - reference.p_yes[:3]).abs().max()) < TOLERANCE

@@ -183,10 +183,11 @@ def cmd_explain(args) -> int:
         return EXIT_OK
     tokenizer = None
     if args.tokenizer:
-        from .data import load_failure, model_path, needs_grader_extra, quiet_model_loading
+        from .data import load_failure, model_files, model_path, needs_grader_extra, quiet_model_loading
 
         needs_grader_extra("--tokenizer")
         model_path("--tokenizer", args.tokenizer, "a tokenizer")
+        model_files("--tokenizer", args.tokenizer, "a tokenizer")
         from transformers import AutoTokenizer
 
         quiet_model_loading()

@@ -110,19 +110,28 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
 
 
 def model_path(option: str, name: str, what: str) -> None:
-    """A model argument that is plainly a local path must be a model folder (for
-    a tokenizer: a folder with tokenizer files); a hub id is left to transformers."""
+    """A model argument that is plainly a local path must be a folder; a hub id is left to transformers."""
     path = Path(name).expanduser()
     local = name.startswith(("/", "./", "../", "~")) or path.exists()
-    takes = f"{option} takes a model folder (config.json, tokenizer files, weights) or a hub id"
     if local and not path.exists():
-        raise PathError(name, f"cannot load {what}: no such folder", takes)
+        raise PathError(name, f"cannot load {what}: no such folder", _takes(option))
     if path.exists() and not path.is_dir():
-        raise PathError(name, f"cannot load {what}: it is a file, not a model folder", takes)
+        raise PathError(name, f"cannot load {what}: it is a file, not a model folder", _takes(option))
+
+
+def _takes(option: str) -> str:
+    return f"{option} takes a model folder (config.json, tokenizer files, weights) or a hub id"
+
+
+def model_files(option: str, name: str, what: str) -> None:
+    """A local model folder holds a model's files (for a tokenizer: tokenizer
+    files), checked just before loading: transformers' own message for a folder
+    of something else is a truncated line about tokenizer backends."""
+    path = Path(name).expanduser()
     if path.is_dir():
         wanted = TOKENIZER_FILES if "tokenizer" in what else MODEL_FILES
         if not any((path / f).is_file() for f in wanted):
-            raise PathError(name, f"cannot load {what}: the folder holds no {' or '.join(wanted)}", takes)
+            raise PathError(name, f"cannot load {what}: the folder holds no {' or '.join(wanted)}", _takes(option))
 
 
 def load_failure(option: str, name: str, what: str, exc: BaseException) -> GraderError:
@@ -208,7 +217,7 @@ def cmd_grade(args) -> int:
     # the cache); the model loads last, so no mistake costs a grading run.
     policy = open_policy(args.compiled)
     data = input_file("--data", args.data)
-    model_path("--grader", args.grader, "the tokenizer of the served grader" if args.backend == "openai" else "grader")
+    model_path("--grader", args.grader, "grader")
     if args.backend == "hf":
         check_device("--device", args.device)
     out = check_output_file(args.output, "-o", GRADE_OUTPUT, is_grade_output, inputs=[data])
@@ -228,6 +237,8 @@ def cmd_grade(args) -> int:
             print(f"{lines(bad.count, 'bad')} in {args.data}; nothing graded (--keep-going grades the rest)",
                   file=sys.stderr)
             return EXIT_ERRORS
+        if args.backend != "openai":
+            model_files("--grader", args.grader, "grader")
         with plain_warnings("grade"):
             grader = load_grader(args, open_cache(args))
             written = write_grades(policy, grader, items, fh)

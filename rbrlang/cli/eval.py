@@ -79,10 +79,11 @@ def cmd_eval(args) -> int:
     inputs = [Path(x) for x in (args.gold, args.probs, args.comparisons) if x] + [folder / POLICY_FILE]
     check_report_folder(args.report, inputs)  # refuse a folder we may not replace before any slow work
     if args.grader:
-        from .data import check_device, model_path, needs_grader_extra
+        from .data import check_device, model_files, model_path, needs_grader_extra
 
         needs_grader_extra("--grader")
         model_path("--grader", args.grader, "grader")
+        model_files("--grader", args.grader, "grader")
         check_device("--device", args.device)
     with plain_warnings("eval"):
         grader = _load_grader(args) if args.grader else None

@@ -16,6 +16,7 @@ Every writer in rbrlang (`rbrc compile -o`, `fmt`, `import-yaml -o`,
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import shutil
@@ -31,6 +32,26 @@ def umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def _cannot_write(path, exc: OSError) -> PathError:
+    """`cannot write: …`; where a file stands in the way of a folder
+    (`-o notes.txt/out.jsonl`), name that file rather than say "not a directory"."""
+    path = _shown(Path(path))
+    if exc.errno == errno.ENOTDIR:
+        for parent in path.parents:
+            if parent.exists() and not parent.is_dir():
+                return PathError(path, f"cannot write: {parent} is a file, not a folder",
+                                 "give a path whose folders are folders")
+    return PathError.from_os(path, exc, "cannot write")
+
+
+def _shown(path: Path) -> Path:
+    """A resolved output path as the user would write it: relative to the working folder when inside it."""
+    try:
+        return path.relative_to(Path.cwd()) if path.is_absolute() else path
+    except ValueError:
+        return path
 
 
 def _temp_name(target: Path, tag: str) -> Path:
@@ -153,7 +174,7 @@ def replace_folder(out: Path, fill: Callable[[Path], None], carry: Sequence[str]
             os.rename(tmp, out)
         done = True
     except OSError as exc:
-        raise PathError.from_os(out, exc, "cannot write") from None
+        raise _cannot_write(out, exc) from None
     finally:
         if tmp is not None and tmp.exists():  # renamed away when done
             shutil.rmtree(tmp, ignore_errors=True)
@@ -202,7 +223,7 @@ class AtomicFile:
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
         except OSError as exc:
             remove_made(self._made)
-            raise PathError.from_os(self.path, exc, "cannot write") from None
+            raise _cannot_write(self.path, exc) from None
         self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
         self._mode = None
         if keep_mode:
@@ -216,7 +237,7 @@ class AtomicFile:
             self._fh.write(text)
         except OSError as exc:
             self.discard()
-            raise PathError.from_os(self.path, exc, "cannot write") from None
+            raise _cannot_write(self.path, exc) from None
 
     def commit(self) -> None:
         try:
@@ -226,7 +247,7 @@ class AtomicFile:
             os.replace(self._tmp, self.path)
         except OSError as exc:
             self.discard()
-            raise PathError.from_os(self.path, exc, "cannot write") from None
+            raise _cannot_write(self.path, exc) from None
 
     def discard(self) -> None:
         try:
@@ -265,7 +286,7 @@ def write_text(path, text: str) -> None:
         try:
             target.write_text(text, encoding="utf-8")
         except OSError as exc:
-            raise PathError.from_os(path, exc, "cannot write") from None
+            raise _cannot_write(path, exc) from None
         return
     with fh:
         fh.write(text)
