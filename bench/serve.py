@@ -182,6 +182,7 @@ def run_one(name, compiled, grader, args, bodies, expected):
         "malformed_statuses": bad_status, "healthy_after": health.status_code == 200
         and health.json()["status"] == "ok",
         "mean_batch": stats["mean_batch"], "largest_batch": stats["largest_batch"], "batches": stats["batches"],
+        "grader_busy_s": stats["busy_s"], "grader_ms_per_sample": round(1000 * stats["busy_s"] / len(bodies), 1),
         "wall_s": round(wall, 2), "throughput_rps": round(len(bodies) / wall, 2),
         "p50_ms": round(1000 * percentile(latencies, 50), 1), "p99_ms": round(1000 * percentile(latencies, 99), 1),
         "mean_ms": round(1000 * statistics.fmean(latencies), 1),

@@ -150,7 +150,7 @@ def test_compile_to_a_place_that_cannot_be_written(work, rbrc):
     assert code == 1 and "cannot write" in one_line_error("compile", err)
     write(work / "notes.txt", "x\n")
     code, _, err = rbrc("compile", "p.rbr", "-o", "notes.txt/out")
-    assert code == 1 and "notes.txt/out: cannot write: not a directory" in one_line_error("compile", err)
+    assert code == 1 and "notes.txt/out: cannot write: notes.txt is a file, not a folder" in one_line_error("compile", err)
     assert sorted(os.listdir(work)) == ["notes.txt", "p.rbr"]
 
 
@@ -223,7 +223,8 @@ def test_import_yaml_never_overwrites_another_file(work, rbrc):
     assert again[0] == 0
     write(work / "notes.txt", "x\n")
     code, _, err = rbrc("import-yaml", yaml, "-o", "notes.txt/x.rbr")
-    assert code == 1 and "cannot write: not a directory" in one_line_error("import-yaml", err)
+    assert code == 1 and "notes.txt/x.rbr: cannot write: notes.txt is a file, not a folder" in \
+        one_line_error("import-yaml", err)
     assert sorted(os.listdir(work)) == ["new", "notes.txt", "p.rbr"]
     assert os.listdir(work / "new") == ["imported.rbr"]
 

@@ -34,6 +34,7 @@ class BatchStats:
     batches: int = 0
     largest: int = 0
     failed_requests: int = 0
+    busy_s: float = 0.0  # time the grader thread spent scoring
     sizes: dict = field(default_factory=dict)  # batch size -> how many batches had it
 
     @property
@@ -43,7 +44,7 @@ class BatchStats:
     def as_dict(self) -> dict:
         return {"requests": self.requests, "samples": self.samples, "batches": self.batches,
                 "mean_batch": round(self.mean_batch, 3), "largest_batch": self.largest,
-                "failed_requests": self.failed_requests,
+                "failed_requests": self.failed_requests, "busy_s": round(self.busy_s, 3),
                 "batch_sizes": {str(k): v for k, v in sorted(self.sizes.items())}}
 
 
@@ -143,8 +144,10 @@ class Batcher:
     async def _score(self, group: list[_Job]) -> None:
         loop = asyncio.get_running_loop()
         items = [it for job in group for it in job.items]
+        start = loop.time()
         try:
             results = await loop.run_in_executor(self._executor, self.score, items)
+            self.stats.busy_s += loop.time() - start
             if len(results) != len(items):
                 raise RuntimeError(f"the scorer gave {len(results)} results for {len(items)} items")
         except Exception as exc:
