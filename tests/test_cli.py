@@ -390,3 +390,27 @@ def test_eval_help_documents_the_gold_and_probabilities_formats(rbrc, capsys):
     out = capsys.readouterr().out
     for words in ('"propositions": {"apology": true', "rbrc grade --data GOLD", '{"propositions": {"apology": 0.93'):
         assert words in out, words
+
+
+def test_the_base_install_classifies_probabilities_and_names_missing_extras(tmp_path, compiled):
+    """Without torch (the base install): `classify` still gives exact class
+    probabilities, and a command that needs an extra says which, in one line."""
+    labels = write(tmp_path / "l.jsonl", '{"response_type": "r", "propositions": {"a": 0.9, "b": 0.8}}\n')
+    script = ("import sys\nfor name in ('torch', 'numpy', 'transformers'):\n    sys.modules[name] = None\n"
+              "from rbrlang.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True)
+
+    proc = run("classify", compiled, "--labels", labels)
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert row["class"] == "good" and abs(row["classes"]["good"] - 0.72) < 1e-12
+    assert abs(row["classes"]["ok"] - 0.18) < 1e-12 and abs(row["classes"]["bad"] - 0.1) < 1e-12
+    for args, says in ((("eval", compiled, "--report", tmp_path / "r", "--comparisons", labels),
+                        "rbrc eval needs numpy, torch, sklearn and matplotlib (numpy is missing): "
+                        "pip install 'rbrlang[report]'"),
+                       (("grade", compiled, "--data", labels, "--grader", tmp_path, "-o", tmp_path / "o.jsonl"),
+                        "rbrc grade needs torch and transformers (torch is missing)")):
+        proc = run(*args)
+        assert proc.returncode == 1 and says in one_line_error(args[0], proc.stderr)

@@ -546,3 +546,14 @@ def test_error_rate_bars_carry_their_values():
     finally:
         plt.Axes.bar_label = real
     assert png.startswith(b"\x89PNG") and calls == [[0.5], [0.0], []]
+
+
+def test_undefined_precision_recall_and_f1_are_not_zero():
+    """No yes label and no yes prediction: nothing to score, shown as –, not 0.000."""
+    from rbrlang.evaluate.metrics import proposition_scores
+
+    y, p = np.array([0.0, 0.0, 0.0]), np.array([0.1, 0.2, 0.3])
+    s = proposition_scores("empty", y, p, y, p)
+    assert math.isnan(s.precision) and math.isnan(s.recall) and math.isnan(s.f1) and s.accuracy == 1.0
+    s = proposition_scores("x", np.array([1.0, 0.0]), np.array([0.9, 0.1]), np.array([1.0, 1.0]), np.array([0.2, 0.3]))
+    assert math.isnan(s.precision) and s.recall == 0.0 and s.f1 == 0.0  # yes labels missed: a real 0

@@ -45,6 +45,8 @@ def test_fmt_cli_check_diff_and_write(tmp_path, rbrc):
     code, out, err = rbrc("fmt", path)
     assert code == 0 and path.read_text() == "rbr 1\n\ndefine x = a and b\n"
     assert rbrc("fmt", "--check", path)[0] == 0
+    code, _, err = rbrc("fmt", path)  # nothing to do: said, not silent
+    assert code == 0 and err == "1 file already formatted\n"
 
 
 def test_fmt_refuses_broken_file_and_leaves_it(tmp_path, rbrc):

@@ -110,6 +110,7 @@ def cmd_fmt(args) -> int:
     from ..source import SourceError, read_source
 
     status = EXIT_OK
+    unchanged = 0
     for name in args.files:
         path = Path(name)
         try:
@@ -124,6 +125,7 @@ def cmd_fmt(args) -> int:
             status = EXIT_ERRORS
             continue
         if result.text == src.text:
+            unchanged += 1
             continue
         if args.diff:
             sys.stdout.writelines(difflib.unified_diff(
@@ -140,6 +142,8 @@ def cmd_fmt(args) -> int:
                 status = EXIT_ERRORS
                 continue
             print(f"formatted {src.name}", file=sys.stderr)
+    if unchanged and status == EXIT_OK:  # say so: silence reads as "did it run?"
+        print(f"{unchanged} file{'s' * (unchanged != 1)} already formatted", file=sys.stderr)
     return status
 
 

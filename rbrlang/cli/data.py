@@ -175,13 +175,18 @@ def check_device(option: str, value: str) -> None:
                           f"{'s' * (count() != 1)} (numbered from 0)")
 
 
+def needs_extra(what: str, modules: tuple[str, ...], extra: str) -> None:
+    """A one-line error naming the pip extra when a command's libraries are missing."""
+    import importlib.util
+
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise RbrError(f"{what} needs {', '.join(modules[:-1])} and {modules[-1]} ({module} is missing): "
+                           f"pip install 'rbrlang[{extra}]'")
+
+
 def needs_grader_extra(what: str) -> None:
-    try:
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as exc:
-        raise RbrError(f"{what} needs torch and transformers ({exc.name} is missing): "
-                       "pip install 'rbrlang[grader]'") from None
+    needs_extra(what, ("torch", "transformers"), "grader")
 
 
 def cmd_classify(args) -> int:
@@ -198,9 +203,6 @@ def cmd_classify(args) -> int:
                     return EXIT_ERRORS
                 continue
             print(json.dumps(item.to_json()))
-    except ImportError:  # probabilities as labels use torch
-        needs_grader_extra("classifying probability labels")
-        raise
     finally:
         bad.close()
     if bad.count:

@@ -68,6 +68,9 @@ def _load_grader(args):
 
 
 def cmd_eval(args) -> int:
+    from .data import needs_extra
+
+    needs_extra("rbrc eval", ("numpy", "torch", "sklearn", "matplotlib"), "report")
     from ..evaluate import evaluate, write_report
     from ..evaluate.report import check_report_folder
     from ..policy import load_policy

@@ -22,7 +22,7 @@ request:  {"query": [prompt+response text], "prompts": [prompt text], "labels": 
 answer:   {"rewards": [...], "scores": [...], "extra_logs": {"rbr_routed": [...], "rbr": [...]}}
           a sample whose category has no route gets 0.0 (or the --rm score)
 OpenRLHF: --reward.remote_url http://HOST:PORT/get_reward --data.label_key label
-          (before OpenRLHF 0.10: --remote_rm_url, --label_key)
+          (before OpenRLHF 0.10.2: --remote_rm_url, --label_key)
 """
 
 

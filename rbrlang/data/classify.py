@@ -75,11 +75,16 @@ def classify_record(policy: CompiledPolicy, record: Any, line: int = 0) -> Class
     if not soft:
         cls = policy.classify(rt.name, {p: bool(v) for p, v in values.items()})
         return Classified(line, rt.name, cls, {c: float(c == cls) for c in rt.classes})
-    import torch
-
-    row = torch.tensor([[values.get(p, 0.0) for p in policy.proposition_names]], dtype=torch.float64)
-    probs = policy.class_probabilities(rt.name, row)[0].tolist()
-    classes = dict(zip(rt.classes, probs))
+    # Exact class probabilities on the exported decision diagrams, in plain
+    # floats: the base install (no torch) classifies probability labels too,
+    # with the same float64 arithmetic `policy.class_probabilities` does.
+    # A diagram's variables may include propositions no node of this response
+    # type tests (their value then does not matter).
+    variables = rt.diagrams[0].variables if rt.diagrams else ()
+    columns = [values.get(v, 0.0) for v in variables]
+    probs = [float(dd.probability(columns)) for dd in rt.diagrams]
+    total = sum(probs)
+    classes = dict(zip(rt.classes, (p / total if total > 0 else p for p in probs)))
     return Classified(line, rt.name, max(classes, key=classes.get), classes)
 
 

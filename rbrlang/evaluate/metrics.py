@@ -6,6 +6,7 @@ completions of one prompt never sit on both sides.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -87,14 +88,19 @@ class PropositionScores:
 
 def proposition_scores(name: str, y_fit, p_fit, y_rep, p_rep) -> Optional[PropositionScores]:
     """Threshold tuned on the fit rows, every score on the report rows; None without report rows."""
-    from sklearn.metrics import accuracy_score, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import accuracy_score, roc_auc_score
 
     if len(y_rep) == 0:
         return None
     t = tune_threshold(y_fit, p_fit) if len(y_fit) else 0.5
     pred = p_rep >= t
-    precision, recall, f1, _ = precision_recall_fscore_support(y_rep, pred, average="binary", zero_division=0,
-                                                               labels=[0, 1], pos_label=1)
+    # Undefined scores are NaN, shown as –, not 0: with no yes prediction there
+    # is no precision, with no yes label no recall, with neither no F1.
+    tp = int(np.sum(pred & (y_rep == 1)))
+    fp, fn = int(np.sum(pred & (y_rep == 0))), int(np.sum(~pred & (y_rep == 1)))
+    precision = tp / (tp + fp) if tp + fp else math.nan
+    recall = tp / (tp + fn) if tp + fn else math.nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
     auroc = float(roc_auc_score(y_rep, p_rep)) if len(np.unique(y_rep)) == 2 else None
     return PropositionScores(name, t, len(y_rep), int(y_rep.sum()), float(accuracy_score(y_rep, pred)),
                              float(precision), float(recall), float(f1), auroc, ece(y_rep, p_rep),

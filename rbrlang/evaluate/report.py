@@ -152,7 +152,8 @@ def _gold_html(g, images: dict) -> str:
              _f(s.recall), _f(s.f1), _f(s.auroc), _f(s.ece), _f(s.brier)] for s in g.propositions]
     out.append(_table(["proposition", "labels", "yes", "threshold", "accuracy", "precision", "recall", "F1",
                        "AUROC", "ECE", "Brier"], rows))
-    out.append('<p class="note">AUROC is – where the report split holds only one label.</p>')
+    out.append('<p class="note">AUROC is – where the report split holds only one label; precision, recall and F1 '
+               "are – where they are undefined (no yes prediction, or no yes label).</p>")
     if g.calibration is not None:
         out.append("<h3>Calibration (Platt scaling, fitted on the fit split, scored on the report split)</h3>")
         maps = g.fitted.maps if g.fitted is not None else {}

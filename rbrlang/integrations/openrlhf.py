@@ -8,7 +8,7 @@ Read from OpenRLHF's code (v0.11.0, github OpenRLHF/OpenRLHF):
   - over HTTP (`_fetch_rewards_via_http`): `POST <url>` with JSON
     `{"query": [query], "prompts": [prompt], "labels": [label]}`, retried 5
     times on errors; or
-  - through a Python file (`--reward.remote_url path/to/file.py`, before 0.10
+  - through a Python file (`--reward.remote_url path/to/file.py`, before 0.10.2
     `--remote_rm_url`): the file is executed with `importlib` and its
     `reward_func(queries, prompts, labels)` is called through
     `asyncio.to_thread`, one sample per call, many calls at once.

@@ -6,7 +6,7 @@
         --reward.remote_url "$(python -c 'import rbrlang.integrations.openrlhf_reward_func as m; print(m.__file__)')" \\
         --data.label_key label                     # the category, or {"category", "messages"} (see openrlhf.py)
 
-(OpenRLHF before 0.10: `--remote_rm_url` and `--label_key`.) OpenRLHF executes
+(OpenRLHF before 0.10.2: `--remote_rm_url` and `--label_key`.) OpenRLHF executes
 this file with `importlib.util.spec_from_file_location` (openrlhf/utils/agent.py,
 `SingleTurnAgentExecutor`) in each rollout (vLLM engine) process, so each of
 those processes loads the grader once, on its own device: set RBR_DEVICE, or
