@@ -4,6 +4,8 @@ name and call it with data only (OpenRLHF's `reward_func` file, veRL's
 
     RBR_POLICY        the compiled policy folder (`rbrc compile` output)
     RBR_GRADER        the grader model: a local folder or a hub id
+    RBR_BACKEND       optional: "hf" (default, transformers here), "vllm" (vLLM's engine here) or
+                      "openai" (a served judge at RBR_BASE_URL, e.g. http://judge:8000/v1)
     RBR_RM            optional: a reward model (one-output sequence classifier) added to the RBR
     RBR_DEVICE        optional: "cuda", "cuda:1", "cpu" (default: cuda when there is one)
     RBR_DTYPE         optional: "bfloat16", "float16", "float32" (default: bfloat16 on GPU)
@@ -29,6 +31,7 @@ from ..errors import UsageError
 ENV_POLICY, ENV_GRADER, ENV_RM = "RBR_POLICY", "RBR_GRADER", "RBR_RM"
 ENV_DEVICE, ENV_DTYPE, ENV_STRIP = "RBR_DEVICE", "RBR_DTYPE", "RBR_STRIP_SUFFIX"
 ENV_MAX_BATCH = "RBR_MAX_BATCH"
+ENV_BACKEND, ENV_BASE_URL = "RBR_BACKEND", "RBR_BASE_URL"
 
 _lock = threading.Lock()
 _rewards: dict[tuple, object] = {}
@@ -36,7 +39,8 @@ _batchers: dict[int, tuple] = {}  # id(reward) -> (reward, its ThreadBatcher): t
 
 
 def shared_reward(policy: Optional[str] = None, grader: Optional[str] = None, rm: Optional[str] = None,
-                  device: Optional[str] = None, dtype: Optional[str] = None):
+                  device: Optional[str] = None, dtype: Optional[str] = None, backend: Optional[str] = None,
+                  base_url: Optional[str] = None):
     """The process's `RBRReward` for these settings (arguments win over the environment)."""
     env = os.environ
     policy = policy or env.get(ENV_POLICY)
@@ -44,20 +48,23 @@ def shared_reward(policy: Optional[str] = None, grader: Optional[str] = None, rm
     rm = rm or env.get(ENV_RM) or None
     device = device or env.get(ENV_DEVICE) or "auto"
     dtype = dtype or env.get(ENV_DTYPE) or "auto"
+    backend = backend or env.get(ENV_BACKEND) or "hf"
+    base_url = base_url or env.get(ENV_BASE_URL) or None
     if not policy:
         raise UsageError(f"no compiled policy: set {ENV_POLICY} to the folder `rbrc compile` wrote")
     if not grader:
         raise UsageError(f"no grader model: set {ENV_GRADER} to a model folder or hub id")
-    key = (str(policy), str(grader), rm, device, dtype)
+    key = (str(policy), str(grader), rm, device, dtype, backend, base_url)
     with _lock:
         if key not in _rewards:
             from ..policy import load_policy
             from ..rewards import RBRReward
-            from ..runtime import HFGrader
+            from ..runtime import load_grader
             from .reward_model import load_reward_model
 
             compiled = load_policy(policy)  # a bad folder fails before a model loads
-            model = HFGrader.from_pretrained(str(grader), device=device, dtype=dtype)
+            options = {"hf": {"device": device, "dtype": dtype}, "vllm": {"dtype": dtype}}.get(backend, {})
+            model = load_grader(str(grader), backend=backend, base_url=base_url, **options)
             _rewards[key] = RBRReward(compiled, model, load_reward_model(rm, device=device, dtype=dtype))
         return _rewards[key]
 

@@ -93,8 +93,9 @@ def reward_function(policy, grader=None, rm=None, *, name: str = "rbr", log: boo
 
     Args:
         policy: a `CompiledPolicy`, or the path of a compiled folder.
-        grader: a grader object (`HFGrader`), or a model path or id loaded with
-            `HFGrader.from_pretrained(grader, **grader_options)`.
+        grader: a grader object (`HFGrader`, `VLLMGrader`, `OpenAIGrader`), or a
+            model path or id loaded with `rbrlang.runtime.load_grader(grader,
+            **grader_options)` (e.g. `device="cuda"`, `backend="vllm"`).
         rm: an optional reward model `(conversations, completions) -> [N]
             floats`, added to the RBR reward (and the reward alone where a
             prompt has no route). Without it, unrouted prompts get None, so
@@ -112,16 +113,4 @@ def reward_function(policy, grader=None, rm=None, *, name: str = "rbr", log: boo
         >>> trainer = GRPOTrainer(model=..., reward_funcs=[rbr], train_dataset=dataset,  # doctest: +SKIP
         ...                       args=GRPOConfig(...))  # dataset: "prompt" plus "category" columns
     """
-    from pathlib import Path
-
-    from ..policy import load_policy
-
-    if isinstance(policy, (str, Path)):
-        policy = load_policy(policy)
-    if isinstance(grader, (str, Path)):
-        from ..runtime import HFGrader
-
-        grader = HFGrader.from_pretrained(str(grader), **grader_options)
-    elif grader_options:
-        raise PolicyError(f"grader options {sorted(grader_options)} apply only when `grader` is a model path")
-    return RBRRewardFunction(RBRReward(policy, grader, rm), name=name, log=log)
+    return RBRRewardFunction(RBRReward.from_compiled(policy, grader, rm, **grader_options), name=name, log=log)

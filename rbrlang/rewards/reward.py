@@ -103,17 +103,19 @@ class RBRReward:
         self.grader, self.rm = grader, rm
 
     @classmethod
-    def from_compiled(cls, path, grader: Any = None, rm: Optional[RewardModel] = None,
+    def from_compiled(cls, policy, grader: Any = None, rm: Optional[RewardModel] = None,
                       **grader_options) -> "RBRReward":
-        """Load a compiled folder; `grader` may be a grader object or a model
-        path or id, loaded with `HFGrader.from_pretrained(grader, **grader_options)`."""
+        """A compiled folder (or a `CompiledPolicy`) and a grader: a grader
+        object, or a model path or id loaded with
+        `rbrlang.runtime.load_grader(grader, **grader_options)` (options such as
+        `backend="vllm"`, `backend="openai", base_url=…`, `device`, `dtype`)."""
         if isinstance(grader, (str, Path)):
-            from ..runtime import HFGrader
+            from ..runtime import load_grader
 
-            grader = HFGrader.from_pretrained(str(grader), **grader_options)
+            grader = load_grader(grader, **grader_options)
         elif grader_options:
             raise PolicyError(f"grader options {sorted(grader_options)} apply only when `grader` is a model path")
-        return cls(load_policy(path), grader, rm)
+        return cls(policy, grader, rm)
 
     def __repr__(self) -> str:
         grader = None if self.grader is None else getattr(self.grader, "identity", None) or type(self.grader).__name__
