@@ -143,6 +143,8 @@ def split_shared(query, key, value):
     b, h, q, d = query.shape
     kvh = key.shape[1]
     g, prefix = h // kvh, key.shape[2] - q
+    if prefix == 0:  # the kernel divides by the key count
+        return split(query, key, value)
     folded = query.reshape(b, kvh, g, q, d).transpose(0, 1).reshape(1, kvh, b * g * q, d)
     out_p, lse_p = flash(folded, key[:1, :, :prefix], value[:1, :, :prefix])
     out_p = out_p.reshape(kvh, b, g, q, d).transpose(0, 1).reshape(b, h, q, d)

@@ -88,6 +88,11 @@ def test_prefix_is_what_the_rows_see():
     assert bool(((prefix_causal_attention(q, k, v3) - out).abs().amax(dim=(0, 1, 3)) > 1).all())
 
 
+def test_no_queries_gives_an_empty_result():
+    q, k, v = inputs(2, 8, 2, 0, 12)  # (the CPU kernel would crash on an empty side)
+    assert prefix_causal_attention(q, k, v).shape == (2, 8, 0, 32)
+
+
 def test_more_queries_than_keys_is_an_error():
     q, k, v = inputs(1, 4, 2, 10, 0)
     with pytest.raises(ValueError, match="cannot continue"):

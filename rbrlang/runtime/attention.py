@@ -41,6 +41,8 @@ def prefix_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch
     Hkv dividing H (grouped-query heads). Returns `[B, H, q, D]`.
     """
     q_len, kv_len = query.shape[2], key.shape[2]
+    if q_len == 0:  # (the CPU kernel divides by the row count)
+        return query.new_empty(query.shape)
     if kv_len == q_len:  # no prefix: plain (top-left) causal
         return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=True, scale=scale,
                                               enable_gqa=key.shape[1] != query.shape[1])
@@ -52,7 +54,7 @@ def prefix_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch
 
 
 def _split(query, key, value, scale):
-    prefix = key.shape[2] - query.shape[2]
+    prefix = key.shape[2] - query.shape[2]  # > 0: the CPU kernel crashes (SIGFPE) on zero keys
     # The CPU kernel takes grouped-query key/values as they are (no repeat).
     out_p, lse_p = _CPU_FLASH(query, key[:, :, :prefix], value[:, :, :prefix], scale=scale)
     out_o, lse_o = _CPU_FLASH(query, key[:, :, prefix:], value[:, :, prefix:], is_causal=True, scale=scale)
