@@ -106,7 +106,7 @@ def cmd_compile(args) -> int:
 
 def cmd_fmt(args) -> int:
     from ..compiler.fmt import format_source
-    from ..data.files import write_text
+    from ..files import write_text
     from ..source import SourceError, read_source
 
     status = EXIT_OK
@@ -234,7 +234,7 @@ MESSAGES = 'write the conversation as [{"role": "user", "content": "…"}, …]'
 def cmd_import_yaml(args) -> int:
     from ..compiler.check import check_file
     from ..compiler.yaml_import import import_yaml
-    from ..data.files import check_output_file, write_text
+    from ..files import check_output_file, write_text
 
     if args.name is not None:
         check_policy_name(args.name)

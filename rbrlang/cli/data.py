@@ -211,7 +211,7 @@ def cmd_classify(args) -> int:
 
 
 def cmd_grade(args) -> int:
-    from ..data.files import AtomicFile, check_output_file
+    from ..files import AtomicFile, check_output_file
     from ..data.grade import GRADE_OUTPUT, is_grade_output, read_items, write_grades
 
     needs_grader_extra("rbrc grade")

@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 
 def cmd_tiny_grader(args) -> int:
-    from ..data.files import check_output_folder, replace_folder, umask
+    from ..files import check_output_folder, replace_folder, umask
     from .data import needs_grader_extra
 
     needs_grader_extra("rbrc tiny-grader")

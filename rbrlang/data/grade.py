@@ -9,7 +9,7 @@ from typing import Iterator, Optional, Sequence, Union
 
 from .. import diagnostics as dg
 from ..policy import CompiledPolicy
-from .files import AtomicFile, check_output_file
+from ..files import AtomicFile, check_output_file
 from .jsonl import read_jsonl
 from .records import LineError, read_line
 

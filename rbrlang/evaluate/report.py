@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from .. import __version__
-from ..data.files import check_output_folder, replace_folder
+from ..files import check_output_folder, replace_folder
 from . import plots
 from .evaluation import Evaluation
 from .rewards import KINDS

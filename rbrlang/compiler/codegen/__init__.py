@@ -7,7 +7,7 @@ from typing import Iterable
 from ..check.model import CheckedPolicy
 from .policy_json import build
 from .templates import prompt_template
-from ...data.files import check_output_folder, replace_folder
+from ...files import check_output_folder, replace_folder
 from ...policy.format import FITTED_FILES, POLICY_FILE, TEMPLATES_DIR, compiled_files, is_compiled_folder
 
 __all__ = ["generate", "write_output", "stale_files", "is_ours"]

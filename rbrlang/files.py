@@ -24,7 +24,7 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterable, Optional, Sequence
 
-from ..errors import PathError, UsageError
+from .errors import PathError, UsageError
 
 
 def umask() -> int:
