@@ -83,6 +83,17 @@ def trie_size(rows) -> int:
     return total
 
 
+def clock() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(start) -> dict:
+    """Wall seconds, and this process's CPU seconds (all threads): on a CPU
+    that other jobs share, CPU seconds vary less than wall seconds."""
+    wall, cpu = clock()
+    return {"seconds": wall - start[0], "cpu_seconds": cpu - start[1]}
+
+
 def sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -98,10 +109,13 @@ def main() -> int:
     ap.add_argument("--token-budget", type=int, default=16384)
     ap.add_argument("--skip-naive", action="store_true", help="leave out the one-at-a-time baseline")
     ap.add_argument("--skip-padded", action="store_true", help="leave out the data-order padded baseline")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     torch.manual_seed(0)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     dtype = getattr(torch, args.dtype)
     with tempfile.TemporaryDirectory() as tmp:
@@ -130,15 +144,15 @@ def main() -> int:
         results = {}
         if not args.skip_naive:
             sync(device)
-            t = time.perf_counter()
+            t = clock()
             naive = torch.tensor([[full_forward(stock, encoded[n][i].ids, answers)[0] for n in names]
                                   for i in range(args.n)])
             sync(device)
-            results["naive"] = {"seconds": time.perf_counter() - t, "tokens": full_tokens}
+            results["naive"] = {**since(t), "tokens": full_tokens}
 
         if not args.skip_padded:
             sync(device)
-            t = time.perf_counter()
+            t = clock()
             padded = torch.zeros(args.n, len(names), dtype=torch.float64)
             padded_tokens = 0
             for j, n in enumerate(names):
@@ -148,21 +162,21 @@ def main() -> int:
                     padded[s:s + len(rows), j] = p.cpu()
                     padded_tokens += max(len(r) for r in rows) * len(rows)
             sync(device)
-            results["padded"] = {"seconds": time.perf_counter() - t, "tokens": padded_tokens}
+            results["padded"] = {**since(t), "tokens": padded_tokens}
 
         sync(device)
-        t = time.perf_counter()
+        t = clock()
         flat = [encoded[n][i].ids for i in range(args.n) for n in names]
         p, _, sorted_tokens = sorted_last_token_forward(stock, flat, answers, ours.pad_id, args.batch)
         by_length = p.reshape(args.n, len(names))
         sync(device)
-        results["sorted"] = {"seconds": time.perf_counter() - t, "tokens": sorted_tokens}
+        results["sorted"] = {**since(t), "tokens": sorted_tokens}
 
         sync(device)
-        t = time.perf_counter()
+        t = clock()
         grades = ours.grade_detailed(policy, convs, resps)
         sync(device)
-        results["ours"] = {"seconds": time.perf_counter() - t, "tokens": grades.stats.forwarded}
+        results["ours"] = {**since(t), "tokens": grades.stats.forwarded}
 
     reference = naive if "naive" in results else by_length
     max_diff = float((grades.p_yes.double() - reference.double()).abs().max())
@@ -180,6 +194,9 @@ def main() -> int:
         "tokens_ratio": results["ours"]["tokens"] / minimum,
         "speedup": fastest_baseline / results["ours"]["seconds"],
         "speedup_vs": {k: v["seconds"] / results["ours"]["seconds"] for k, v in results.items() if k != "ours"},
+        "cpu_seconds": {k: round(v["cpu_seconds"], 3) for k, v in results.items()},
+        "cpu_speedup_vs": {k: v["cpu_seconds"] / results["ours"]["cpu_seconds"] for k, v in results.items()
+                           if k != "ours"},
         "max_abs_diff_p_yes": max_diff,
         "max_abs_diff_p_yes_sorted": sorted_diff,
         "encode_seconds": round(encode_seconds, 3),
@@ -198,12 +215,14 @@ def main() -> int:
     else:
         print(f"{out['machine']}; config {args.config} ({params / 1e6:.1f}M params, {args.dtype}, {device}); "
               f"N={args.n} × {len(names)} propositions")
-        print(f"{'method':8} {'tokens/item':>12} {'× minimum':>10} {'seconds':>9} {'items/s':>9} {'ours is':>9}")
+        print(f"{'method':8} {'tokens/item':>12} {'× minimum':>10} {'seconds':>9} {'items/s':>9} {'ours is':>9} "
+              f"{'CPU s':>9} {'by CPU s':>9}")
         for k, v in results.items():
             ratio = v["tokens"] / minimum
             faster = "" if k == "ours" else f"{v['seconds'] / results['ours']['seconds']:.2f}×"
+            by_cpu = "" if k == "ours" else f"{v['cpu_seconds'] / results['ours']['cpu_seconds']:.2f}×"
             print(f"{k:8} {v['tokens'] / args.n:12.0f} {ratio:10.3f} {v['seconds']:9.2f} "
-                  f"{args.n / v['seconds']:9.2f} {faster:>9}")
+                  f"{args.n / v['seconds']:9.2f} {faster:>9} {v['cpu_seconds']:9.2f} {by_cpu:>9}")
         print(f"minimum  {minimum / args.n:12.0f}")
         print(f"tokens_ratio {out['tokens_ratio']:.3f}  speedup (vs faster baseline) {out['speedup']:.2f}×  "
               f"max |ΔP(yes)| {max_diff:.1e} (sorted baseline {sorted_diff:.1e})  shared per {grades.stats.layout}")

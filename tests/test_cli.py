@@ -549,9 +549,28 @@ def test_fit_and_serve_on_the_base_install_name_the_missing_extra(tmp_path, comp
     script = ("import sys\nfor name in ('torch', 'numpy', 'transformers'):\n    sys.modules[name] = None\n"
               "from rbrlang.cli import main\nsys.exit(main(sys.argv[1:]))\n")
     data = write(tmp_path / "c.jsonl", FIT_LINES)
-    for args, says in ((("fit", compiled, "--data", data), "rbrc fit needs numpy, torch and tqdm (numpy is missing): "
-                        "pip install 'rbrlang[fit]'"),
+    for args, says in ((("fit", compiled, "--data", data),
+                        ("rbrc fit needs numpy, torch and tqdm (numpy is missing): pip install 'rbrlang[fit]'")),
                        (("serve", compiled, "--grader", tmp_path, "--port", "0"),
                         "rbrc serve needs torch and transformers (torch is missing)")):
-        proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True,
+                              check=False)
         assert proc.returncode == 1 and says in one_line_error(args[0], proc.stderr), proc.stderr
+
+
+def test_every_grader_command_has_the_same_grader_options_and_the_docs_name_them(rbrc, capsys):
+    from .conftest import ROOT
+
+    docs = (ROOT / "docs/COMMANDS.md").read_text()
+    shared = docs[docs.index("## The grader options"):docs.index("## rbrc grade")]
+    options = ["--grader", "--backend", "--base-url", "--device", "--dtype", "--token-budget", "--truncate",
+               "--no-chat-template"]
+    for command in GRADER_COMMANDS:
+        with pytest.raises(SystemExit):
+            rbrc(command, "--help")
+        out = capsys.readouterr().out
+        assert all(o in out for o in options) and "hf,vllm,openai" in out, command
+        assert ("--no-cache" in out) == (command != "serve"), command
+        own = docs[docs.index(f"## rbrc {command}\n"):]
+        assert "(#the-grader-options)" in (own + "\n## ")[:(own + "\n## ").index("\n## ", 5)], command
+    assert all(o in shared for o in options + ["--max-batch", "--cache", "--no-cache"])

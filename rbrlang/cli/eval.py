@@ -8,7 +8,6 @@ from pathlib import Path
 from ..errors import PathError
 from .output import plain_warnings
 
-
 EVAL_EPILOG = """\
 gold set (--gold), one human-labelled completion per line:
   {"prompt": [{"role": "user", "content": "…"}], "completion": "…", "category": "C-R",
@@ -25,6 +24,8 @@ comparisons (--comparisons): the format of `rbrc fit`, each line with `propositi
 def register(sub) -> None:
     import argparse
 
+    from .grader_args import add_grader_options
+
     p = sub.add_parser("eval", help="evaluate a compiled policy against gold labels and comparisons; "
                                     "write an HTML report",
                        description="Score the grader against human gold labels (per proposition and per class), "
@@ -36,8 +37,6 @@ def register(sub) -> None:
                    help="the report folder: created, or replaced when it holds an earlier report")
     p.add_argument("--gold", metavar="FILE.jsonl", help="human-labelled completions (boolean `propositions`)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--grader", metavar="MODEL", help="grade the gold set (and unlabelled comparisons) with "
-                                                      "this local model folder or hub id")
     src.add_argument("--probs", metavar="FILE.jsonl",
                      help="precomputed P(yes) for the gold lines (e.g. `rbrc grade` output), one line each")
     p.add_argument("--comparisons", metavar="FILE.jsonl", help="held-out comparison data (see `rbrc fit`)")
@@ -45,30 +44,14 @@ def register(sub) -> None:
                    help="fit Platt scaling of P(yes) on the gold fit split, report it, and store it in "
                         "COMPILED/calibration.json")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit/report split of the gold prompts")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
-    p.add_argument("--cache", metavar="PATH", help="the grade cache file (default as for `rbrc grade`)")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the grade cache")
+    add_grader_options(p, required=False, group=src,
+                       grader_help="grade the gold set (and unlabelled comparisons) with this model (a local folder "
+                                   "or hub id; served, with --backend openai)")
     p.set_defaults(run=cmd_eval)
 
 
-def _load_grader(args):
-    from ..errors import RbrError
-    from ..runtime import HFGrader
-    from .data import load_failure, open_cache, quiet_model_loading
-
-    cache = open_cache(args)  # the same cache rules as `rbrc grade`
-    quiet_model_loading()
-    try:
-        return HFGrader.from_pretrained(args.grader, device=args.device, dtype=args.dtype, cache=cache)
-    except (OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, RbrError):
-            raise
-        raise load_failure("--grader", args.grader, "grader", exc) from None
-
-
 def cmd_eval(args) -> int:
-    from .data import needs_extra
+    from .grader_args import check_grader_options, load_grader, needs_extra, open_cache
 
     needs_extra("rbrc eval", ("numpy", "torch", "sklearn", "matplotlib"), "report")
     from ..evaluate import evaluate, write_report
@@ -82,14 +65,9 @@ def cmd_eval(args) -> int:
     inputs = [Path(x) for x in (args.gold, args.probs, args.comparisons) if x] + [folder / POLICY_FILE]
     check_report_folder(args.report, inputs)  # refuse a folder we may not replace before any slow work
     if args.grader:
-        from .data import check_device, model_files, model_path, needs_grader_extra
-
-        needs_grader_extra("--grader")
-        model_path("--grader", args.grader, "grader")
-        model_files("--grader", args.grader, "grader")
-        check_device("--device", args.device)
+        check_grader_options(args)
     with plain_warnings("eval"):
-        grader = _load_grader(args) if args.grader else None
+        grader = load_grader(args, open_cache(args)) if args.grader else None
         ev = evaluate(policy, gold=args.gold, probs=args.probs, grader=grader, comparisons=args.comparisons,
                       calibrate=args.calibrate, seed=args.seed, folder=str(args.compiled),
                       progress=sys.stderr.isatty())

@@ -22,45 +22,44 @@ and fit metrics, bound to the response type's schema hash. Error rate: the fract
 def register(sub) -> None:
     import argparse
 
+    from .grader_args import add_grader_options
+
     p = sub.add_parser("fit", help="fit the reward's weights on ranked comparisons; write COMPILED/weights.json",
                        epilog=FIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("compiled", metavar="COMPILED")
     p.add_argument("--data", metavar="FILE.jsonl", required=True, help="comparison data (see below)")
-    p.add_argument("--grader", metavar="MODEL", help="grade lines without `propositions` with this local model "
-                                                    "folder or hub id")
     p.add_argument("--decay", type=float, metavar="X",
                    help="L2 weight decay (default: chosen on the validation prompts from a small grid)")
     p.add_argument("--margin", type=float, default=1.0, metavar="M", help="hinge margin (default 1)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the train/validation split")
     p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                    help="fraction of prompts held out for validation (default 0.2)")
-    p.add_argument("--device", default="auto", help="the grader's device")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
-    p.add_argument("--cache", metavar="PATH", help="the grade cache file (default as for `rbrc grade`)")
-    p.add_argument("--no-cache", action="store_true", help="neither read nor write the grade cache")
+    add_grader_options(p, required=False, grader_help="grade lines without `propositions` with this model (a local "
+                                                      "folder or hub id; served, with --backend openai)")
     p.set_defaults(run=cmd_fit)
 
 
 def cmd_fit(args) -> int:
+    # The extras first: the fit's own modules import numpy and torch.
+    needs_fit_extra()
     from ..data.comparisons import read_comparisons
     from ..fit import fit_policy
+    from ..fit.select import check_settings
     from ..policy.format import resolve_folder
     from ..policy.weights import write_weights
-    from .data import input_file, model_path, open_policy
-    from .output import report
-
-    needs_fit_extra()
-    from ..fit.select import check_settings
+    from .data import input_file, open_policy
+    from .grader_args import check_grader_options, load_grader, open_cache
+    from .output import plain_warnings, report
 
     check_settings(args.decay, args.margin, args.val_fraction)
+    if args.grader:
+        check_grader_options(args)
     policy = open_policy(args.compiled)
     folder = resolve_folder(args.compiled)
     if not os.access(folder, os.W_OK):
         raise PathError(folder, "cannot write weights.json here: permission denied",
                         "fit a copy of the compiled folder you can write")
     data_path = input_file("--data", args.data)
-    if args.grader:
-        model_path("--grader", args.grader, "grader")
     # The whole data file is checked before any model loads.
     data = read_comparisons(policy, data_path, grader=bool(args.grader))
     if data.warnings:
@@ -68,10 +67,11 @@ def cmd_fit(args) -> int:
     if data.unrouted:
         print(f"{data.unrouted} line{'s' * (data.unrouted != 1)} of {data_path} route to no response type "
               "(no RBR reward there): skipped", file=sys.stderr)
-    grader = _load_grader(args) if data.to_grade.any() else None
     progress = None if sys.stderr.isatty() else False
-    result = fit_policy(policy, data, grader=grader, decay=args.decay, margin=args.margin, seed=args.seed,
-                        val_fraction=args.val_fraction, progress=progress)
+    with plain_warnings("fit"):
+        grader = load_grader(args, open_cache(args)) if data.to_grade.any() else None
+        result = fit_policy(policy, data, grader=grader, decay=args.decay, margin=args.margin, seed=args.seed,
+                            val_fraction=args.val_fraction, progress=progress)
     print(_table(result))
     path = write_weights(folder, policy, result.weights)
     if result.graded:
@@ -84,31 +84,9 @@ def cmd_fit(args) -> int:
 
 
 def needs_fit_extra() -> None:
-    from ..errors import RbrError
+    from .grader_args import needs_extra
 
-    try:
-        import numpy  # noqa: F401
-        import torch  # noqa: F401
-        import tqdm  # noqa: F401
-    except ImportError as exc:
-        raise RbrError(f"rbrc fit needs numpy, torch and tqdm ({exc.name} is missing): "
-                       "pip install 'rbrlang[fit]'") from None
-
-
-def _load_grader(args):
-    from ..errors import GraderError, RbrError
-    from ..runtime import HFGrader
-    from .data import needs_grader_extra, open_cache
-    from .output import first_line
-
-    needs_grader_extra("grading comparisons")
-    cache = open_cache(args)
-    try:
-        return HFGrader.from_pretrained(args.grader, device=args.device, dtype=args.dtype, cache=cache)
-    except (OSError, ValueError, KeyError) as exc:
-        if isinstance(exc, RbrError):
-            raise
-        raise GraderError(f"cannot load grader `{args.grader}`: {first_line(exc)}") from None
+    needs_extra("rbrc fit", ("numpy", "torch", "tqdm"), "fit")
 
 
 def _num(value, digits: int = 3) -> str:

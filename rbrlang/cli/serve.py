@@ -29,11 +29,14 @@ OpenRLHF: --reward.remote_url http://HOST:PORT/get_reward --data.label_key label
 def register(sub) -> None:
     import argparse
 
+    from .grader_args import add_grader_options
+
     p = sub.add_parser("serve", help="serve a compiled policy's rewards to OpenRLHF over HTTP",
                        description=__doc__.split("\n\n", 1)[1].replace("\n", " "), epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("compiled", metavar="COMPILED")
-    p.add_argument("--grader", metavar="MODEL", required=True, help="a local model folder or hub id")
+    add_grader_options(p, required=True, cache=False, max_batch=False,
+                       grader_help="a local model folder or hub id (served, with --backend openai)")
     p.add_argument("--rm", metavar="MODEL", help="a reward model (one-output sequence classifier) added to the RBR")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; 0.0.0.0 for "
                                                       "other machines)")
@@ -44,12 +47,6 @@ def register(sub) -> None:
     p.add_argument("--strip-suffix", action="append", default=[], metavar="TEXT",
                    help="text to cut off the end of each response, e.g. the policy model's end-of-turn token "
                         "'<|im_end|>' (repeatable)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
-    p.add_argument("--token-budget", type=int, default=16384, help="the grader's padded tokens per forward batch")
-    p.add_argument("--truncate", choices=("error", "oldest-turns"), default="error",
-                   help="a conversation longer than the grader's context: a 422 for that request, or drop "
-                        "its oldest turns")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(run=cmd_serve)
@@ -77,7 +74,15 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def cmd_serve(args) -> int:
-    from .data import model_path, needs_grader_extra, open_policy
+    from .data import open_policy
+    from .grader_args import (
+        check_grader_options,
+        load_failure,
+        load_grader,
+        model_files,
+        model_path,
+    )
+    from .output import plain_warnings
 
     try:
         import starlette  # noqa: F401
@@ -85,25 +90,29 @@ def cmd_serve(args) -> int:
     except ImportError as exc:
         raise RbrError(f"rbrc serve needs starlette and uvicorn ({exc.name} is missing): "
                        "pip install 'rbrlang[serve]'") from None
-    needs_grader_extra("rbrc serve")
+    check_grader_options(args)
     if args.max_batch < 1:
         raise UsageError("--max-batch must be at least 1")
     if args.batch_window_ms < 0:
         raise UsageError("--batch-window-ms cannot be negative")
     policy = open_policy(args.compiled)
-    model_path("--grader", args.grader, "grader")
     if args.rm:
         model_path("--rm", args.rm, "reward model")
+        model_files("--rm", args.rm, "reward model")
     sock = listen(args.host, args.port)
     try:
         from ..integrations.reward_model import load_reward_model
         from ..rewards import RBRReward
-        from ..runtime import HFGrader
         from ..serve import create_app, server
 
-        grader = HFGrader.from_pretrained(args.grader, device=args.device, dtype=args.dtype,
-                                          token_budget=args.token_budget, truncate=args.truncate)
-        rm = load_reward_model(args.rm, device=args.device, dtype=args.dtype)
+        with plain_warnings("serve"):
+            grader = load_grader(args)
+        try:  # the reward model runs here, on --device (auto with a backend that takes none)
+            rm = load_reward_model(args.rm, device=args.device or "auto", dtype=args.dtype or "auto")
+        except (OSError, ValueError, KeyError) as exc:
+            if isinstance(exc, RbrError):
+                raise
+            raise load_failure("--rm", args.rm, "reward model", exc) from None
         app = create_app(RBRReward(policy, grader, rm), max_batch=args.max_batch,
                          batch_window_ms=args.batch_window_ms, strip_suffixes=args.strip_suffix)
         srv = server(app, args.host, args.port, args.log_level, access_log=args.access_log)

