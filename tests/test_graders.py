@@ -203,4 +203,4 @@ def test_rbrc_grade_with_a_server(rbrc, tiny_model_dir, hf, safety, serve, tmp_p
     assert server.behaviour.requests >= 1
     code, _, err = rbrc("grade", ROOT / "compiled/safety", "--data", data, "--grader", tiny_model_dir,
                         "--base-url", server.url, "-o", tmp_path / "o2.jsonl")
-    assert code == 2 and "a base URL is for the `openai` backend" in err
+    assert code == 2 and "--base-url is for --backend openai" in err
