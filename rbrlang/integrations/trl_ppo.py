@@ -101,6 +101,7 @@ from torch import nn  # noqa: E402
 from ..errors import ConversationError, PolicyError  # noqa: E402
 from ..policy.rendering import check_conversation  # noqa: E402
 from ..rewards import RBRReward, RewardBatch  # noqa: E402
+from ..rewards.reward import per_item  # noqa: E402
 
 __all__ = ["PromptEntry", "PromptTable", "RBRRewardModel", "RBRScorer", "encode_prompt", "trl_ppo_problem"]
 
@@ -136,8 +137,8 @@ class PromptTable:
                  response_types: Optional[Sequence] = None, input_ids: Optional[Sequence] = None,
                  chat_template_kwargs: Optional[Mapping[str, Any]] = None):
         n = len(conversations)
-        categories = _column(categories, n, "categories")
-        response_types = _column(response_types, n, "response_types")
+        categories = [None if v is None else str(v) for v in per_item(categories, n, "categories")]
+        response_types = [None if v is None else str(v) for v in per_item(response_types, n, "response_types")]
         if input_ids is not None and len(input_ids) != n:
             raise PolicyError(f"{n} conversations but {len(input_ids)} input_ids; give one per conversation")
         self.pad_token_id = tokenizer.pad_token_id
@@ -308,17 +309,6 @@ class RBRRewardModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None, **kwargs):
         """[B, T, 1]: each sequence's reward at every position."""
         return self.score(self.rbr(input_ids, attention_mask).hidden_states[-1])
-
-
-def _column(values, n: int, what: str) -> list:
-    if values is None:
-        return [None] * n
-    if isinstance(values, str):
-        return [values] * n
-    values = list(values)
-    if len(values) != n:
-        raise PolicyError(f"{what} has {len(values)} entries for {n} conversations; give one per conversation")
-    return [None if v is None else str(v) for v in values]
 
 
 def _freeze(message: Mapping) -> tuple:

@@ -180,8 +180,8 @@ class RBRReward:
         if categories is None and response_types is None:
             raise PolicyError("give each item's `categories` or `response_types` (one per item, or one for all): "
                               "they choose the response type a completion is judged under")
-        cats = _per_item(categories, n, "categories")
-        types = _per_item(response_types, n, "response_types")
+        cats = per_item(categories, n, "categories")
+        types = per_item(response_types, n, "response_types")
         out: list[Optional[str]] = []
         for i in range(n):
             if types[i] is not None:
@@ -266,7 +266,8 @@ class RBRReward:
         return probs
 
 
-def _per_item(values, n: int, what: str) -> list:
+def per_item(values, n: int, what: str) -> list:
+    """A per-item column: None (nothing given), one string for all items, or one value per item."""
     if values is None:
         return [None] * n
     if isinstance(values, str):
