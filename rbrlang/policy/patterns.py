@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import re
+from typing import Optional
 
 import re2
 
@@ -90,7 +91,7 @@ def _escape_end(pattern: str, i: int) -> int:
     return j
 
 
-def _class_end(pattern: str, i: int) -> int:
+def class_end(pattern: str, i: int) -> Optional[int]:
     """The end of the character class opened at `pattern[i] == "["`, as RE2 reads
     it: a `]` first (after an optional `^`) is a member, `[:alpha:]` is one unit."""
     n, j = len(pattern), i + 1
@@ -108,7 +109,7 @@ def _class_end(pattern: str, i: int) -> int:
         else:
             j += 1
         first = False
-    return n  # unterminated: RE2 reports it
+    return None  # unterminated: RE2 reports it
 
 
 def strip_verbose(pattern: str) -> str:
@@ -135,7 +136,7 @@ def strip_verbose(pattern: str) -> str:
         if ch == "\\":
             end = _escape_end(pattern, i)
         elif ch == "[":
-            end = _class_end(pattern, i)
+            end = class_end(pattern, i) or n
         elif ch == "{":
             m = _REPEAT.match(pattern, i)
             if m is None:

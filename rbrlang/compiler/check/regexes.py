@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
-from ...policy.patterns import PatternError, compile_pattern
+from ...policy.patterns import PatternError, class_end, compile_pattern
 from ...source import Span
 from ..syntax import ast
 from .context import Context
@@ -174,7 +174,7 @@ def _structure(pattern: str, flags: str) -> Structure:
         if ch == "#" and "x" in flags:
             break  # a comment runs to the end of the line, and patterns are one line
         if ch == "[":
-            end = _class_end(pattern, i)
+            end = class_end(pattern, i)
             if end is None:
                 return Structure(opens[-1] if opens else None, unmatched, i)
             i = end
@@ -189,23 +189,3 @@ def _structure(pattern: str, flags: str) -> Structure:
         i += 1
     return Structure(opens[-1] if opens else None, unmatched, None)
 
-
-def _class_end(pattern: str, i: int) -> Optional[int]:
-    """After the `]` closing the class opened at `i`; None if it never closes.
-    A `]` first in the class (after `^`) is a member; `[:alpha:]` is one unit."""
-    j, n = i + 1, len(pattern)
-    if j < n and pattern[j] == "^":
-        j += 1
-    first = True
-    while j < n:
-        ch = pattern[j]
-        if ch == "]" and not first:
-            return j + 1
-        if ch == "\\":
-            j += 2
-        elif pattern.startswith("[:", j) and ":]" in pattern[j + 2:]:
-            j = pattern.index(":]", j + 2) + 2
-        else:
-            j += 1
-        first = False
-    return None
