@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from safety_common import add_common_flags, load_grader, load_prompts, model_paths, use_bf16  # noqa: E402
+from safety_common import add_common_flags, load_grader, load_prompts, model_paths, train, use_bf16  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -75,20 +75,7 @@ def build_trainer(args: argparse.Namespace):
 
 
 def main(argv=None) -> int:
-    from rbrlang.errors import RbrError
-
-    args = parse_args(argv)
-    try:
-        trainer = build_trainer(args)
-    except RbrError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    trainer.train()
-    trainer.save_model(args.output_dir)
-    scores = [h["objective/scores"] for h in trainer.state.log_history if "objective/scores" in h]
-    print(f"trained {trainer.state.global_step} steps; mean RBR reward per step: "
-          f"{', '.join(f'{s:.4f}' for s in scores)}; policy saved to {args.output_dir}")
-    return 0
+    return train(build_trainer, parse_args(argv), "objective/scores")
 
 
 if __name__ == "__main__":

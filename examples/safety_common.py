@@ -99,3 +99,21 @@ def use_bf16() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def train(build_trainer, args, metric: str) -> int:
+    """Build the trainer (a mistake in the inputs is one line, exit 1), train,
+    save, and print the mean RBR reward the trainer logged per step (`metric`)."""
+    from rbrlang.errors import RbrError
+
+    try:
+        trainer = build_trainer(args)
+    except RbrError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    trainer.train()
+    trainer.save_model(args.output_dir)
+    values = [h[metric] for h in trainer.state.log_history if metric in h]
+    print(f"trained {trainer.state.global_step} steps; mean RBR reward per step: "
+          f"{', '.join(f'{v:.4f}' for v in values)}; policy saved to {args.output_dir}")
+    return 0
