@@ -36,15 +36,11 @@ class HFRewardModel:
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: str = "auto", dtype: str = "auto", **kwargs) -> "HFRewardModel":
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if dtype == "auto":
-            dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-        elif isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
+        from ..runtime.base import device_and_dtype
+
+        device, dtype = device_and_dtype(device, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
         model = AutoModelForSequenceClassification.from_pretrained(path_or_id, dtype=dtype, num_labels=1)
         return cls(model.to(device), tokenizer, **kwargs)

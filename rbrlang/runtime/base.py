@@ -106,6 +106,17 @@ class Grader(Protocol):
         """The token ids that count as a yes and as a no."""
 
 
+def device_and_dtype(device="auto", dtype="auto") -> tuple[str, torch.dtype]:
+    """`auto` means CUDA when there is one; bf16 on a GPU, fp32 on the CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
+    elif isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    return device, dtype
+
+
 def answer_probability(yes: Sequence[float], no: Sequence[float]) -> tuple[float, float]:
     """(P(yes), answer mass) from full-vocabulary log-probabilities of the yes
     and the no token ids: the same formula as `answers.yes_probability`, on
@@ -168,7 +179,29 @@ def file_fingerprint(path: str) -> str:
     return digest.hexdigest()
 
 
-class IdsGrader:
+class EncodedGrader:
+    """What every grader built on the shared prompt encoder has in common: its
+    answer token ids, the exact prompt ids, and `grade` from `grade_detailed`.
+    Subclasses set `tokenizer`, `encoder` (a PromptEncoder) and `_answers` ({})."""
+
+    def answer_tokens(self, policy: CompiledPolicy) -> AnswerTokens:
+        key = (policy.yes, policy.no)
+        if key not in self._answers:
+            self._answers[key] = answer_tokens(self.tokenizer, policy.yes, policy.no)
+        return self._answers[key]
+
+    def encode(self, policy: CompiledPolicy, proposition: str, conversation, response: str) -> list[int]:
+        """The exact prompt token ids graded for one item."""
+        if policy.proposition(proposition).kind != "grader":
+            raise GraderError(f"`{proposition}` is a `matches` proposition: no prompt")
+        return list(self.encoder.encode(policy, proposition, conversation, response).ids)
+
+    def grade(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> torch.Tensor:
+        """`[N, P]` P(yes) in the policy's proposition order."""
+        return self.grade_detailed(policy, conversations, responses).p_yes
+
+
+class IdsGrader(EncodedGrader):
     """A grader that hands the shared encoder's exact prompt ids to an engine
     and gets back the log-probabilities of the answer token ids.
 
@@ -192,21 +225,6 @@ class IdsGrader:
         `token_ids` as the next token, in that order."""
         raise NotImplementedError
 
-    def answer_tokens(self, policy: CompiledPolicy) -> AnswerTokens:
-        key = (policy.yes, policy.no)
-        if key not in self._answers:
-            self._answers[key] = answer_tokens(self.tokenizer, policy.yes, policy.no)
-        return self._answers[key]
-
-    def encode(self, policy: CompiledPolicy, proposition: str, conversation, response: str) -> list[int]:
-        """The exact prompt token ids graded for one item."""
-        if policy.proposition(proposition).kind != "grader":
-            raise GraderError(f"`{proposition}` is a `matches` proposition: no prompt")
-        return list(self.encoder.encode(policy, proposition, conversation, response).ids)
-
-    def grade(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> torch.Tensor:
-        """`[N, P]` P(yes) in the policy's proposition order."""
-        return self.grade_detailed(policy, conversations, responses).p_yes
 
     def grade_detailed(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> Grades:
         if len(conversations) != len(responses):

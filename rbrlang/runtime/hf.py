@@ -23,15 +23,15 @@ from typing import Optional, Sequence
 import torch
 
 from ..policy import CompiledPolicy
-from .answers import AnswerTokens, GraderError, answer_tokens, yes_probability
+from .answers import AnswerTokens, GraderError, yes_probability
 from .attention import use_fused_prefix_attention
-from .base import Grades, GradeStats, GraderWarning  # the interface every backend shares
+from .base import EncodedGrader, Grades, GradeStats, GraderWarning, device_and_dtype  # shared by every backend
 from .batching import plan_batches
 from .cache import GradeCache, item_key
 from .encoding import Encoded, PromptEncoder
 
 
-class HFGrader:
+class HFGrader(EncodedGrader):
     def __init__(self, model, tokenizer, *, use_chat_template: Optional[bool] = None, token_budget: int = 16384,
                  max_batch: int = 64, cache: GradeCache | str | Path | None = None, truncate: str = "error",
                  min_answer_mass: float = 0.5, model_id: Optional[str] = None, fused_attention: bool = True):
@@ -62,34 +62,12 @@ class HFGrader:
                         attn_implementation: str = "sdpa", **kwargs) -> "HFGrader":
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if dtype == "auto":
-            dtype = torch.bfloat16 if str(device).startswith("cuda") else torch.float32
-        elif isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
+        device, dtype = device_and_dtype(device, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, attn_implementation=attn_implementation)
         return cls(model.to(device), tokenizer, **kwargs)
 
-    # --- inspection -----------------------------------------------------------------
-    def answer_tokens(self, policy: CompiledPolicy) -> AnswerTokens:
-        key = (policy.yes, policy.no)
-        if key not in self._answers:
-            self._answers[key] = answer_tokens(self.tokenizer, policy.yes, policy.no)
-        return self._answers[key]
-
-    def encode(self, policy: CompiledPolicy, proposition: str, conversation, response: str) -> list[int]:
-        """The exact prompt token ids graded for one item."""
-        if policy.proposition(proposition).kind != "grader":
-            raise GraderError(f"`{proposition}` is a `matches` proposition: no prompt")
-        return list(self.encoder.encode(policy, proposition, conversation, response).ids)
-
     # --- grading ----------------------------------------------------------------------
-    def grade(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> torch.Tensor:
-        """`[N, P]` P(yes) in the policy's proposition order."""
-        return self.grade_detailed(policy, conversations, responses).p_yes
-
     @torch.no_grad()
     def grade_detailed(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> Grades:
         if len(conversations) != len(responses):
