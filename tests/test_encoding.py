@@ -3,6 +3,8 @@ whole chat-formatted prompt, for every tokenizer family, with the shared
 prefixes still shared."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -134,11 +136,12 @@ def test_real_tokenizers_read_the_whole_prompt(real_tokenizers, safety, items, n
     check_exact_and_shared(real_tokenizers(name), safety, items, chat, "item")
 
 
-@pytest.mark.parametrize("name", ["gpt-2", "llama-spm"])
-def test_static_first_templates_share_per_proposition(real_tokenizers, trained_tokenizers, tmp_path, items, name):
+@pytest.mark.parametrize("source", ["real:gpt-2", "real:llama-spm", "trained:gpt2", "trained:metaspace"])
+def test_static_first_templates_share_per_proposition(real_tokenizers, trained_tokenizers, tmp_path, items, source):
+    kind, name = source.split(":")
+    tokenizer = real_tokenizers(name) if kind == "real" else trained_tokenizers[name]
     policy = rbrlang.compile_file(write(tmp_path / "p.rbr", STATIC_FIRST))
-    check_exact_and_shared(real_tokenizers(name), policy, items, True, "proposition")
-    check_exact_and_shared(trained_tokenizers["metaspace"], policy, items, True, "proposition")
+    check_exact_and_shared(tokenizer, policy, items, True, "proposition")
 
 
 def test_encode_item_is_encode_items(trained_tokenizers, safety, items):
@@ -154,11 +157,15 @@ def test_grader_with_other_tokenizers_equals_full_forward(trained_tokenizers, sa
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = trained_tokenizers[family]
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         pad_token_id=tok.pad_token_id, attn_implementation="sdpa")
     torch.manual_seed(0)
-    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                         max_position_embeddings=4096, pad_token_id=tok.pad_token_id))
+    model = LlamaForCausalLM(config)
+    stock = LlamaForCausalLM(copy.deepcopy(config)).eval()  # the reference keeps stock SDPA
+    stock.load_state_dict(model.state_dict())
     grader = HFGrader(model, tok, token_budget=4096)
+    assert stock.config._attn_implementation == "sdpa"
     convs, resps = [c for c, _ in items[:3]], [r for _, r in items[:3]]
     grades = grader.grade_detailed(safety, convs, resps)
     assert grades.stats.layout == "item" and grades.stats.prefix_tokens > 0
@@ -169,7 +176,7 @@ def test_grader_with_other_tokenizers_equals_full_forward(trained_tokenizers, sa
             continue
         for i in range(3):
             assert grader.encode(safety, name, convs[i], resps[i]) == list(encoded[i][name].ids)
-            p, _ = full_forward(grader.model, encoded[i][name].ids, answers)
+            p, _ = full_forward(stock, encoded[i][name].ids, answers)
             assert abs(p - float(grades.p_yes[i, j])) < 1e-5
 
 

@@ -31,12 +31,19 @@ def grader(tiny_model_dir):
     return HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
 
 
+@pytest.fixture(scope="module")
+def stock(tiny_model_dir):
+    """The same weights through stock transformers (SDPA): the reference."""
+    from transformers import AutoModelForCausalLM
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa").eval()
+
+
 def texts(rows):
     return [r["prompt"] for r in rows], [r["completion"][0]["content"] for r in rows]
 
 
 @needs_data
-def test_fast_path_equals_full_prompt_forward(grader, safety):
+def test_fast_path_equals_full_prompt_forward(grader, stock, safety):
     """Every proposition, 50 gold conversations: prefix reuse + batching gives
     the same P(yes) as one plain forward of the same ids (float32)."""
     rows = gold_rows(50)
@@ -48,7 +55,7 @@ def test_fast_path_equals_full_prompt_forward(grader, safety):
     for j, name in enumerate(safety.proposition_names):
         for i in range(len(rows)):
             ids = encoded[i][name].ids
-            p, mass = full_forward(grader.model, ids, answers)
+            p, mass = full_forward(stock, ids, answers)
             worst = max(worst, abs(p - float(grades.p_yes[i, j])))
             assert abs(mass - float(grades.answer_mass[i, j])) < 1e-5 * max(1.0, mass)
     assert worst < 1e-5, worst
@@ -93,7 +100,7 @@ grader {
 
 
 @needs_data
-def test_static_first_templates_share_per_proposition(grader, tmp_path):
+def test_static_first_templates_share_per_proposition(grader, stock, tmp_path):
     policy = rbrlang.compile_file(write(tmp_path / "p.rbr", STATIC_FIRST))
     rows = gold_rows(12)
     convs, resps = texts(rows)
@@ -102,7 +109,7 @@ def test_static_first_templates_share_per_proposition(grader, tmp_path):
     answers = grader.answer_tokens(policy)
     for j, name in enumerate(policy.proposition_names):
         for i in range(len(rows)):
-            p, _ = full_forward(grader.model, grader.encode(policy, name, convs[i], resps[i]), answers)
+            p, _ = full_forward(stock, grader.encode(policy, name, convs[i], resps[i]), answers)
             assert abs(p - float(grades.p_yes[i, j])) < 1e-5
 
 
