@@ -68,10 +68,12 @@ def prefix_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch
     # Neither oneDNN's op nor the flash kernel's log-sum-exp has a backward:
     # under autograd the stock kernels below run.
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, key, value))
-    if query.device.type == "cpu" and dropout_p == 0.0 and not grad:
+    # Without a prefix the stock fused causal kernel is fastest (measured: the
+    # product path took 2.6x its time on a 1500-token self-attention).
+    if query.device.type == "cpu" and dropout_p == 0.0 and not grad and kv_len > q_len:
         if query.dtype == torch.float32 and _LINEAR is not None:
             return _gemm(query, key, value, scale)
-        if kv_len > q_len and _CPU_FLASH is not None and query.dtype in _FLASH_DTYPES:
+        if _CPU_FLASH is not None and query.dtype in _FLASH_DTYPES:
             return _split(query, key, value, scale)
     if kv_len == q_len:  # no prefix: plain (top-left) causal
         return F.scaled_dot_product_attention(query, key, value, dropout_p=dropout_p, is_causal=True, scale=scale,
