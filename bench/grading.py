@@ -18,7 +18,7 @@ number of nodes in a trie of all the prompts' token ids, i.e. every distinct
 prefix forwarded exactly once and no padding.
 
     python bench/grading.py                # small config, N=64, CPU
-    python bench/grading.py --n 32         # the CPU runs in RESULTS.md
+    python bench/grading.py --n 32 --threads 1 --skip-padded   # RESULTS.md (a shared CPU)
     python bench/grading.py --json         # one JSON object
     python bench/grading.py --config half_b --device cuda --dtype bfloat16 --n 256
 
