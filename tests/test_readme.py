@@ -52,7 +52,7 @@ def fresh_venv(tmp_path_factory):
     """The project built as a wheel and installed (no-deps) into a new venv.
 
     The dependencies come from the interpreter running the tests, through a
-    `.pth` file naming its site-packages: `system_site_packages=True` would
+    `.pth` file naming its site-packages: a venv that inherits system site packages would
     show the *base* interpreter's packages instead, which on a clean machine
     (CI's venv made from the system python) have none of them."""
     tmp = tmp_path_factory.mktemp("wheel")
