@@ -77,7 +77,7 @@ def record_shapes(n: int, config: str) -> tuple[Counter, dict]:
         return attention._attention(module, query, key, value, attention_mask, **kwargs)
 
     with tempfile.TemporaryDirectory() as tmp:
-        templates = sorted({p.template for p in policy.propositions if p.kind == "grader"})
+        templates = sorted({p.template for p in policy.propositions if p.graded})
         path = build_tiny_grader(Path(tmp) / "grader", seed=0, config=config, corpus=templates)
         grader = HFGrader.from_pretrained(str(path), device="cpu", dtype=torch.float32)
         AttentionInterface.register(attention.register(), recording)

@@ -120,7 +120,7 @@ def main() -> int:
     dtype = getattr(torch, args.dtype)
     with tempfile.TemporaryDirectory() as tmp:
         policy = load_policy(ROOT / "compiled" / "safety")
-        templates = sorted({p.template for p in policy.propositions if p.kind == "grader"})
+        templates = sorted({p.template for p in policy.propositions if p.graded})
         path = build_tiny_grader(Path(tmp) / "grader", seed=0, config=args.config, dtype=dtype, corpus=templates)
         convs, resps = load_items(args.n)
         ours = HFGrader.from_pretrained(str(path), device=args.device, dtype=dtype, token_budget=args.token_budget)

@@ -75,7 +75,7 @@ def main() -> int:
     warm, (convs, resps) = (convs[args.n:], resps[args.n:]), (convs[:args.n], resps[:args.n])
     results, grades = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
-        templates = sorted({p.template for p in policy.propositions if p.kind == "grader"})
+        templates = sorted({p.template for p in policy.propositions if p.graded})
         path = str(build_tiny_grader(Path(tmp) / "grader", seed=0, config=args.config, dtype=dtype,
                                      corpus=templates))
         ours = HFGrader.from_pretrained(path, device=args.device, dtype=dtype)

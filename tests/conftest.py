@@ -68,7 +68,7 @@ def tiny_model_dir(tmp_path_factory):
     from rbrlang.policy import load_policy
     from rbrlang.runtime.tiny import build_tiny_grader
     templates = sorted({p.template for p in load_policy(ROOT / "compiled/safety").propositions
-                        if p.kind == "grader"})
+                        if p.graded})
     return build_tiny_grader(tmp_path_factory.mktemp("tiny") / "grader", seed=0, corpus=templates)
 
 

@@ -172,7 +172,7 @@ def test_grader_with_other_tokenizers_equals_full_forward(trained_tokenizers, sa
     answers = grader.answer_tokens(safety)
     encoded = grader.encoder.encode_items(safety, convs, resps)
     for j, name in enumerate(safety.proposition_names):
-        if safety.proposition(name).kind != "grader":
+        if not safety.proposition(name).graded:
             continue
         for i in range(3):
             assert grader.encode(safety, name, convs[i], resps[i]) == list(encoded[i][name].ids)

@@ -281,7 +281,7 @@ def test_tiny_grader_reads_no_repository_files(tmp_path, monkeypatch, safety):
     assert (path / "tokenizer.json").is_file()
     monkeypatch.undo()
     assert default_corpus() == [BASE_CORPUS]
-    templates = sorted({p.template for p in safety.propositions if p.kind == "grader"})
+    templates = sorted({p.template for p in safety.propositions if p.graded})
     plain, fitted = build_tokenizer(default_corpus(), 4096), build_tokenizer(default_corpus(templates), 4096)
     text = safety.render("apology", [{"role": "user", "content": "hi"}], "Sorry.")
     assert len(fitted(text)["input_ids"]) < len(plain(text)["input_ids"])

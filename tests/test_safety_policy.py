@@ -23,7 +23,7 @@ def checked():
 
 def test_structure(checked):
     assert len(checked.propositions) == 23
-    assert all(p.kind == "grader" for p in checked.propositions)
+    assert all(p.graded for p in checked.propositions)
     assert [r.name for r in checked.responses] == ["hard_refuse", "safe_refuse_1", "safe_refuse_2", "comply"]
     assert checked.class_order == ("ideal", "minimum_acceptable_style", "unacceptable", "illogical", "disallowed")
     for r in checked.responses:

@@ -64,11 +64,11 @@ def explain_policy(policy: CompiledPolicy, tokenizer=None) -> str:
     def size(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if tokenizer is not None else len(text)
 
-    graded = [p for p in policy.propositions if p.kind == "grader"]
+    graded = [p for p in policy.propositions if p.graded]
     prompts = {p.name: policy.render(p.name, SAMPLE_CONVERSATION, SAMPLE_RESPONSE) for p in graded}
     shared = len(os.path.commonprefix(list(prompts.values()))) if len(graded) > 1 else 0
     for p in policy.propositions:
-        if p.kind == "grader":
+        if p.graded:
             text, static = prompts[p.name], len(policy.static_prefix(p.name))
             item = max(static, shared)
             out.append(f"  {p.name}: {size(text[:static])} / {size(text[static:item])} / {size(text[item:])}")

@@ -244,12 +244,12 @@ def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bo
     probs = [math.nan] * len(index)
     soft = [False] * len(index)
     for prop in policy.propositions:  # deterministic propositions need no grader
-        if prop.kind == "matches":
+        if not prop.graded:
             probs[index[prop.name]] = float(policy.matches(prop.name, completion))
     props = row.get("propositions")
     to_grade = props is None
     if to_grade and not grader:
-        graded = [p for p in rt.propositions if policy.proposition(p).kind == "grader"]
+        graded = [p for p in rt.propositions if policy.proposition(p).graded]
         if graded:
             raise LineError("E0303", "the line has no `propositions`, and no grader is given to grade it", None,
                        f"give P(yes) for {', '.join(graded)} in `propositions`, or a grader (--grader MODEL)")

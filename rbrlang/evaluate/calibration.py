@@ -63,7 +63,7 @@ def fit_calibration(policy: CompiledPolicy, labels: np.ndarray, probs: np.ndarra
     ECE and Brier before and after on the report rows."""
     maps, scores = {}, []
     for j, prop in enumerate(policy.propositions):
-        if prop.kind != "grader":
+        if not prop.graded:
             continue
         has = ~np.isnan(labels[:, j]) & ~np.isnan(probs[:, j])
         fit = fit_rows[has[fit_rows]]

@@ -80,7 +80,7 @@ def evaluate_gold(policy: CompiledPolicy, gold: GoldSet, raw: np.ndarray, source
                 n_rep += 1
                 correct_rep += t == p
 
-    graders = [j for j, p in enumerate(policy.propositions) if p.kind == "grader"]
+    graders = [j for j, p in enumerate(policy.propositions) if p.graded]
     calibrated = fitted is not None or policy.calibration is not None
     ys, raws, cals, by_prop = [], [], [], {}
     for j in graders:

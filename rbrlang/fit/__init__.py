@@ -110,7 +110,7 @@ def _probabilities(policy: CompiledPolicy, data: ComparisonData, grader,
             raise UsageError("some lines have no `propositions`: give a grader to grade them")
         from tqdm import tqdm
 
-        graded_cols = np.array([p.kind == "grader" for p in policy.propositions])
+        graded_cols = np.array([p.graded for p in policy.propositions])
         quiet = None if progress is None else not progress
         with tqdm(total=int(todo.size), unit="line", desc="grading", disable=quiet) as bar:
             for start in range(0, todo.size, GRADE_CHUNK):

@@ -116,7 +116,7 @@ def from_json(doc: Any, policy: "CompiledPolicy", where: str = CALIBRATION_FILE)
     rows = doc.get("propositions")
     if not isinstance(rows, dict):
         raise PolicyError(f"{where}: `propositions` must be an object; {redo}")
-    graders = {p.name for p in policy.propositions if p.kind == "grader"}
+    graders = {p.name for p in policy.propositions if p.graded}
     maps = {}
     for name, row in rows.items():
         if name not in graders:

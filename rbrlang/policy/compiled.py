@@ -28,6 +28,11 @@ class Proposition:
     pattern: str = ""
     flags: str = ""
 
+    @property
+    def graded(self) -> bool:
+        """Answered by the grader model (a prompt); else a `matches` regex."""
+        return self.kind == "grader"
+
 
 @dataclass(frozen=True)
 class ResponseType:
@@ -96,7 +101,7 @@ class CompiledPolicy:
     def render(self, proposition: str, conversation: Sequence[Mapping[str, str]], response: str) -> str:
         """The exact grader prompt, before the grader model's chat template."""
         prop = self.proposition(proposition)
-        if prop.kind != "grader":
+        if not prop.graded:
             raise PolicyError(f"`{proposition}` is a `matches` proposition: it has no grader prompt")
         if not isinstance(response, str):
             raise PolicyError(f"the response must be a string, not {type(response).__name__}")
@@ -107,7 +112,7 @@ class CompiledPolicy:
         """The start of this proposition's prompt that no conversation or
         response changes: a grader computes it once and reuses it."""
         prop = self.proposition(proposition)
-        if prop.kind != "grader":
+        if not prop.graded:
             raise PolicyError(f"`{proposition}` is a `matches` proposition: it has no grader prompt")
         return _static_prefix(prop.template)
 
@@ -115,7 +120,7 @@ class CompiledPolicy:
         """Whether a `matches` proposition holds. RE2 runs the pattern: time linear
         in the response whatever the pattern (see `patterns.py`)."""
         prop = self.proposition(proposition)
-        if prop.kind != "matches":
+        if prop.graded:
             raise PolicyError(f"`{proposition}` is graded by a model, not matched")
         if not isinstance(response, str):
             raise PolicyError(f"the response must be a string, not {type(response).__name__}")
@@ -327,7 +332,7 @@ def from_document(doc: Mapping[str, Any], templates: Mapping[str, str], where: s
             Proposition(p["name"], "matches", pattern=p["pattern"], flags=p.get("flags", ""))
             for p in doc["propositions"])
         for prop in props:  # a pattern RE2 cannot run fails here, not in the middle of grading
-            if prop.kind == "matches":
+            if not prop.graded:
                 try:
                     _regex(prop)
                 except PolicyError as exc:

@@ -149,7 +149,7 @@ def cached_slots(cache: Optional[GradeCache], identity: str, policy: CompiledPol
     every slot's cache key. Hits are written into `p_yes` and `mass`."""
     todo, keys = [], {}
     for j, prop in enumerate(policy.propositions):
-        if prop.kind != "grader":
+        if not prop.graded:
             continue
         slots = [(i, j) for i in range(len(responses))]
         if cache is not None:
@@ -192,7 +192,7 @@ class EncodedGrader:
 
     def encode(self, policy: CompiledPolicy, proposition: str, conversation, response: str) -> list[int]:
         """The exact prompt token ids graded for one item."""
-        if policy.proposition(proposition).kind != "grader":
+        if not policy.proposition(proposition).graded:
             raise GraderError(f"`{proposition}` is a `matches` proposition: no prompt")
         return list(self.encoder.encode(policy, proposition, conversation, response).ids)
 
@@ -234,7 +234,7 @@ class IdsGrader(EncodedGrader):
         p_yes = torch.zeros(n, len(names), dtype=torch.float64)
         mass = torch.ones(n, len(names), dtype=torch.float64)
         for j, prop in enumerate(policy.propositions):
-            if prop.kind == "matches":
+            if not prop.graded:
                 for i, r in enumerate(responses):
                     p_yes[i, j] = float(policy.matches(prop.name, r))
                 stats.matched += n

@@ -104,7 +104,7 @@ class PromptEncoder:
         return self._static[template]
 
     def graded(self, policy: CompiledPolicy) -> list[str]:
-        return [p.name for p in policy.propositions if p.kind == "grader"]
+        return [p.name for p in policy.propositions if p.graded]
 
     def encode(self, policy: CompiledPolicy, proposition: str, conversation, response: str,
                item: int = 0) -> Encoded:

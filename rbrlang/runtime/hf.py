@@ -76,7 +76,7 @@ class HFGrader(EncodedGrader):
         job = _Job(names, self.answer_tokens(policy), GradeStats(items=n),
                    torch.zeros(n, len(names), dtype=torch.float64), torch.ones(n, len(names), dtype=torch.float64))
         for j, prop in enumerate(policy.propositions):
-            if prop.kind == "matches":
+            if not prop.graded:
                 for i, r in enumerate(responses):
                     job.p_yes[i, j] = float(policy.matches(prop.name, r))
                 job.stats.matched += n
@@ -110,7 +110,7 @@ class HFGrader(EncodedGrader):
         """The (item, proposition) slots still to grade, after the grade cache."""
         todo, keys = [], {}
         for j, prop in enumerate(policy.propositions):
-            if prop.kind != "grader":
+            if not prop.graded:
                 continue
             slots = [(i, j) for i in range(len(responses))]
             if self.cache is not None:

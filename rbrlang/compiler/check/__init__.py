@@ -74,7 +74,7 @@ def check_program(program: Program) -> tuple[Optional[CheckedPolicy], list[dg.Di
     name = policy_decl.name.text if policy_decl else program.root.stem
     description = policy_decl.description.value if policy_decl and policy_decl.description else ""
     templates = template_sources(ctx)
-    used = {p.template for p in propositions if p.kind == "grader"}
+    used = {p.template for p in propositions if p.graded}
     return CheckedPolicy(
         name=name, description=description, grader=grader,
         templates={k: v for k, v in templates.items() if k in used},

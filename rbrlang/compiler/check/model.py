@@ -30,6 +30,11 @@ class PropositionSpec:
     pattern: str = ""
     flags: str = ""
 
+    @property
+    def graded(self) -> bool:
+        """Answered by the grader model (a prompt); else a `matches` regex."""
+        return self.kind == "grader"
+
 
 @dataclass(frozen=True)
 class ResponseSpec:

@@ -15,7 +15,7 @@ __all__ = ["generate", "write_output", "stale_files", "is_ours"]
 
 def generate(policy: CheckedPolicy) -> dict[str, bytes]:
     """Relative path → file bytes, for the whole compiled folder."""
-    templates = {p.name: prompt_template(policy, p) for p in policy.propositions if p.kind == "grader"}
+    templates = {p.name: prompt_template(policy, p) for p in policy.propositions if p.graded}
     return compiled_files(build(policy, templates), templates)
 
 

@@ -27,7 +27,7 @@ def build(policy: CheckedPolicy, templates: dict[str, str]) -> dict:
     meaning = {}  # feature -> what it means, for the schema hash
     propositions = []
     for p in policy.propositions:
-        if p.kind == "grader":
+        if p.graded:
             digest = sha256(templates[p.name])
             propositions.append({"name": p.name, "kind": "grader", "question": p.question,
                                  "template": template_path(p.name), "template_sha256": digest})
