@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The RBR paper's data set, where this repository's checkout keeps it; --data overrides.
-DEFAULT_DATA = Path(os.environ.get("RBR_DATA", ROOT.parent / "shared/data/openai-rbr/gold_train.jsonl"))
+# Sixteen short prompts that ship with the examples (ours, one or more per request
+# category of the safety policy), so a fresh clone runs as is; --data or $RBR_DATA
+# point at a larger set, e.g. the RBR paper's released gold_train.jsonl.
+DEFAULT_DATA = Path(os.environ.get("RBR_DATA", Path(__file__).resolve().parent / "prompts.jsonl"))
 
 
 def add_common_flags(parser: argparse.ArgumentParser, output_dir: str) -> argparse.ArgumentParser:
@@ -19,7 +21,7 @@ def add_common_flags(parser: argparse.ArgumentParser, output_dir: str) -> argpar
                         help="a compiled policy folder (rbrc compile); default: the shipped safety policy")
     parser.add_argument("--data", default=str(DEFAULT_DATA),
                         help="JSON lines with `prompt` (messages) and `category` (or `response_type`); "
-                             "default: $RBR_DATA or shared/data/openai-rbr/gold_train.jsonl")
+                             "default: $RBR_DATA or examples/prompts.jsonl")
     parser.add_argument("--policy", default=None,
                         help="the policy model to train (path or hub id); default: a tiny random Llama "
                              "with a chat template, built under OUTPUT_DIR/tiny-policy")
@@ -113,7 +115,9 @@ def train(build_trainer, args, metric: str) -> int:
         return 1
     trainer.train()
     trainer.save_model(args.output_dir)
+    # A step whose prompts the policy routes nowhere logs no RBR reward (None or NaN).
     values = [h[metric] for h in trainer.state.log_history if metric in h]
-    print(f"trained {trainer.state.global_step} steps; mean RBR reward per step: "
-          f"{', '.join(f'{v:.4f}' for v in values)}; policy saved to {args.output_dir}")
+    shown = ", ".join("none routed" if v is None or v != v else f"{v:.4f}" for v in values) or "none logged"
+    print(f"trained {trainer.state.global_step} steps; mean RBR reward per step: {shown}; "
+          f"policy saved to {args.output_dir}")
     return 0

@@ -63,3 +63,18 @@ def test_routes_cover_gold_categories():
     for category, response_type in expected.items():
         assert category in policy.routes, category
         assert policy.route(category) == response_type
+
+
+def test_examples_default_prompts_ship_with_the_clone():
+    """examples/ runs from a fresh clone: its default prompts are in the repository,
+    parse as the scripts read them, and every category is routed by the safety policy."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("safety_common", ROOT / "examples/safety_common.py")
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    assert common.DEFAULT_DATA.resolve().is_relative_to(ROOT.resolve())
+    rows = common.load_prompts(common.DEFAULT_DATA)
+    policy = load_policy(ROOT / "compiled/safety")
+    routed = {policy.route(r["category"]) for r in rows}
+    assert None not in routed and routed == set(policy.response_types)
