@@ -557,3 +557,27 @@ def test_undefined_precision_recall_and_f1_are_not_zero():
     assert math.isnan(s.precision) and math.isnan(s.recall) and math.isnan(s.f1) and s.accuracy == 1.0
     s = proposition_scores("x", np.array([1.0, 0.0]), np.array([0.9, 0.1]), np.array([1.0, 1.0]), np.array([0.2, 0.3]))
     assert math.isnan(s.precision) and s.recall == 0.0 and s.f1 == 0.0  # yes labels missed: a real 0
+
+
+def test_confusion_colours_have_a_bar_and_histogram_counts_are_whole(monkeypatch):
+    """The confusion panels say what their colour means; count axes never step by fractions."""
+    from types import SimpleNamespace
+
+    from rbrlang.evaluate import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or b"")
+    c = SimpleNamespace(matrix=np.array([[3, 1], [0, 2]]), classes=("ideal", "bad"), response_type="r",
+                        accuracy=5 / 6, n=6)
+    plots.confusions([c])
+    labels = [ax.get_ylabel() for ax in figures[0].axes]
+    assert "share of the row (its human-label class)" in labels
+    texts = [t.get_text() for t in figures[0].axes[0].texts]
+    assert "3\n75%" in texts and "0\n0%" in texts
+    report = SimpleNamespace(rows=[SimpleNamespace(response_type="r")], labels={"r": ("ideal", "bad")},
+                             centred={("RBR", "r"): (np.array(["ideal", "bad", "bad"]), np.array([0.5, -0.2, -0.3]))})
+    plots.reward_histograms(report, ["RBR"])
+    ticks = figures[1].axes[0].get_yticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)
+    for fig in figures:
+        plots._pyplot().close(fig)

@@ -71,8 +71,9 @@ def reliability_grid(by_proposition: dict, bins: int = 5) -> bytes:
         y, raw, cal = by_proposition[name]
         series = [("raw", raw)] + ([("calibrated", cal)] if cal is not None else [])
         _reliability_axes(ax, y, series, bins, f"{name} (n={len(y)}, yes={int(y.sum())})")
-        ax.tick_params(labelsize=7)
-    axes.flat[0].legend(fontsize=6, loc="upper left")
+        # Panels are small: ticks at 8 pt stay readable when the page scales the figure down.
+        ax.tick_params(labelsize=8)
+    axes.flat[0].legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     return _png(fig)
 
@@ -88,14 +89,19 @@ def confusions(items: Sequence) -> bytes:
         ax.axis("off")
     for ax, c in zip(axes.flat, items):
         m = c.matrix
+        # Colour is the share of the row (of that human-label class), the text the count and
+        # that share: rows of very different sizes stay comparable, and the colour bar says so.
         share = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
-        ax.imshow(share, cmap="viridis", vmin=0, vmax=1)
+        image = ax.imshow(share, cmap="viridis", vmin=0, vmax=1)
+        bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
+        bar.set_label("share of the row (its human-label class)", fontsize=8)
+        bar.ax.tick_params(labelsize=7)
         k = len(c.classes)
         ax.set_xticks(range(k), c.classes, rotation=40, ha="right", fontsize=7)
         ax.set_yticks(range(k), c.classes, fontsize=7)
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=8,
+                ax.text(j, i, f"{int(m[i, j])}\n{share[i, j]:.0%}", ha="center", va="center", fontsize=7,
                         color="black" if share[i, j] > 0.6 else "white")
         ax.set_xlabel("predicted class (highest class probability)", fontsize=8)
         ax.set_ylabel("class of the human labels", fontsize=8)
@@ -128,6 +134,8 @@ def error_rates(rows: Sequence, kinds: Sequence[str]) -> bytes:
 def reward_histograms(report, kinds: Sequence[str], bins: int = 30) -> bytes:
     """Per-prompt centred rewards by label: one row per reward, one panel per response type."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     rts = [r.response_type for r in report.rows]
     shown = [k for k in kinds if any((k, rt) in report.centred for rt in rts)]
     fig, axes = plt.subplots(len(shown), len(rts), figsize=(3.6 * len(rts), 2.8 * len(shown)), squeeze=False)
@@ -146,7 +154,8 @@ def reward_histograms(report, kinds: Sequence[str], bins: int = 30) -> bytes:
                 if len(mine):
                     ax.hist(mine, bins=edges, alpha=0.55, color=cmap(k % 10), label=f"{lab} ({len(mine)})")
             ax.set_title(f"{rt}: {kind}", fontsize=9)
-            ax.tick_params(labelsize=7)
+            ax.tick_params(labelsize=8)
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: whole numbers, never 0.25 steps
             if c == 0:
                 ax.set_ylabel("completions", fontsize=8)
             if r == len(shown) - 1:
