@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from ..errors import ConversationError, PolicyError
-from ..policy.rendering import check_conversation
+from ..data.records import checked_conversation
 
 
 class SampleError(PolicyError):
@@ -77,24 +77,21 @@ def conversation_from(value: Any, index: int, what: str = "messages") -> tuple:
         except json.JSONDecodeError as exc:
             raise SampleError(index, f"`{what}` is a string that is not JSON messages ({exc.msg} at "
                                      f"character {exc.pos})") from None
-    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):  # numpy arrays from parquet readers
-        value = value.tolist()
     try:
-        check_conversation(value)
+        return tuple(checked_conversation(value))
     except ConversationError as exc:
         raise SampleError(index, f"`{what}`: {exc}") from None
-    return tuple({"role": m["role"], "content": m["content"]} for m in value)
 
 
 def check_route(policy, sample: Sample, index: int) -> None:
-    """Fail early (before batching) on a sample with no route key or an unknown response type."""
+    """Fail early (before batching) on a sample with no route key or an unknown
+    response type (the rule: `CompiledPolicy.route_item`)."""
     if sample.category is None and sample.response_type is None:
         raise SampleError(index, "no `category` or `response_type`: the policy cannot route it")
-    if sample.response_type is not None:
-        try:
-            policy.response_type(sample.response_type)
-        except PolicyError as exc:
-            raise SampleError(index, str(exc)) from None
+    try:
+        policy.route_item(response_type=sample.response_type, category=sample.category)
+    except PolicyError as exc:
+        raise SampleError(index, str(exc)) from None
 
 
 def score_samples(reward, samples: Sequence[Sample]) -> list[ItemReward]:

@@ -99,7 +99,7 @@ import torch  # noqa: E402  (after the check: the message comes first)
 from torch import nn  # noqa: E402
 
 from ..errors import ConversationError, PolicyError  # noqa: E402
-from ..policy.rendering import check_conversation  # noqa: E402
+from ..data.records import checked_conversation  # noqa: E402
 from ..rewards import RBRReward, RewardBatch  # noqa: E402
 from ..rewards.reward import per_item  # noqa: E402
 
@@ -146,12 +146,14 @@ class PromptTable:
         self._entries: dict[tuple, tuple[int, PromptEntry]] = {}
         for i, conv in enumerate(conversations):
             try:
-                check_conversation(conv)
+                messages = checked_conversation(conv)
             except ConversationError as exc:
                 raise ConversationError(f"conversation {i}: {exc}") from None
+            # The policy model's prompt is the conversation as given (a chat template may read more keys);
+            # the grader reads the checked messages.
             ids = list(input_ids[i]) if input_ids is not None else encode_prompt(tokenizer, conv, chat_template_kwargs)
             self.input_ids.append(ids)
-            entry = PromptEntry(tuple(_freeze(m) for m in conv), categories[i], response_types[i])
+            entry = PromptEntry(tuple(_freeze(m) for m in messages), categories[i], response_types[i])
             key = self._key(ids)
             if key in self._entries and self._entries[key][1] != entry:
                 j = self._entries[key][0]

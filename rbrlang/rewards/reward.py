@@ -3,7 +3,7 @@
 One call takes a batch of (conversation, completion) items with their request
 categories or response types and gives one reward per item:
 
-1. route each item (the rule of `rbrlang.data.records`: a response type wins, a
+1. route each item (`CompiledPolicy.route_item`: a response type wins, a
    category goes through the policy's routes; no route: no RBR reward);
 2. grade only the routed items, in one grader call (P(yes) per proposition);
 3. calibrate P(yes) when the compiled folder holds a calibration;
@@ -23,7 +23,6 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from ..errors import ConversationError, PolicyError
 from ..policy import CompiledPolicy, load_policy
-from ..policy.rendering import check_conversation
 
 RewardModel = Callable[[list, list], Any]  # (conversations, completions) -> [N] floats
 
@@ -146,7 +145,7 @@ class RBRReward:
                 RM score, or no grader; ConversationError: a malformed
                 conversation or completion (naming the item).
         """
-        self._check_conversations(conversations)
+        conversations = self._conversations(conversations)
         n = len(conversations)
         texts = self._completions(completions, n)
         routed = self.route(n, categories, response_types)
@@ -184,15 +183,13 @@ class RBRReward:
         types = per_item(response_types, n, "response_types")
         out: list[Optional[str]] = []
         for i in range(n):
-            if types[i] is not None:
-                try:
-                    out.append(self.policy.response_type(str(types[i])).name)
-                except PolicyError as exc:
-                    raise PolicyError(f"item {i}: {exc}") from None
-            elif cats[i] is not None:
-                out.append(self.policy.route(str(cats[i])))
-            else:
-                out.append(None)
+            # Trainer columns may hold non-strings (numpy strings, numbers): routed as their text.
+            rt, cat = types[i], cats[i]
+            try:
+                out.append(self.policy.route_item(response_type=None if rt is None else str(rt),
+                                                  category=None if cat is None else str(cat)))
+            except PolicyError as exc:
+                raise PolicyError(f"item {i}: {exc}") from None
         return out
 
     def _completions(self, completions, n: int) -> list[str]:
@@ -211,14 +208,18 @@ class RBRReward:
         return texts
 
     @staticmethod
-    def _check_conversations(conversations) -> None:
+    def _conversations(conversations) -> list[list[dict]]:
+        from ..data.records import checked_conversation
+
         if isinstance(conversations, (str, bytes, Mapping)) or not hasattr(conversations, "__len__"):
             raise ConversationError("conversations must be a list of conversations, each a list of messages")
+        out = []
         for i, conv in enumerate(conversations):
             try:
-                check_conversation(conv)
+                out.append(checked_conversation(conv))
             except ConversationError as exc:
                 raise ConversationError(f"conversation {i}: {exc}") from None
+        return out
 
     def _rm_scores(self, conversations, texts, given, n: int) -> list[Optional[float]]:
         if given is None and self.rm is None:
