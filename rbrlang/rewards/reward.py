@@ -242,29 +242,30 @@ class RBRReward:
         return values
 
     def _probabilities(self, conversations, texts, items: list[int], p_yes, n: int):
-        """`[len(items), P]` float64 P(yes) of the routed items, calibrated when the policy says so."""
+        """`[len(items), P]` float64 P(yes) of the routed items (`rbrlang.data.probabilities`:
+        checked, calibrated when the policy has a calibration), in one grader call."""
+        import numpy as np
         import torch
 
+        from ..data.probabilities import Given, probabilities
+
         width = len(self.policy.propositions)
+        given = None
         if p_yes is not None:
-            probs = torch.as_tensor(p_yes, dtype=torch.float64)
-            if probs.dim() != 2 or tuple(probs.shape) != (n, width):
+            values = torch.as_tensor(p_yes, dtype=torch.float64)
+            if values.dim() != 2 or tuple(values.shape) != (n, width):
                 raise PolicyError(f"p_yes must have shape [{n}, {width}] (items × the policy's propositions), "
-                                  f"got {list(probs.shape)}")
-            probs = probs[items]
+                                  f"got {list(values.shape)}")
+            values = values[items].cpu().numpy()
+            if not np.isfinite(values).all():
+                raise PolicyError("p_yes must be finite probabilities in [0, 1]")
+            # Given P(yes) stand for the grader's: calibrated like them.
+            given = Given(values, np.ones(values.shape, dtype=bool), np.zeros(len(items), dtype=bool))
         elif self.grader is None:
             raise PolicyError("this RBRReward has no grader: give one (RBRReward(policy, grader)) or pass p_yes")
-        else:
-            probs = torch.as_tensor(self.grader.grade(self.policy, [conversations[i] for i in items],
-                                                      [texts[i] for i in items]), dtype=torch.float64)
-            if tuple(probs.shape) != (len(items), width):
-                raise PolicyError(f"the grader returned shape {list(probs.shape)}, expected "
-                                  f"[{len(items)}, {width}] (items × the policy's propositions)")
-        if not bool(torch.isfinite(probs).all()) or bool(((probs < 0) | (probs > 1)).any()):
-            raise PolicyError("P(yes) must be finite probabilities in [0, 1]")
-        if getattr(self.policy, "calibration", None) is not None:
-            probs = torch.as_tensor(self.policy.calibrate(probs), dtype=torch.float64)
-        return probs
+        result = probabilities(self.policy, self.grader, [conversations[i] for i in items],
+                               [texts[i] for i in items], given=given, chunk=None)
+        return torch.from_numpy(result.p_yes)
 
 
 def per_item(values, n: int, what: str) -> list:
