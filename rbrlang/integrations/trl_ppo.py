@@ -101,7 +101,7 @@ from torch import nn  # noqa: E402
 from ..errors import ConversationError, PolicyError  # noqa: E402
 from ..data.records import checked_conversation  # noqa: E402
 from ..rewards import RBRReward, RewardBatch  # noqa: E402
-from ..rewards.reward import per_item  # noqa: E402
+from ..rewards.reward import UNROUTED_REWARD, per_item  # noqa: E402
 
 __all__ = ["PromptEntry", "PromptTable", "RBRRewardModel", "RBRScorer", "encode_prompt", "trl_ppo_problem"]
 
@@ -192,7 +192,7 @@ class RBRScorer(nn.Module):
     reward of each sequence out, as `hidden_states[-1]` of shape [B, T, 1]."""
 
     def __init__(self, reward: RBRReward, tokenizer, prompts: Optional[PromptTable] = None,
-                 default_category: Optional[str] = None, unrouted_reward: float = 0.0):
+                 default_category: Optional[str] = None, unrouted_reward: float = UNROUTED_REWARD):
         super().__init__()
         if not isinstance(reward, RBRReward):
             raise PolicyError(f"reward must be an RBRReward, not {type(reward).__name__}")
@@ -231,7 +231,8 @@ class RBRScorer(nn.Module):
             types.append(entry.response_type)
         batch = self.reward(conversations, completions, categories=categories, response_types=types)
         self.last_batch = batch
-        return torch.tensor([self.unrouted_reward if r is None else r for r in batch.rewards], dtype=torch.float32)
+        # PPO needs a number per sequence: the unrouted rule with this model's `unrouted_reward`.
+        return torch.tensor(batch.numbers(self.unrouted_reward), dtype=torch.float32)
 
     def _split_column(self, rows: list) -> int:
         """The column where every sequence's response starts (PPO's context_length)."""
@@ -298,7 +299,7 @@ class RBRRewardModel(nn.Module):
     base_model_prefix = "rbr"
 
     def __init__(self, reward: RBRReward, tokenizer, prompts: Optional[PromptTable] = None,
-                 default_category: Optional[str] = None, unrouted_reward: float = 0.0):
+                 default_category: Optional[str] = None, unrouted_reward: float = UNROUTED_REWARD):
         super().__init__()
         self.rbr = RBRScorer(reward, tokenizer, prompts, default_category, unrouted_reward)
         self.score = nn.Identity()

@@ -10,9 +10,13 @@ categories or response types and gives one reward per item:
 4. per response type, in one call each: features, then `policy.reward`;
 5. add the reward model's score when an RM is part of the reward.
 
-The reward model decides alone where there is no route: an unrouted item's
-reward is its RM score when this object has one, else None (so a trainer's
-other reward functions decide there).
+The unrouted rule, the same for every integration (`unrouted_reward` below,
+docs/TRAINING.md "Prompts without a route"): an item whose category has no
+route gets no RBR reward; its reward is its RM score when there is an RM,
+else none: None where the trainer takes None (TRL GRPO/RLOO: another reward
+function decides there), `UNROUTED_REWARD` (0.0) or the integration's
+`unrouted_reward` where the trainer needs a number (TRL PPO's reward model,
+OpenRLHF, veRL).
 """
 from __future__ import annotations
 
@@ -25,6 +29,28 @@ from ..errors import ConversationError, PolicyError
 from ..policy import CompiledPolicy, load_policy
 
 RewardModel = Callable[[list, list], Any]  # (conversations, completions) -> [N] floats
+
+# What an unrouted item without an RM scores where the trainer needs a number.
+UNROUTED_REWARD = 0.0
+
+
+def unrouted_reward(rbr: Optional[float], rm: Optional[float],
+                    unrouted: Optional[float] = None) -> Optional[float]:
+    """One item's reward, by the unrouted rule (the one place it is written).
+
+    rbr: the policy's reward, None where the item has no route; rm: the reward
+    model's score, None without an RM; unrouted: what an unrouted item without
+    an RM gets: None for trainers that take None (TRL GRPO/RLOO), a number
+    (`UNROUTED_REWARD` by default) for those that need one.
+
+    >>> unrouted_reward(1.5, None), unrouted_reward(1.5, 0.25), unrouted_reward(None, 0.25)
+    (1.5, 1.75, 0.25)
+    >>> unrouted_reward(None, None), unrouted_reward(None, None, UNROUTED_REWARD)
+    (None, 0.0)
+    """
+    if rbr is None:
+        return rm if rm is not None else unrouted
+    return rbr if rm is None else rbr + rm
 
 
 @dataclass(frozen=True)
@@ -47,6 +73,11 @@ class RewardBatch:
 
     def __len__(self) -> int:
         return len(self.rewards)
+
+    def numbers(self, unrouted: float = UNROUTED_REWARD) -> list[float]:
+        """`rewards` for a trainer that needs a number for every item: `unrouted`
+        where an item has no route and there is no RM (`unrouted_reward`)."""
+        return [float(unrouted_reward(r, m, unrouted)) for r, m in zip(self.rbr, self.rm)]
 
     def mean_class_probabilities(self) -> dict[str, dict[str, float]]:
         """`{response type: {class: mean probability}}` over the routed items, for logging."""
@@ -169,7 +200,7 @@ class RBRReward:
                     class_probs[items[k]] = dict(zip(rt.classes, cp))
 
         # Routed: RBR (+ RM). Unrouted: the RM alone, or None for other reward functions to decide.
-        rewards = [m if r is None else r if m is None else r + m for r, m in zip(rbr, rm)]
+        rewards = [unrouted_reward(r, m) for r, m in zip(rbr, rm)]
         return RewardBatch(rewards=rewards, response_types=routed, class_probabilities=class_probs,
                            rbr=rbr, rm=rm)
 
