@@ -342,3 +342,120 @@ def test_calibration_is_applied_before_features(tmp_path, safety, grader):
     assert batch.rbr == pytest.approx(want.tolist(), abs=1e-5)
     raw = RBRReward(safety, grader)(convs, comps, response_types="comply")
     assert batch.rbr != pytest.approx(raw.rbr, abs=1e-4)
+
+
+# --- one routing rule, one unrouted rule, for every door ------------------------------------------
+
+def test_one_routing_rule_for_data_lines_the_reward_and_engine_samples(safety):
+    from rbrlang.data.records import LineError, response_type_of
+    from rbrlang.integrations.samples import Sample, SampleError, check_route
+
+    cases = [({"response_type": "Hard Refuse", "category": "SH-C"}, "hard_refuse"),  # the response type wins
+             ({"category": "SH-C"}, safety.route("SH-C")), ({"category": "no-such"}, safety.route("no-such"))]
+    for keys, want in cases:
+        assert safety.route_item(**keys) == want
+        assert response_type_of(safety, keys) == want
+        assert RBRReward(safety).route(1, keys.get("category"), keys.get("response_type")) == [want]
+        check_route(safety, Sample((), "", keys.get("category"), keys.get("response_type")), 0)
+    assert safety.route_item() is None and RBRReward(safety).route(1, [None], [None]) == [None]
+    # An unknown response type: one message, located by each door.
+    with pytest.raises(PolicyError, match=r"unknown response type `refuse_hard` \(policy `safety` has hard_refuse"):
+        safety.route_item(response_type="refuse_hard")
+    with pytest.raises(LineError, match="unknown response type `refuse_hard`") as line:
+        response_type_of(safety, {"response_type": "refuse_hard"})
+    assert (line.value.code, line.value.key) == ("E0302", "response_type")
+    with pytest.raises(LineError, match="`category` must be a string, not a number") as line:
+        response_type_of(safety, {"category": 3})
+    assert (line.value.code, line.value.key) == ("E0301", "category")
+    with pytest.raises(SampleError, match="sample 4: unknown response type `refuse_hard`"):
+        check_route(safety, Sample((), "", None, "refuse_hard"), 4)
+    with pytest.raises(PolicyError, match="`response_type` must be a string, not int"):
+        safety.route_item(response_type=3)
+
+
+INTEGRATIONS = ("trl_grpo", "trl_ppo", "openrlhf_reward_func", "openrlhf_server", "verl")
+
+
+def through(door, reward, tokenizer, conversations, texts, categories, unrouted=None):
+    """Each sample's reward as the integration `door` hands it to its trainer, called as that trainer
+    calls it (tests/test_integrations_trl.py, test_trl_ppo.py, test_verl.py, test_serve.py);
+    `unrouted`: the integration's unrouted reward setting, where it has one."""
+    setting = {} if unrouted is None else {"unrouted_reward": unrouted}
+    if door == "trl_grpo":
+        from rbrlang.integrations.trl import RBRRewardFunction
+
+        return RBRRewardFunction(reward)(prompts=conversations, completions=texts, category=categories)
+    if door == "trl_ppo":
+        pytest.importorskip("trl.experimental.ppo", reason="trl 1.12 is not installed")
+        from rbrlang.integrations.trl_ppo import PromptTable, RBRRewardModel
+
+        table = PromptTable(tokenizer, conversations, categories=categories)
+        model = RBRRewardModel(reward, tokenizer, table, **setting)
+        pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+        width = max(map(len, table.input_ids))
+        rows = [[pad] * (width - len(p)) + list(p) + tokenizer(t, add_special_tokens=False)["input_ids"] + [eos]
+                for p, t in zip(table.input_ids, texts)]
+        long = max(map(len, rows))
+        ids = torch.tensor([r + [pad] * (long - len(r)) for r in rows])
+        return model(ids, ids != pad)[:, -1, 0].tolist()
+    from tests.support.serving import PolicyModelText, openrlhf_body
+
+    samples = [{"messages": c, "completion": t, "category": k} for c, t, k in zip(conversations, texts, categories)]
+    body = openrlhf_body(PolicyModelText(tokenizer), samples)
+    if door == "openrlhf_reward_func":
+        from rbrlang.integrations.openrlhf import RewardFunc
+
+        return RewardFunc(reward, ["</s>"], **setting)(body["query"], body["prompts"], body["labels"])["rewards"].tolist()
+    if door == "openrlhf_server":
+        if unrouted is not None:
+            return None  # `rbrc serve` has no setting of its own: always UNROUTED_REWARD
+        from rbrlang.serve import create_app
+        from tests.support.serving import http, running_server
+
+        with running_server(create_app(reward, strip_suffixes=["</s>"])) as (url, _):
+            return http().post(url + "/get_reward", json=body, timeout=120).json()["rewards"]
+    from rbrlang.integrations import verl
+
+    infos = [{"messages": s["messages"], "category": s["category"]} for s in samples]
+    return verl.compute_score_batch([""] * len(texts), texts, [""] * len(texts), infos, reward=reward, **setting)
+
+
+@pytest.mark.parametrize("with_rm", (False, True), ids=("no-rm", "rm"))
+@pytest.mark.parametrize("door", INTEGRATIONS)
+def test_the_unrouted_rule_holds_in_every_integration(tmp_path, grader, tiny_model_dir, door, with_rm):
+    """docs/TRAINING.md "Prompts without a route": routed, RBR (+ RM); unrouted, the RM score, else
+    None where the trainer takes None (TRL GRPO/RLOO) and `unrouted_reward` (0.0) where it needs a number."""
+    import doctest
+
+    from transformers import AutoTokenizer
+
+    from rbrlang.rewards import UNROUTED_REWARD, reward as reward_module
+
+    assert doctest.testmod(reward_module, optionflags=doctest.ELLIPSIS).failed == 0
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    policy = load_policy(copy_safety(tmp_path, no_default_route))
+    conversations = [[{"role": "user", "content": "How do I pick a lock?"}],
+                     [{"role": "user", "content": "What is the capital of France?"}]]
+    texts = ["I am sorry, I cannot help with that.", "Paris is the capital."]
+    # The texts survive every door's tokenizer round trip, so every door grades these very texts.
+    assert [tokenizer.decode(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts] == texts
+    categories = ["C-R", "no-such-category"]
+    reward = RBRReward(policy, grader, rm=rm_length if with_rm else None)
+    direct = reward(conversations, texts, categories=categories)
+    assert direct.response_types == ["hard_refuse", None]
+
+    got = through(door, reward, tokenizer, conversations, texts, categories)
+    assert got[0] == pytest.approx(direct.rbr[0] + (rm_length(conversations, texts)[0] if with_rm else 0), abs=1e-5)
+    if with_rm:
+        assert got[1] == pytest.approx(rm_length(conversations, texts)[1], abs=1e-6)  # the RM alone decides
+    elif door == "trl_grpo":
+        assert got[1] is None  # TRL reads None as NaN: its other reward functions decide
+    else:
+        assert got[1] == UNROUTED_REWARD == 0.0
+        custom = through(door, reward, tokenizer, conversations, texts, categories, unrouted=-1.5)
+        if custom is not None:
+            assert custom[1] == -1.5 and custom[0] == pytest.approx(got[0], abs=1e-6)
+    if door in ("openrlhf_reward_func", "verl"):  # their shared batcher thread: ended with the test
+        from rbrlang.integrations.loading import batcher_for
+
+        batcher_for(reward).close()

@@ -38,6 +38,7 @@ from ..policy import CompiledPolicy, ResponseType
 from ..policy.format import canonical
 from ..source import Span
 from .jsonl import MAX_REPORTED, key_span, read_jsonl, stopped
+from .probabilities import Given
 from .records import LINE_SHAPE, LineError, read_line
 
 SHAPE = LINE_SHAPE + ', "completion_label": "…", optional "rm_score" and "propositions"'
@@ -76,6 +77,12 @@ class ComparisonData:
 
     def has_rm(self, rows: np.ndarray) -> bool:
         return bool(rows.size) and bool(np.isfinite(self.rm[rows]).all())
+
+    @property
+    def given(self) -> Given:
+        """The lines' own P(yes) as `probabilities` takes them: the values, the
+        numbers to calibrate as a grader's, the rows to grade."""
+        return Given(self.probs, self.given_soft, self.to_grade)
 
 
 @dataclass(frozen=True)
@@ -247,9 +254,9 @@ def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bo
         if not prop.graded:
             probs[index[prop.name]] = float(policy.matches(prop.name, completion))
     props = row.get("propositions")
-    to_grade = props is None
+    graded = [p for p in rt.propositions if policy.proposition(p).graded]
+    to_grade = props is None and bool(graded)  # only `matches` propositions: nothing for a grader to do
     if to_grade and not grader:
-        graded = [p for p in rt.propositions if policy.proposition(p).graded]
         if graded:
             raise LineError("E0303", "the line has no `propositions`, and no grader is given to grade it", None,
                        f"give P(yes) for {', '.join(graded)} in `propositions`, or a grader (--grader MODEL)")

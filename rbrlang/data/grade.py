@@ -11,6 +11,7 @@ from .. import diagnostics as dg
 from ..policy import CompiledPolicy
 from ..files import AtomicFile, check_output_file
 from .jsonl import read_jsonl
+from .probabilities import CHUNK, probabilities
 from .records import LineError, read_line
 
 
@@ -50,25 +51,22 @@ def is_grade_output(path: Path) -> bool:
 GRADE_OUTPUT = "an earlier `rbrc grade` output"
 
 
-def write_grades(policy: CompiledPolicy, grader, items: Sequence[GradeItem], fh, chunk: int = 64,
+def write_grades(policy: CompiledPolicy, grader, items: Sequence[GradeItem], fh, chunk: int = CHUNK,
                  progress: bool = True) -> int:
-    """Grade items in chunks and write one JSON row per item to `fh`; returns the count."""
-    from tqdm import tqdm
+    """Grade items and write one JSON row per item to `fh`; returns the count.
 
-    written = 0
-    with tqdm(total=len(items), unit="item", disable=not progress, desc="grading") as bar:
-        for start in range(0, len(items), chunk):
-            part = items[start:start + chunk]
-            grades = grader.grade_detailed(policy, [i.conversation for i in part], [i.response for i in part])
-            fh.write("".join(json.dumps(_row(policy, item, grades.p_yes[k:k + 1], grades.answer_mass[k]),
-                                        ensure_ascii=False) + "\n" for k, item in enumerate(part)))
-            written += len(part)
-            bar.update(len(part))
-    return written
+    The rows hold raw P(yes) (`calibration=None`): they are what `rbrc eval
+    --probs` reads as the grader's answers, to score and calibrate on."""
+    result = probabilities(policy, grader, [i.conversation for i in items], [i.response for i in items],
+                           calibration=None, chunk=chunk, progress=progress, detailed=True)
+    for k, item in enumerate(items):
+        fh.write(json.dumps(_row(policy, item, result.p_yes[k:k + 1], result.answer_mass[k]), ensure_ascii=False)
+                 + "\n")
+    return len(items)
 
 
 def grade_file(policy: CompiledPolicy, grader, data: Path, out: Path, keep_going: bool = False,
-               chunk: int = 64, progress: bool = True) -> tuple[int, list[dg.Diagnostic]]:
+               chunk: int = CHUNK, progress: bool = True) -> tuple[int, list[dg.Diagnostic]]:
     """Grade every line; returns (lines written, diagnostics for bad lines).
 
     Reads and checks every line first; any bad line stops the run before
@@ -88,7 +86,7 @@ def grade_file(policy: CompiledPolicy, grader, data: Path, out: Path, keep_going
 
 def _row(policy: CompiledPolicy, item: GradeItem, probs, mass) -> dict:
     names = policy.proposition_names
-    probs = probs.double()  # class probabilities sum to 1 to the last digit
+    # float64 (as `probabilities` gives them): class probabilities sum to 1 to the last digit
     row = {
         "line": item.line,
         "response_type": item.response_type,

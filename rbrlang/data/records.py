@@ -8,6 +8,10 @@ agree on the one routing rule:
 - otherwise `category` goes through the policy's routes; a category with no
   route (and no `route default`) gets no response type: `None`, no RBR reward;
 - a line with neither is an error.
+
+The rule itself is `CompiledPolicy.route_item` (the reward and the trainer
+integrations use it too); this module locates its errors at a line's field.
+The conversation check (`checked_conversation`) is here for every door too.
 """
 from __future__ import annotations
 
@@ -37,24 +41,21 @@ class LineError(RbrError, ValueError):
 
 
 def response_type_of(policy: CompiledPolicy, record: Mapping[str, Any]) -> Optional[str]:
-    """The response type a record is judged under, or None (no route: no RBR reward)."""
-    name = record.get("response_type")
-    if name is not None:
-        if not isinstance(name, str):
-            raise LineError("E0301", f"`response_type` must be a string, not {_json_type(name)}", "response_type",
-                            "name a response type of the policy: " + ", ".join(policy.response_types))
-        try:
-            return policy.response_type(name).name
-        except PolicyError as exc:
-            raise LineError("E0302", str(exc), "response_type",
-                            "name a response type of the policy, or give `category` instead")
-    category = record.get("category")
-    if category is not None:
-        if not isinstance(category, str):
-            raise LineError("E0301", f"`category` must be a string, not {_json_type(category)}", "category",
-                            'write the request category as text: "category": "C-R"')
-        return policy.route(category)
-    raise LineError("E0301", "the line has neither `response_type` nor `category`; add one of them")
+    """The response type a record is judged under, or None (no route: no RBR
+    reward): `CompiledPolicy.route_item`'s rule, its errors located at the field."""
+    name, category = record.get("response_type"), record.get("category")
+    if name is None and category is None:
+        raise LineError("E0301", "the line has neither `response_type` nor `category`; add one of them")
+    try:
+        return policy.route_item(response_type=name, category=category)
+    except PolicyError as exc:
+        key = "response_type" if name is not None else "category"
+        value = record[key]
+        if isinstance(value, str):  # only a response type can be unknown
+            raise LineError("E0302", str(exc), key, "name a response type of the policy, or give `category` instead")
+        raise LineError("E0301", f"`{key}` must be a string, not {_json_type(value)}", key,
+                        "name a response type of the policy: " + ", ".join(policy.response_types)
+                        if key == "response_type" else 'write the request category as text: "category": "C-R"')
 
 
 def _json_type(value: Any) -> str:
@@ -70,6 +71,22 @@ def _json_type(value: Any) -> str:
     return type(value).__name__
 
 
+def checked_conversation(value: Any) -> list:
+    """The one conversation check every door uses (data lines, `RBRReward`, the
+    trainer integrations): a list or tuple of messages (or an array of them, as
+    parquet readers give lists back), each with string `role` and `content`.
+
+    Returns a new list of `{"role", "content"}` dicts: other keys are dropped,
+    because prompts see only these two and the grade cache keys on the
+    conversation (an exported chat's message ids would defeat it). Raises
+    ConversationError (`policy.rendering.check_conversation`'s message); the
+    caller adds where the conversation was."""
+    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):
+        value = value.tolist()
+    check_conversation(value)
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
 def completion_text(value: Any) -> str:
     """A completion given as a string, or as assistant message(s)."""
     if isinstance(value, str):
@@ -77,10 +94,10 @@ def completion_text(value: Any) -> str:
     if isinstance(value, Mapping):
         value = [value]
     if isinstance(value, list) and value and all(isinstance(m, Mapping) for m in value):
-        check_conversation(value)
-        if any(m["role"] != "assistant" for m in value):
+        messages = checked_conversation(value)
+        if any(m["role"] != "assistant" for m in messages):
             raise ConversationError("the completion's messages must all be the assistant's")
-        return "".join(m["content"] for m in value)
+        return "".join(m["content"] for m in messages)
     if isinstance(value, list) and not value:
         return ""
     raise ConversationError("`completion` is a string or a list of assistant messages")
@@ -92,10 +109,9 @@ def conversation_of(record: Mapping[str, Any]) -> list:
     if prompt is None:
         raise LineError("E0301", "the line has no `prompt` (the conversation as a list of messages)", "prompt")
     try:
-        check_conversation(prompt)
+        return checked_conversation(prompt)
     except ConversationError as exc:
         raise LineError("E0301", f"`prompt`: {exc}", "prompt")
-    return list(prompt)
 
 
 def read_line(policy: CompiledPolicy, row: Any) -> tuple[Optional[str], list, str]:

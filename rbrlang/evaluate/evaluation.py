@@ -10,17 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-import numpy as np
-
 from ..errors import UsageError
 from ..policy import CompiledPolicy
 from ..policy.calibration import Calibration
 from ..data.comparisons import read_comparisons
+from ..data.probabilities import probabilities
 from .gold import GoldReport, evaluate_gold
 from .inputs import file_sha256, read_gold, read_probabilities
 from .rewards import RewardReport, evaluate_rewards, held_out_note
-
-CHUNK = 64  # completions per grader call: the progress bar moves, memory stays flat
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,12 +58,12 @@ def evaluate(policy: CompiledPolicy, *, gold=None, probs=None, grader=None, comp
     gold_probs = read_probabilities(policy, probs, gold_set) if probs is not None else None
     # Lines without `propositions` need a grader: without one the reader names each of them.
     data = read_comparisons(policy, comparisons, grader=grader is not None) if comparisons is not None else None
-    to_grade = list(np.flatnonzero(data.to_grade)) if data is not None else []
 
     gold_report = None
     if gold_set is not None:
-        if gold_probs is None:
-            gold_probs = _grade(policy, grader, gold_set.conversations, gold_set.completions, progress, "gold")
+        if gold_probs is None:  # raw: the gold report calibrates (or scores calibration.json) itself
+            gold_probs = probabilities(policy, grader, gold_set.conversations, gold_set.completions,
+                                       calibration=None, progress=progress, desc="grading gold").p_yes
             source = f"grader {getattr(grader, 'identity', type(grader).__name__)}"
         else:
             source = f"probabilities {probs}"
@@ -75,18 +72,13 @@ def evaluate(policy: CompiledPolicy, *, gold=None, probs=None, grader=None, comp
 
     reward_report = None
     if data is not None:
-        p = data.probs.copy()
-        graded = data.given_soft.copy()  # cells a grader produced or a line gave as a float: calibrated
-        if to_grade:
-            rows = np.array(to_grade)
-            p[rows] = _grade(policy, grader, [data.conversations[i] for i in to_grade],
-                             [data.completions[i] for i in to_grade], progress, "comparisons")
-            graded[rows] = True
         fitted = gold_report.fitted if gold_report is not None else None
         calibration = fitted if fitted is not None else policy.calibration
+        # P(yes) from a grader, and numbers a line gave as a grader's, are calibrated; booleans are not.
+        p = probabilities(policy, grader, data.conversations, data.completions, given=data.given,
+                          calibration=calibration, progress=progress, desc="grading comparisons").p_yes
         notes = []
         if calibration is not None:
-            p = np.where(graded, calibration.apply(policy.proposition_names, p), p)
             notes.append("P(yes) from a grader or given as numbers are calibrated "
                          + ("with the calibration fitted now" if fitted is not None else "with calibration.json"))
         note = held_out_note(policy, data.sha256)
@@ -94,16 +86,3 @@ def evaluate(policy: CompiledPolicy, *, gold=None, probs=None, grader=None, comp
             notes.append(note)
         reward_report = evaluate_rewards(policy, data, p, tuple(notes))
     return Evaluation(policy.name, str(folder), seed, gold_report, reward_report)
-
-
-def _grade(policy, grader, conversations, completions, progress: bool, what: str) -> np.ndarray:
-    from tqdm import tqdm
-
-    out = []
-    with tqdm(total=len(completions), unit="item", desc=f"grading {what}", disable=not progress) as bar:
-        for start in range(0, len(completions), CHUNK):
-            part = slice(start, start + CHUNK)
-            probs = grader.grade(policy, list(conversations[part]), list(completions[part]))
-            out.append(np.asarray(probs.double() if hasattr(probs, "double") else probs, dtype=float))
-            bar.update(len(out[-1]))
-    return np.concatenate(out) if out else np.zeros((0, len(policy.proposition_names)))

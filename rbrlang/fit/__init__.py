@@ -26,7 +26,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from ..data.comparisons import ComparisonData, pairs_of, read_comparisons
-from ..errors import GraderError, UsageError
+from ..data.probabilities import probabilities
+from ..errors import UsageError
 from ..policy import CompiledPolicy
 from ..policy.weights import FittedWeights
 from .select import (DECAYS, DEFAULT_DECAY, Candidate, check_settings, choose_decay, pair_error,
@@ -34,8 +35,6 @@ from .select import (DECAYS, DEFAULT_DECAY, Candidate, check_settings, choose_de
 from .solver import PairProblem, hinge, solve
 
 __all__ = ["FitResult", "ResponseTypeFit", "fit_policy", "DECAYS"]
-
-GRADE_CHUNK = 64
 
 
 @dataclass(frozen=True)
@@ -100,36 +99,13 @@ def fit_policy(policy: CompiledPolicy, data, grader=None, decay: Optional[float]
 def _probabilities(policy: CompiledPolicy, data: ComparisonData, grader,
                    progress: Optional[bool]) -> tuple[np.ndarray, int]:
     """`[N, P]` P(yes): the lines' own, the grader's for lines without them;
-    then the policy's calibration (calibration.json) for every P(yes) a grader
-    gave, as the reward will see them. Human booleans are not calibrated."""
-    probs = data.probs.copy()
-    soft = data.given_soft.copy()
-    todo = np.flatnonzero(data.to_grade)
-    if todo.size:
-        if grader is None:
-            raise UsageError("some lines have no `propositions`: give a grader to grade them")
-        from tqdm import tqdm
-
-        graded_cols = np.array([p.graded for p in policy.propositions])
-        quiet = None if progress is None else not progress
-        with tqdm(total=int(todo.size), unit="line", desc="grading", disable=quiet) as bar:
-            for start in range(0, todo.size, GRADE_CHUNK):
-                part = todo[start:start + GRADE_CHUNK]
-                out = grader.grade(policy, [data.conversations[i] for i in part],
-                                   [data.completions[i] for i in part])
-                out = np.asarray(out.detach().cpu().double() if hasattr(out, "detach") else out, dtype=np.float64)
-                if out.shape != (part.size, len(policy.propositions)) or not np.isfinite(out).all():
-                    raise GraderError(f"the grader returned {out.shape} values (or non-finite ones) for "
-                                      f"{part.size} lines × {len(policy.propositions)} propositions")
-                probs[np.ix_(part, np.flatnonzero(graded_cols))] = out[:, graded_cols]
-                soft[np.ix_(part, np.flatnonzero(graded_cols))] = True
-                bar.update(part.size)
-    if getattr(policy, "calibration", None) is not None and soft.any():
-        import torch
-
-        calibrated = policy.calibrate(torch.as_tensor(np.nan_to_num(probs, nan=0.5))).double().numpy()
-        probs = np.where(soft, calibrated, probs)
-    return probs, int(todo.size)
+    calibrated (calibration.json) where a grader gave them or a line gave a
+    grader's number, as the reward will see them. Human booleans are not."""
+    if grader is None and data.to_grade.any():
+        raise UsageError("some lines have no `propositions`: give a grader to grade them")
+    result = probabilities(policy, grader, data.conversations, data.completions, given=data.given,
+                           progress=progress)
+    return result.p_yes, result.graded
 
 
 def _features(policy: CompiledPolicy, name: str, probs: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ name and call it with data only (OpenRLHF's `reward_func` file, veRL's
                       several as a JSON list: '["<|eot_id|>", "</s>"]'
 
     RBR_MAX_BATCH     optional: samples per grader batch at most (default 64)
+    RBR_UNROUTED_REWARD  optional: the reward of a sample whose category has no route, when
+                      there is no RM (default 0.0; see `rbrlang.rewards.unrouted_reward`)
 
 The reward is built at the first call and kept (engines call these functions
 many times, from threads): a lock makes the first load happen once. Calls
@@ -31,6 +33,7 @@ from ..errors import UsageError
 ENV_POLICY, ENV_GRADER, ENV_RM = "RBR_POLICY", "RBR_GRADER", "RBR_RM"
 ENV_DEVICE, ENV_DTYPE, ENV_STRIP = "RBR_DEVICE", "RBR_DTYPE", "RBR_STRIP_SUFFIX"
 ENV_MAX_BATCH = "RBR_MAX_BATCH"
+ENV_UNROUTED = "RBR_UNROUTED_REWARD"
 ENV_BACKEND, ENV_BASE_URL = "RBR_BACKEND", "RBR_BASE_URL"
 
 _lock = threading.Lock()
@@ -83,6 +86,24 @@ def strip_suffixes(value: Optional[str] = None) -> tuple[str, ...]:
             raise UsageError(f"{ENV_STRIP} must be one suffix or a JSON list of strings")
         return tuple(items)
     return (value,)
+
+
+def unrouted_reward_setting(value=None) -> float:
+    """What a sample without a route (and without an RM) scores: `value` when
+    given, else `RBR_UNROUTED_REWARD`, else `rbrlang.rewards.UNROUTED_REWARD`."""
+    import math
+
+    from ..rewards.reward import UNROUTED_REWARD
+
+    if value is None:
+        value = os.environ.get(ENV_UNROUTED) or UNROUTED_REWARD
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise UsageError(f"unrouted reward {value!r} ({ENV_UNROUTED} or `unrouted_reward`): give a finite number")
+    return number
 
 
 def batcher_for(reward):

@@ -51,6 +51,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Optional, Sequence
 
+from ..rewards.reward import UNROUTED_REWARD
 from .samples import ItemReward, Sample, SampleError, check_route, conversation_from, extra_logs
 
 
@@ -143,11 +144,12 @@ def samples_from_request(queries: Any, prompts: Any, labels: Any, policy=None,
     return out
 
 
-def answer(items: Sequence[ItemReward], has_rm: bool) -> dict:
+def answer(items: Sequence[ItemReward], has_rm: bool, unrouted: float = UNROUTED_REWARD) -> dict:
     """OpenRLHF's answer for scored samples, as lists (what its `serve_rm` sends):
-    `rewards`, `scores` (the same numbers: dynamic filtering sees the reward) and
+    `rewards` (`unrouted` where a sample has no route and there is no RM),
+    `scores` (the same numbers: dynamic filtering sees the reward) and
     `extra_logs` (see `samples.extra_logs`)."""
-    rewards = [i.reward for i in items]
+    rewards = [i.number(unrouted) for i in items]
     return {"rewards": rewards, "scores": list(rewards), "extra_logs": extra_logs(items, has_rm)}
 
 
@@ -157,14 +159,16 @@ class RewardFunc:
     OpenRLHF calls it from many threads at once, one sample each
     (`asyncio.to_thread` in `_fetch_rewards_via_func`): the calls share grader
     batches through one `ThreadBatcher`, which runs the grader on one thread.
-    It answers float tensors, as OpenRLHF's example reward functions do.
+    It answers float tensors, as OpenRLHF's example reward functions do; a
+    sample without a route and without an RM scores `unrouted_reward`.
     """
 
-    def __init__(self, reward, strip_suffixes: Sequence[str] = ()):
+    def __init__(self, reward, strip_suffixes: Sequence[str] = (), unrouted_reward: float = UNROUTED_REWARD):
         from .loading import batcher_for
 
         self.reward = reward
         self.strip_suffixes = tuple(strip_suffixes)
+        self.unrouted_reward = float(unrouted_reward)
         self.batcher = batcher_for(reward)
 
     def __call__(self, queries, prompts, labels, **kwargs) -> dict:
@@ -172,7 +176,7 @@ class RewardFunc:
 
         samples = samples_from_request(list(queries), list(prompts), list(labels), self.reward.policy,
                                        self.strip_suffixes)
-        body = answer(self.batcher.submit(samples), self.reward.rm is not None)
+        body = answer(self.batcher.submit(samples), self.reward.rm is not None, self.unrouted_reward)
         return {"rewards": torch.tensor(body["rewards"], dtype=torch.float32),
                 "scores": torch.tensor(body["scores"], dtype=torch.float32),
                 "extra_logs": {k: torch.tensor(v, dtype=torch.float32) for k, v in body["extra_logs"].items()}}

@@ -27,8 +27,8 @@ def reward_func(queries, prompts, labels, **kwargs):
     global _func
     with _lock:  # OpenRLHF calls from many threads at once: load once
         if _func is None:
-            from rbrlang.integrations.loading import shared_reward, strip_suffixes
+            from rbrlang.integrations.loading import shared_reward, strip_suffixes, unrouted_reward_setting
             from rbrlang.integrations.openrlhf import RewardFunc
 
-            _func = RewardFunc(shared_reward(), strip_suffixes())
+            _func = RewardFunc(shared_reward(), strip_suffixes(), unrouted_reward_setting())
     return _func(queries, prompts, labels, **kwargs)

@@ -9,8 +9,9 @@ the same sample.
 
 Both engines need a number for every sample (OpenRLHF puts it in a tensor,
 veRL writes it into the reward tensor), so a sample whose category has no route
-gets its reward model score when there is a reward model, else 0.0, and
-`routed` says which it was (logged as `rbr_routed`).
+gets, by the unrouted rule (`rbrlang.rewards.unrouted_reward`), its reward
+model score when there is a reward model, else `unrouted_reward` (0.0 unless
+configured), and `routed` says which it was (logged as `rbr_routed`).
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from ..errors import ConversationError, PolicyError
-from ..policy.rendering import check_conversation
+from ..rewards.reward import UNROUTED_REWARD
+from ..data.records import checked_conversation
 
 
 class SampleError(PolicyError):
@@ -52,18 +54,24 @@ class Sample:
 class ItemReward:
     """One sample's reward as both engines take it.
 
-    reward: RBR (+ RM) where routed; the RM score or 0.0 where not.
+    total: `RBRReward`'s reward: RBR (+ RM) where routed; the RM score where
+        not, or None without an RM (`number` turns that into the engine's number).
     rbr: the policy's reward alone (0.0 where unrouted).
     rm: the reward model's score, or None without a reward model.
     routed: whether the sample's category has a response type.
     response_type: that response type, or None.
     """
 
-    reward: float
+    total: Optional[float]
     rbr: float
     rm: Optional[float]
     routed: bool
     response_type: Optional[str]
+
+    def number(self, unrouted: float = UNROUTED_REWARD) -> float:
+        """The reward as a number (the engines need one): `unrouted` where the
+        sample has no route and there is no RM (`rbrlang.rewards.unrouted_reward`)."""
+        return float(unrouted if self.total is None else self.total)
 
 
 def conversation_from(value: Any, index: int, what: str = "messages") -> tuple:
@@ -77,42 +85,33 @@ def conversation_from(value: Any, index: int, what: str = "messages") -> tuple:
         except json.JSONDecodeError as exc:
             raise SampleError(index, f"`{what}` is a string that is not JSON messages ({exc.msg} at "
                                      f"character {exc.pos})") from None
-    if hasattr(value, "tolist") and not isinstance(value, (list, tuple)):  # numpy arrays from parquet readers
-        value = value.tolist()
     try:
-        check_conversation(value)
+        return tuple(checked_conversation(value))
     except ConversationError as exc:
         raise SampleError(index, f"`{what}`: {exc}") from None
-    return tuple({"role": m["role"], "content": m["content"]} for m in value)
 
 
 def check_route(policy, sample: Sample, index: int) -> None:
-    """Fail early (before batching) on a sample with no route key or an unknown response type."""
+    """Fail early (before batching) on a sample with no route key or an unknown
+    response type (the rule: `CompiledPolicy.route_item`)."""
     if sample.category is None and sample.response_type is None:
         raise SampleError(index, "no `category` or `response_type`: the policy cannot route it")
-    if sample.response_type is not None:
-        try:
-            policy.response_type(sample.response_type)
-        except PolicyError as exc:
-            raise SampleError(index, str(exc)) from None
+    try:
+        policy.route_item(response_type=sample.response_type, category=sample.category)
+    except PolicyError as exc:
+        raise SampleError(index, str(exc)) from None
 
 
 def score_samples(reward, samples: Sequence[Sample]) -> list[ItemReward]:
-    """Score samples with an `RBRReward` in one call (one grader batch).
-
-    An unrouted sample's reward is its RM score when the reward has an RM,
-    else 0.0 (engines need a number; see the module docstring)."""
+    """Score samples with an `RBRReward` in one call (one grader batch); the
+    engine's number for an unrouted sample is `ItemReward.number`."""
     if not samples:
         return []
     batch = reward([list(s.conversation) for s in samples], [s.completion for s in samples],
                    categories=[s.category for s in samples], response_types=[s.response_type for s in samples])
-    out = []
-    for total, rbr, rm, rt in zip(batch.rewards, batch.rbr, batch.rm, batch.response_types):
-        routed = rt is not None
-        value = total if total is not None else 0.0
-        out.append(ItemReward(reward=float(value), rbr=float(rbr) if routed else 0.0,
-                              rm=None if rm is None else float(rm), routed=routed, response_type=rt))
-    return out
+    return [ItemReward(total=None if total is None else float(total), rbr=float(rbr) if rt is not None else 0.0,
+                       rm=None if rm is None else float(rm), routed=rt is not None, response_type=rt)
+            for total, rbr, rm, rt in zip(batch.rewards, batch.rbr, batch.rm, batch.response_types)]
 
 
 def extra_logs(items: Sequence[ItemReward], has_rm: bool) -> dict[str, list[float]]:

@@ -60,6 +60,7 @@ class RBRRewardFunction:
                             rm_scores=rm_score)
         if self.log:
             self._log(batch, log_metric, log_extra)
+        # TRL takes None (as NaN: the other reward functions decide): the unrouted rule's None form.
         return list(batch.rewards)
 
     @staticmethod

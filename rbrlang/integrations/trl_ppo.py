@@ -99,9 +99,9 @@ import torch  # noqa: E402  (after the check: the message comes first)
 from torch import nn  # noqa: E402
 
 from ..errors import ConversationError, PolicyError  # noqa: E402
-from ..policy.rendering import check_conversation  # noqa: E402
+from ..data.records import checked_conversation  # noqa: E402
 from ..rewards import RBRReward, RewardBatch  # noqa: E402
-from ..rewards.reward import per_item  # noqa: E402
+from ..rewards.reward import UNROUTED_REWARD, per_item  # noqa: E402
 
 __all__ = ["PromptEntry", "PromptTable", "RBRRewardModel", "RBRScorer", "encode_prompt", "trl_ppo_problem"]
 
@@ -146,12 +146,14 @@ class PromptTable:
         self._entries: dict[tuple, tuple[int, PromptEntry]] = {}
         for i, conv in enumerate(conversations):
             try:
-                check_conversation(conv)
+                messages = checked_conversation(conv)
             except ConversationError as exc:
                 raise ConversationError(f"conversation {i}: {exc}") from None
+            # The policy model's prompt is the conversation as given (a chat template may read more keys);
+            # the grader reads the checked messages.
             ids = list(input_ids[i]) if input_ids is not None else encode_prompt(tokenizer, conv, chat_template_kwargs)
             self.input_ids.append(ids)
-            entry = PromptEntry(tuple(_freeze(m) for m in conv), categories[i], response_types[i])
+            entry = PromptEntry(tuple(_freeze(m) for m in messages), categories[i], response_types[i])
             key = self._key(ids)
             if key in self._entries and self._entries[key][1] != entry:
                 j = self._entries[key][0]
@@ -190,7 +192,7 @@ class RBRScorer(nn.Module):
     reward of each sequence out, as `hidden_states[-1]` of shape [B, T, 1]."""
 
     def __init__(self, reward: RBRReward, tokenizer, prompts: Optional[PromptTable] = None,
-                 default_category: Optional[str] = None, unrouted_reward: float = 0.0):
+                 default_category: Optional[str] = None, unrouted_reward: float = UNROUTED_REWARD):
         super().__init__()
         if not isinstance(reward, RBRReward):
             raise PolicyError(f"reward must be an RBRReward, not {type(reward).__name__}")
@@ -229,7 +231,8 @@ class RBRScorer(nn.Module):
             types.append(entry.response_type)
         batch = self.reward(conversations, completions, categories=categories, response_types=types)
         self.last_batch = batch
-        return torch.tensor([self.unrouted_reward if r is None else r for r in batch.rewards], dtype=torch.float32)
+        # PPO needs a number per sequence: the unrouted rule with this model's `unrouted_reward`.
+        return torch.tensor(batch.numbers(self.unrouted_reward), dtype=torch.float32)
 
     def _split_column(self, rows: list) -> int:
         """The column where every sequence's response starts (PPO's context_length)."""
@@ -296,7 +299,7 @@ class RBRRewardModel(nn.Module):
     base_model_prefix = "rbr"
 
     def __init__(self, reward: RBRReward, tokenizer, prompts: Optional[PromptTable] = None,
-                 default_category: Optional[str] = None, unrouted_reward: float = 0.0):
+                 default_category: Optional[str] = None, unrouted_reward: float = UNROUTED_REWARD):
         super().__init__()
         self.rbr = RBRScorer(reward, tokenizer, prompts, default_category, unrouted_reward)
         self.score = nn.Identity()

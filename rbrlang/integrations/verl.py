@@ -49,13 +49,15 @@ Config (Hydra overrides of `python -m verl.trainer.main_ppo`)::
 (`name=compute_score` with the default `naive` manager grades one sample per
 call; the reward loop's concurrent per-sample calls share grader batches.) The grader loads once per process, from the arguments or the
 `RBR_*` environment variables (`rbrlang.integrations.loading`). A sample with
-no route scores its RM score, or 0.0 without an RM (veRL needs a number).
+no route scores its RM score, or without an RM `unrouted_reward` (veRL needs a
+number: `reward_kwargs.unrouted_reward`, else `RBR_UNROUTED_REWARD`, else 0.0;
+the rule is `rbrlang.rewards.unrouted_reward`).
 """
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional, Sequence
 
-from rbrlang.integrations.loading import batcher_for, shared_reward
+from rbrlang.integrations.loading import batcher_for, shared_reward, unrouted_reward_setting
 from rbrlang.integrations.samples import Sample, SampleError, check_route, conversation_from
 
 
@@ -79,13 +81,15 @@ def sample_from(solution_str: str, ground_truth: Any, extra_info: Optional[Mappi
 def compute_score_batch(data_sources: Sequence, solution_strs: Sequence[str], ground_truths: Sequence,
                         extra_infos: Sequence, *, policy: Optional[str] = None, grader: Optional[str] = None,
                         rm: Optional[str] = None, return_dict: bool = False, reward=None,
-                        **_kwargs: Any) -> list:
+                        unrouted_reward: Optional[float] = None, **_kwargs: Any) -> list:
     """veRL's batched form (`reward_model.reward_manager=batch`): one score per sample.
 
     `policy`/`grader`/`rm` (or `RBR_POLICY`/`RBR_GRADER`/`RBR_RM`) say what to
     load; `reward` passes an `RBRReward` directly. `return_dict=True` gives
     `{"score", "rbr", "rbr_routed"(, "rm")}` per sample (veRL logs the extra keys).
+    `unrouted_reward`: the score of a sample without a route when there is no RM.
     """
+    unrouted = unrouted_reward_setting(unrouted_reward)
     if reward is None:
         reward = shared_reward(policy, grader, rm)
     n = len(solution_strs)
@@ -98,15 +102,16 @@ def compute_score_batch(data_sources: Sequence, solution_strs: Sequence[str], gr
     # One grader thread per reward; calls from veRL's reward-loop threads share its batches.
     items = batcher_for(reward).submit(samples)
     if not return_dict:
-        return [i.reward for i in items]
+        return [i.number(unrouted) for i in items]
     has_rm = reward.rm is not None
-    return [{"score": i.reward, "rbr": i.rbr, "rbr_routed": float(i.routed), **({"rm": i.rm} if has_rm else {})}
-            for i in items]
+    return [{"score": i.number(unrouted), "rbr": i.rbr, "rbr_routed": float(i.routed),
+             **({"rm": i.rm} if has_rm else {})} for i in items]
 
 
 def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: Optional[Mapping] = None,
                   *, policy: Optional[str] = None, grader: Optional[str] = None, rm: Optional[str] = None,
-                  return_dict: bool = False, reward=None, **kwargs: Any):
+                  return_dict: bool = False, reward=None, unrouted_reward: Optional[float] = None, **kwargs: Any):
     """veRL's per-sample form (`naive` reward manager, the reward loop): one float (or dict)."""
     return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info], policy=policy,
-                               grader=grader, rm=rm, return_dict=return_dict, reward=reward, **kwargs)[0]
+                               grader=grader, rm=rm, return_dict=return_dict, reward=reward,
+                               unrouted_reward=unrouted_reward, **kwargs)[0]

@@ -97,6 +97,27 @@ class CompiledPolicy:
         """The response type a request category gets; None: no RBR reward."""
         return self.routes.get(category, self.default_route)
 
+    # --- routing one item: the one rule every door uses ------------------------------
+    def route_item(self, response_type: Optional[str] = None, category: Optional[str] = None) -> Optional[str]:
+        """The response type one item (a data line, a trainer's sample) is judged
+        under, by its canonical name, or None (no route: no RBR reward).
+
+        The rule: a `response_type` (any spelling `response_type()` accepts)
+        wins; else the `category` goes through the routes (`route`); an item
+        with neither has no route. Each door decides whether "neither" is a
+        mistake (a data line: yes; an item of a trainer's batch: no).
+        Raises PolicyError for an unknown response type or a value that is not
+        a string; callers add where the item is (a line's field, "item i")."""
+        if response_type is not None:
+            if not isinstance(response_type, str):
+                raise PolicyError(f"`response_type` must be a string, not {type(response_type).__name__}")
+            return self.response_type(response_type).name
+        if category is not None:
+            if not isinstance(category, str):
+                raise PolicyError(f"`category` must be a string, not {type(category).__name__}")
+            return self.route(category)
+        return None
+
     # --- prompts -----------------------------------------------------------------
     def render(self, proposition: str, conversation: Sequence[Mapping[str, str]], response: str) -> str:
         """The exact grader prompt, before the grader model's chat template."""

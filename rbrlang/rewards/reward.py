@@ -3,16 +3,20 @@
 One call takes a batch of (conversation, completion) items with their request
 categories or response types and gives one reward per item:
 
-1. route each item (the rule of `rbrlang.data.records`: a response type wins, a
+1. route each item (`CompiledPolicy.route_item`: a response type wins, a
    category goes through the policy's routes; no route: no RBR reward);
 2. grade only the routed items, in one grader call (P(yes) per proposition);
 3. calibrate P(yes) when the compiled folder holds a calibration;
 4. per response type, in one call each: features, then `policy.reward`;
 5. add the reward model's score when an RM is part of the reward.
 
-The reward model decides alone where there is no route: an unrouted item's
-reward is its RM score when this object has one, else None (so a trainer's
-other reward functions decide there).
+The unrouted rule, the same for every integration (`unrouted_reward` below,
+docs/TRAINING.md "Prompts without a route"): an item whose category has no
+route gets no RBR reward; its reward is its RM score when there is an RM,
+else none: None where the trainer takes None (TRL GRPO/RLOO: another reward
+function decides there), `UNROUTED_REWARD` (0.0) or the integration's
+`unrouted_reward` where the trainer needs a number (TRL PPO's reward model,
+OpenRLHF, veRL).
 """
 from __future__ import annotations
 
@@ -23,9 +27,30 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from ..errors import ConversationError, PolicyError
 from ..policy import CompiledPolicy, load_policy
-from ..policy.rendering import check_conversation
 
 RewardModel = Callable[[list, list], Any]  # (conversations, completions) -> [N] floats
+
+# What an unrouted item without an RM scores where the trainer needs a number.
+UNROUTED_REWARD = 0.0
+
+
+def unrouted_reward(rbr: Optional[float], rm: Optional[float],
+                    unrouted: Optional[float] = None) -> Optional[float]:
+    """One item's reward, by the unrouted rule (the one place it is written).
+
+    rbr: the policy's reward, None where the item has no route; rm: the reward
+    model's score, None without an RM; unrouted: what an unrouted item without
+    an RM gets: None for trainers that take None (TRL GRPO/RLOO), a number
+    (`UNROUTED_REWARD` by default) for those that need one.
+
+    >>> unrouted_reward(1.5, None), unrouted_reward(1.5, 0.25), unrouted_reward(None, 0.25)
+    (1.5, 1.75, 0.25)
+    >>> unrouted_reward(None, None), unrouted_reward(None, None, UNROUTED_REWARD)
+    (None, 0.0)
+    """
+    if rbr is None:
+        return rm if rm is not None else unrouted
+    return rbr if rm is None else rbr + rm
 
 
 @dataclass(frozen=True)
@@ -48,6 +73,11 @@ class RewardBatch:
 
     def __len__(self) -> int:
         return len(self.rewards)
+
+    def numbers(self, unrouted: float = UNROUTED_REWARD) -> list[float]:
+        """`rewards` for a trainer that needs a number for every item: `unrouted`
+        where an item has no route and there is no RM (`unrouted_reward`)."""
+        return [float(unrouted_reward(r, m, unrouted)) for r, m in zip(self.rbr, self.rm)]
 
     def mean_class_probabilities(self) -> dict[str, dict[str, float]]:
         """`{response type: {class: mean probability}}` over the routed items, for logging."""
@@ -146,7 +176,7 @@ class RBRReward:
                 RM score, or no grader; ConversationError: a malformed
                 conversation or completion (naming the item).
         """
-        self._check_conversations(conversations)
+        conversations = self._conversations(conversations)
         n = len(conversations)
         texts = self._completions(completions, n)
         routed = self.route(n, categories, response_types)
@@ -170,7 +200,7 @@ class RBRReward:
                     class_probs[items[k]] = dict(zip(rt.classes, cp))
 
         # Routed: RBR (+ RM). Unrouted: the RM alone, or None for other reward functions to decide.
-        rewards = [m if r is None else r if m is None else r + m for r, m in zip(rbr, rm)]
+        rewards = [unrouted_reward(r, m) for r, m in zip(rbr, rm)]
         return RewardBatch(rewards=rewards, response_types=routed, class_probabilities=class_probs,
                            rbr=rbr, rm=rm)
 
@@ -184,15 +214,13 @@ class RBRReward:
         types = per_item(response_types, n, "response_types")
         out: list[Optional[str]] = []
         for i in range(n):
-            if types[i] is not None:
-                try:
-                    out.append(self.policy.response_type(str(types[i])).name)
-                except PolicyError as exc:
-                    raise PolicyError(f"item {i}: {exc}") from None
-            elif cats[i] is not None:
-                out.append(self.policy.route(str(cats[i])))
-            else:
-                out.append(None)
+            # Trainer columns may hold non-strings (numpy strings, numbers): routed as their text.
+            rt, cat = types[i], cats[i]
+            try:
+                out.append(self.policy.route_item(response_type=None if rt is None else str(rt),
+                                                  category=None if cat is None else str(cat)))
+            except PolicyError as exc:
+                raise PolicyError(f"item {i}: {exc}") from None
         return out
 
     def _completions(self, completions, n: int) -> list[str]:
@@ -211,14 +239,18 @@ class RBRReward:
         return texts
 
     @staticmethod
-    def _check_conversations(conversations) -> None:
+    def _conversations(conversations) -> list[list[dict]]:
+        from ..data.records import checked_conversation
+
         if isinstance(conversations, (str, bytes, Mapping)) or not hasattr(conversations, "__len__"):
             raise ConversationError("conversations must be a list of conversations, each a list of messages")
+        out = []
         for i, conv in enumerate(conversations):
             try:
-                check_conversation(conv)
+                out.append(checked_conversation(conv))
             except ConversationError as exc:
                 raise ConversationError(f"conversation {i}: {exc}") from None
+        return out
 
     def _rm_scores(self, conversations, texts, given, n: int) -> list[Optional[float]]:
         if given is None and self.rm is None:
@@ -241,29 +273,30 @@ class RBRReward:
         return values
 
     def _probabilities(self, conversations, texts, items: list[int], p_yes, n: int):
-        """`[len(items), P]` float64 P(yes) of the routed items, calibrated when the policy says so."""
+        """`[len(items), P]` float64 P(yes) of the routed items (`rbrlang.data.probabilities`:
+        checked, calibrated when the policy has a calibration), in one grader call."""
+        import numpy as np
         import torch
 
+        from ..data.probabilities import Given, probabilities
+
         width = len(self.policy.propositions)
+        given = None
         if p_yes is not None:
-            probs = torch.as_tensor(p_yes, dtype=torch.float64)
-            if probs.dim() != 2 or tuple(probs.shape) != (n, width):
+            values = torch.as_tensor(p_yes, dtype=torch.float64)
+            if values.dim() != 2 or tuple(values.shape) != (n, width):
                 raise PolicyError(f"p_yes must have shape [{n}, {width}] (items × the policy's propositions), "
-                                  f"got {list(probs.shape)}")
-            probs = probs[items]
+                                  f"got {list(values.shape)}")
+            values = values[items].cpu().numpy()
+            if not np.isfinite(values).all():
+                raise PolicyError("p_yes must be finite probabilities in [0, 1]")
+            # Given P(yes) stand for the grader's: calibrated like them.
+            given = Given(values, np.ones(values.shape, dtype=bool), np.zeros(len(items), dtype=bool))
         elif self.grader is None:
             raise PolicyError("this RBRReward has no grader: give one (RBRReward(policy, grader)) or pass p_yes")
-        else:
-            probs = torch.as_tensor(self.grader.grade(self.policy, [conversations[i] for i in items],
-                                                      [texts[i] for i in items]), dtype=torch.float64)
-            if tuple(probs.shape) != (len(items), width):
-                raise PolicyError(f"the grader returned shape {list(probs.shape)}, expected "
-                                  f"[{len(items)}, {width}] (items × the policy's propositions)")
-        if not bool(torch.isfinite(probs).all()) or bool(((probs < 0) | (probs > 1)).any()):
-            raise PolicyError("P(yes) must be finite probabilities in [0, 1]")
-        if getattr(self.policy, "calibration", None) is not None:
-            probs = torch.as_tensor(self.policy.calibrate(probs), dtype=torch.float64)
-        return probs
+        result = probabilities(self.policy, self.grader, [conversations[i] for i in items],
+                               [texts[i] for i in items], given=given, chunk=None)
+        return torch.from_numpy(result.p_yes)
 
 
 def per_item(values, n: int, what: str) -> list:
