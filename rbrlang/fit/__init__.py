@@ -124,7 +124,7 @@ def _probabilities(policy: CompiledPolicy, data: ComparisonData, grader,
                 probs[np.ix_(part, np.flatnonzero(graded_cols))] = out[:, graded_cols]
                 soft[np.ix_(part, np.flatnonzero(graded_cols))] = True
                 bar.update(part.size)
-    if getattr(policy, "calibration", None) is not None and soft.any():
+    if policy.calibration is not None and soft.any():
         import torch
 
         calibrated = policy.calibrate(torch.as_tensor(np.nan_to_num(probs, nan=0.5))).double().numpy()

@@ -261,7 +261,7 @@ class RBRReward:
                                   f"[{len(items)}, {width}] (items × the policy's propositions)")
         if not bool(torch.isfinite(probs).all()) or bool(((probs < 0) | (probs > 1)).any()):
             raise PolicyError("P(yes) must be finite probabilities in [0, 1]")
-        if getattr(self.policy, "calibration", None) is not None:
+        if self.policy.calibration is not None:
             probs = torch.as_tensor(self.policy.calibrate(probs), dtype=torch.float64)
         return probs
 
