@@ -329,8 +329,7 @@ class ResponseTypeRow:
                   tuple(tuple(tuple(g) for g in chain) for chain in ranks), _strs(obj, "labels", at),
                   _str(obj, "schema_hash", at))
         if row.features != row.propositions + row.class_names:  # the schema order every tensor relies on
-            raise (at / "features").error(f"expected its propositions, then its classes "
-                                          f"({', '.join(row.propositions + row.class_names)})")
+            raise (at / "features").error("expected its `propositions`, then its classes, in that order")
         return row
 
 
