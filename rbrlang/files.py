@@ -1,7 +1,7 @@
 """Writing what a command produces without losing what a user already has.
 
 Every writer in rbrlang (`rbrc compile -o`, `fmt`, `import-yaml -o`,
-`grade -o`, `tiny-grader`) keeps the same rules:
+`grade -o`, `tiny-grader`, `weights.json`, `calibration.json`) keeps the same rules:
 
 - a path the user gave is replaced only when it is provably ours; the caller
   says what that means (an earlier output of the same command, an empty
@@ -207,12 +207,15 @@ def check_output_file(out, option: str, ours: str, is_ours: Callable[[Path], boo
 
 
 class AtomicFile:
-    """A text file written under a temporary name and renamed into place on success.
+    """A file written under a unique temporary name beside it, flushed to disk,
+    and renamed into place on success: a reader (or a crash) sees the old file
+    or the new one, never half of one, and two writers never share a temporary.
 
     Opening it is the check that the output can be written: it creates the
     temporary file (and missing folders) at once, so a command can open its
-    output before the slow part of its work. `keep_mode` keeps an existing
-    file's permission bits (`rbrc fmt` rewriting a script-like file)."""
+    output before the slow part of its work. `write` takes text (UTF-8, newlines
+    as given) or bytes. `keep_mode` keeps an existing file's permission bits
+    (`rbrc fmt` rewriting a script-like file)."""
 
     def __init__(self, path, keep_mode: bool = True):
         self.path = Path(path)
@@ -224,7 +227,7 @@ class AtomicFile:
         except OSError as exc:
             remove_made(self._made)
             raise _cannot_write(self.path, exc) from None
-        self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        self._fh = os.fdopen(fd, "wb")
         self._mode = None
         if keep_mode:
             try:
@@ -232,15 +235,18 @@ class AtomicFile:
             except OSError:
                 pass
 
-    def write(self, text: str) -> None:
+    def write(self, text) -> None:
+        data = text.encode("utf-8") if isinstance(text, str) else text
         try:
-            self._fh.write(text)
+            self._fh.write(data)
         except OSError as exc:
             self.discard()
             raise _cannot_write(self.path, exc) from None
 
     def commit(self) -> None:
         try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())  # the data is on disk before the name points at it
             self._fh.close()
             if self._mode is not None:
                 os.chmod(self._tmp, self._mode)
@@ -290,3 +296,11 @@ def write_text(path, text: str) -> None:
         return
     with fh:
         fh.write(text)
+
+
+def write_bytes(path, data: bytes, keep_mode: bool = False) -> None:
+    """Replace one file with `data`, whole or not at all (an `AtomicFile`): how
+    weights.json and calibration.json are written. New files get the umask's
+    mode unless `keep_mode` keeps the old file's."""
+    with AtomicFile(path, keep_mode=keep_mode) as fh:
+        fh.write(data)

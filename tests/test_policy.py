@@ -388,3 +388,89 @@ def test_strip_verbose_agrees_with_python(tmp_path):
     assert strip_verbose("\\Qa b\\E c") == "\\Qa b\\Ec"
     with pytest.raises(PolicyError, match="flag"):
         compile_pattern("a", "q")
+
+
+# --- the typed policy.json contract (policy/format.py) --------------------------------------------------------
+def test_the_rows_read_back_exactly_what_codegen_wrote():
+    """Every key and value of the committed document survives from_json → to_json, in order:
+    the rows are the whole contract, and the loader and codegen share them."""
+    from rbrlang.policy.format import PolicyDocument, dump_document
+
+    raw = (ROOT / "compiled/safety/policy.json").read_bytes()
+    doc = PolicyDocument.from_json(json.loads(raw))
+    assert dump_document(doc.to_json()) == raw
+    policy = load_policy(ROOT / "compiled/safety")
+    assert policy.document == doc
+    assert [rt.scores for rt in policy.response_types.values()] == [(1.0, 0.75, 0.5, 0.25, 0.0)] * 4
+
+
+def _set(*path, value=None, drop=False):
+    """An edit that sets (or drops) doc[path[0]][path[1]]…."""
+    def edit(doc):
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        if drop:
+            del node[path[-1]]
+        else:
+            node[path[-1]] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, where", [
+    (_set("policy", value=7), r"\(policy: expected a string, got 7\)"),
+    (_set("propositions", 2, "kind", value="oracle"), r"\(propositions\[2\]\.kind: expected `grader` or `matches`"),
+    (_set("propositions", 0, "name", drop=True), r"\(propositions\[0\]\.name: missing\)"),
+    (_set("grader", "yes", value=[]), r"\(grader\.yes: expected a non-empty list of strings, got \[\]\)"),
+    (_set("response_types", 1, "classes", 2, "dd", "nodes", 0, value=[0, 5, 1]),
+     r"response_types\[1\]\.classes\[2\]\.dd\.nodes\[0\]: expected \[variable, low, high\]"),
+    (_set("response_types", 0, "classes", 0, "dd", "root", value=10 ** 6), r"classes\[0\]\.dd\.root: expected a node id"),
+    (_set("response_types", 0, "classes", 1, "score", value=True), r"classes\[1\]\.score: expected a finite number"),
+    (_set("response_types", 0, "classes", 1, "score", value=None), "some classes have a score and some do not"),
+    (_set("response_types", 0, "classes", 0, "expr", value={"xor": ["a"]}), r"classes\[0\]\.expr: expected a formula"),
+    (_set("response_types", 2, "features", value=["apology"]),
+     r"response_types\[2\]\.features: expected its `propositions`, then its classes, in that order"),
+    (lambda doc: [doc["response_types"][3][k].__setitem__(0, "apologie") for k in ("propositions", "features")],
+     r"response_types\[3\]\.propositions: no proposition `apologie`"),
+    (_set("routes", "C-R", value="hard_refusal"), r"\(routes: no response type `hard_refusal`\)"),
+    (_set("default_route", value="nowhere"), r"\(default_route: no response type `nowhere`\)"),
+    (lambda doc: doc["propositions"].append(doc["propositions"][0]), r"\(propositions: `apology` twice\)"),
+])
+def test_a_malformed_document_names_the_row_and_key(safety_copy, edit, where):
+    _edit_document(safety_copy, edit)
+    with pytest.raises(PolicyError, match=where) as info:
+        load_policy(safety_copy)
+    message = str(info.value)
+    assert message.startswith(f"{safety_copy / 'policy.json'}: malformed compiled policy (") and \
+        message.endswith("; recompile it") and "\n" not in message
+
+
+def test_a_document_from_before_class_scores_gets_evenly_spaced_ones(safety_copy):
+    def unscored(doc):
+        for rt in doc["response_types"]:
+            for c in rt["classes"]:
+                del c["score"]
+    _edit_document(safety_copy, unscored)
+    rt = load_policy(safety_copy).response_type("comply")
+    assert rt.scores == (1.0, 0.75, 0.5, 0.25, 0.0)
+
+
+def test_a_formula_nested_too_deeply_is_a_policy_error(safety_copy):
+    _edit_document(safety_copy, _set("defines", 0, "expr", value="DEEP"))
+    path = safety_copy / "policy.json"
+    path.write_text(path.read_text().replace('"DEEP"', '{"not": ' * 100_000 + '"apology"' + "}" * 100_000))
+    with pytest.raises(PolicyError, match=r"policy\.json: .*nested too deeply.*recompile"):
+        load_policy(safety_copy)
+
+
+def test_the_fitted_files_are_read_only_when_asked_for(safety_copy):
+    (safety_copy / "weights.json").write_text('{"format": 1, "policy": "other", "response_types": {}}')
+    (safety_copy / "calibration.json").write_text("{broken")
+    with pytest.raises(PolicyError, match="calibration.json: not valid JSON"):
+        load_policy(safety_copy)
+    with pytest.raises(PolicyError, match="weights.json: fitted for policy `other`"):
+        load_policy(safety_copy, calibration="ignore")
+    policy = load_policy(safety_copy, weights="ignore", calibration="ignore")
+    assert dict(policy.weights) == {} and policy.calibration is None
+    with pytest.raises(ValueError, match="weights='skip'; expected 'check' or 'ignore'"):
+        load_policy(safety_copy, weights="skip")

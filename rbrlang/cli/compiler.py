@@ -98,9 +98,11 @@ def cmd_compile(args) -> int:
             return EXIT_ERRORS
         print(f"{out} is up to date", file=sys.stderr)
         return EXIT_OK
-    write_output(comp.files, out, sources=[Path(name) for name in comp.sources])
+    stale = write_output(comp.files, out, sources=[Path(name) for name in comp.sources])
     elapsed = time.perf_counter() - started
     print(f"compiled {comp.checked.name} → {out} ({len(comp.files)} files, {elapsed:.2f}s)", file=sys.stderr)
+    for line in stale:  # fitted files the edit made stale: kept, and said so once here
+        print(f"rbrc compile: warning: {line}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -160,7 +162,7 @@ def cmd_explain(args) -> int:
         raise UsageError("--tokenizer counts the prompt sizes of the summary; it does not go with --proposition")
     target = Path(args.target)
     if target.is_dir() or target.name == "policy.json":
-        policy = load_policy(target)
+        policy = load_policy(target, weights="ignore", calibration="ignore")  # explains the source, not a fit
     else:
         from ..compiler import compile_path, policy_from_files
         try:

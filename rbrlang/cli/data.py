@@ -64,11 +64,14 @@ def register(sub) -> None:
     p.set_defaults(run=cmd_grade)
 
 
-def open_policy(compiled: str):
-    """A compiled policy folder (or its policy.json); a `.rbr` or a missing folder is a `PolicyError`."""
+def open_policy(compiled: str, weights: str = "ignore", calibration: str = "ignore"):
+    """A compiled policy folder (or its policy.json); a `.rbr` or a missing folder is a `PolicyError`.
+
+    Fitted files are not read unless asked for (`load_policy`'s options):
+    classify and grade use neither, so a stale one never stops them."""
     from ..policy import load_policy
 
-    return load_policy(compiled)
+    return load_policy(compiled, weights=weights, calibration=calibration)
 
 
 def input_file(option: str, name: str) -> Path:

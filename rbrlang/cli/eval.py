@@ -60,7 +60,10 @@ def cmd_eval(args) -> int:
     from ..policy.calibration import write_calibration
     from ..policy.format import POLICY_FILE, resolve_folder
 
-    policy = load_policy(args.compiled)
+    # The weights only where rewards are scored; the calibration unless it is being refitted now
+    # (a stale one is what --calibrate replaces).
+    policy = load_policy(args.compiled, weights="check" if args.comparisons else "ignore",
+                         calibration="ignore" if args.calibrate else "check")
     folder = resolve_folder(args.compiled)
     inputs = [Path(x) for x in (args.gold, args.probs, args.comparisons) if x] + [folder / POLICY_FILE]
     check_report_folder(args.report, inputs)  # refuse a folder we may not replace before any slow work

@@ -46,7 +46,7 @@ def cmd_fit(args) -> int:
     from ..fit import fit_policy
     from ..fit.select import check_settings
     from ..policy.format import resolve_folder
-    from ..policy.weights import write_weights
+    from ..policy.weights import stale_weights, write_weights
     from .data import input_file, open_policy
     from .grader_args import check_grader_options, load_grader, open_cache
     from .output import plain_warnings, report
@@ -54,11 +54,14 @@ def cmd_fit(args) -> int:
     check_settings(args.decay, args.margin, args.val_fraction)
     if args.grader:
         check_grader_options(args)
-    policy = open_policy(args.compiled)
+    # Fitting owns weights.json: the policy is opened without it (weights a recompile
+    # made stale are what this fit replaces), with the calibration the reward will apply.
+    policy = open_policy(args.compiled, calibration="check")
     folder = resolve_folder(args.compiled)
     if not os.access(folder, os.W_OK):
         raise PathError(folder, "cannot write weights.json here: permission denied",
                         "fit a copy of the compiled folder you can write")
+    stale = stale_weights(folder, policy)  # before any slow work: a weights.json that is not JSON is refused
     data_path = input_file("--data", args.data)
     # The whole data file is checked before any model loads.
     data = read_comparisons(policy, data_path, grader=bool(args.grader))
@@ -74,6 +77,8 @@ def cmd_fit(args) -> int:
                             val_fraction=args.val_fraction, progress=progress)
     print(_table(result))
     path = write_weights(folder, policy, result.weights)
+    for line in _replaced(stale, result.weights):
+        print(f"{path}: {line}", file=sys.stderr)
     if result.graded:
         print(f"graded {result.graded} line{'s' * (result.graded != 1)} with {args.grader}", file=sys.stderr)
     for name, why in result.skipped.items():
@@ -81,6 +86,20 @@ def cmd_fit(args) -> int:
     print(f"wrote weights for {len(result.fits)} response type{'s' * (len(result.fits) != 1)} → {path}",
           file=sys.stderr)
     return EXIT_OK
+
+
+def _replaced(stale, fitted) -> list[str]:
+    """One line for each stale part of the old weights.json that this fit replaced or dropped."""
+    out = []
+    for s in stale:
+        if s.response_type is None:
+            out.append(f"replaced the old file: {s.why}")
+        elif s.response_type in fitted:
+            out.append(f"replaced the stale weights of `{s.response_type}`: {s.why}")
+        else:
+            out.append(f"dropped the stale weights of `{s.response_type}` ({s.why}): this data did not refit "
+                       "them, so its reward is the expected class score until a fit does")
+    return out
 
 
 def needs_fit_extra() -> None:

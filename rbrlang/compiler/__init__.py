@@ -1,7 +1,6 @@
 """The compiler's library entry: a `.rbr` file → CompiledPolicy (and its files)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,8 +9,8 @@ from .check import check_file
 from .check.model import CheckedPolicy
 from .codegen import generate
 from ..errors import CompileError
-from ..policy.compiled import CompiledPolicy, from_document
-from ..policy.format import POLICY_FILE
+from ..policy.compiled import CompiledPolicy
+from ..policy.loading import policy_from_files
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,3 @@ def compile_file(path) -> CompiledPolicy:
     """`rbrlang.compile_file`: the CompiledPolicy a fresh compile would load."""
     comp = compile_path(path)
     return policy_from_files(comp.files)
-
-
-def policy_from_files(files: dict) -> CompiledPolicy:
-    doc = json.loads(files[POLICY_FILE])
-    templates = {p["name"]: files[p["template"]].decode("utf-8")
-                 for p in doc["propositions"] if p["kind"] == "grader"}
-    return from_document(doc, templates)

@@ -8,7 +8,7 @@ import os
 from ..policy import logic
 from .proofs import Space
 from ..policy import CompiledPolicy
-from ..policy.scoring import class_scores, default_scores
+from ..policy.scoring import default_scores
 
 SAMPLE_CONVERSATION = [
     {"role": "user", "content": "How do I pick the lock on my neighbour's front door?"},
@@ -48,7 +48,7 @@ def explain_policy(policy: CompiledPolicy, tokenizer=None) -> str:
         for name, dd in zip(rt.classes, rt.diagrams):
             out.append(f"  {name}")
             out.append(f"    = {sum_of_products(space, dd)}")
-        scores = class_scores(policy, rt)
+        scores = rt.scores
         spaced = all(math.isclose(a, b, abs_tol=1e-12) for a, b in zip(scores, default_scores(len(scores))))
         out.append("  scores (reward before fitting" + (", evenly spaced" if spaced else "") + "): "
                    + ", ".join(f"{c} {_number(x)}" for c, x in zip(rt.classes, scores)))

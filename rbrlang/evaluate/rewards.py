@@ -50,7 +50,7 @@ def centred(rewards: np.ndarray, data: ComparisonData, rows: np.ndarray) -> np.n
 def evaluate_rewards(policy: CompiledPolicy, data: ComparisonData, probs: np.ndarray,
                      notes: tuple[str, ...] = ()) -> RewardReport:
     """`probs` [N, P]: the P(yes) the rewards use (given or graded, calibrated as the policy says)."""
-    weights = getattr(policy, "weights", None) or {}
+    weights = policy.weights
     rows, labels, cents = [], {}, {}
     for rt_name in policy.response_types:
         idx = np.array([i for i, r in enumerate(data.response_types) if r == rt_name], dtype=int)
@@ -92,8 +92,8 @@ def evaluate_rewards(policy: CompiledPolicy, data: ComparisonData, probs: np.nda
 
 def held_out_note(policy: CompiledPolicy, sha: str) -> Optional[str]:
     """A warning when the comparisons are the data the weights were fitted on."""
-    weights = getattr(policy, "weights", None) or {}
-    fitted_on = [name for name, fw in weights.items() if getattr(fw, "data_sha256", None) == sha]
+    weights = policy.weights
+    fitted_on = [name for name, fw in weights.items() if fw.data_sha256 == sha]
     if fitted_on:
         return (f"these comparisons are the data the weights of {', '.join(fitted_on)} were fitted on: "
                 "their error rates are training error, not held-out error")

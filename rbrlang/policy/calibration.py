@@ -7,7 +7,8 @@ scikit-learn, in `rbrlang.evaluate`); this module only reads, checks, applies
 and writes them, so a trainer needs neither scikit-learn nor scipy: a map is
 two numbers. Each map is bound to the sha256 of its proposition's compiled
 template: a calibration fitted for one prompt says nothing about another, so a
-mismatch is an error at load time, naming both hashes.
+mismatch is an error at load time, naming both hashes (`stale_calibration` says
+what a recompile left stale, without refusing).
 
     {"format": 1, "policy": NAME, "method": "platt",
      "propositions": {NAME: {"template_sha256": HEX, "coef": c, "intercept": b, "metrics": {...}}}}
@@ -16,12 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Optional
 
-from ..errors import PathError, PolicyError
+from ..errors import PolicyError
+from ..files import write_bytes
 from .format import CALIBRATION_FILE, dump_document, sha256
 
 if TYPE_CHECKING:
@@ -91,69 +92,76 @@ def template_hash(policy: "CompiledPolicy", proposition: str) -> str:
     return sha256(policy.proposition(proposition).template)
 
 
+REDO = "rerun `rbrc eval COMPILED --gold FILE … --calibrate`, or delete the file"
+
+
 def read_calibration(folder, policy: "CompiledPolicy") -> Optional[Calibration]:
     """`folder/calibration.json` checked against `policy`, or None when there is none."""
     path = Path(folder) / CALIBRATION_FILE
+    doc = _read(path)
+    return None if doc is None else from_json(doc, policy, where=str(path))
+
+
+def stale_calibration(folder, policy: "CompiledPolicy") -> tuple[str, ...]:
+    """What in `folder/calibration.json` `policy` cannot use (the whole file, or the
+    maps of propositions whose prompt changed), a few words each; `()` when it
+    all fits or there is none. A file that cannot be read is a `PolicyError`."""
+    doc = _read(Path(folder) / CALIBRATION_FILE)
+    return () if doc is None else tuple(why for _, why in _maps(doc, policy)[1])
+
+
+def _read(path: Path) -> Optional[Any]:
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PolicyError(f"{path}: not valid JSON ({exc}); delete it or rerun `rbrc eval --calibrate`")
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read: {(exc.strerror or str(exc)).lower()}")
-    return from_json(doc, policy, where=str(path))
 
 
 def from_json(doc: Any, policy: "CompiledPolicy", where: str = CALIBRATION_FILE) -> Calibration:
-    redo = "rerun `rbrc eval COMPILED --gold FILE … --calibrate`, or delete the file"
-    if not isinstance(doc, dict) or doc.get("format") != CALIBRATION_FORMAT:
-        raise PolicyError(f"{where}: not a calibration of format {CALIBRATION_FORMAT}; {redo}")
-    if doc.get("method") != METHOD:
-        raise PolicyError(f"{where}: method {doc.get('method')!r}; this rbrlang applies `{METHOD}`; {redo}")
-    if doc.get("policy") != policy.name:
-        raise PolicyError(f"{where}: calibrates policy `{doc.get('policy')}`, not `{policy.name}`; {redo}")
-    rows = doc.get("propositions")
-    if not isinstance(rows, dict):
-        raise PolicyError(f"{where}: `propositions` must be an object; {redo}")
-    graders = {p.name for p in policy.propositions if p.graded}
-    maps = {}
-    for name, row in rows.items():
-        if name not in graders:
-            raise PolicyError(f"{where}: `{name}` is no grader proposition of policy `{policy.name}`; {redo}")
-        if not isinstance(row, dict) or not all(_finite(row.get(k)) for k in ("coef", "intercept")):
-            raise PolicyError(f"{where}: `{name}` needs finite numbers `coef` and `intercept`; {redo}")
-        recorded, current = str(row.get("template_sha256", "")), template_hash(policy, name)
-        if recorded != current:
-            raise PolicyError(
-                f"{where}: `{name}` was calibrated for template sha256 {recorded or '(none)'}, but the compiled "
-                f"template has sha256 {current}; the prompt changed, so {redo}")
-        metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
-        maps[name] = PlattMap(name, recorded, float(row["coef"]), float(row["intercept"]), metrics)
+    maps, problems = _maps(doc, policy)
+    if problems:
+        raise PolicyError(f"{where}: {problems[0][1]}; {REDO}")
     return Calibration(policy.name, maps)
 
 
+def _maps(doc: Any, policy: "CompiledPolicy") -> tuple[dict[str, PlattMap], list[tuple[Optional[str], str]]]:
+    """(the maps `policy` can use, [(proposition or None for the whole file, why not)])."""
+    if not isinstance(doc, dict) or doc.get("format") != CALIBRATION_FORMAT:
+        return {}, [(None, f"not a calibration of format {CALIBRATION_FORMAT}")]
+    if doc.get("method") != METHOD:
+        return {}, [(None, f"method {doc.get('method')!r}; this rbrlang applies `{METHOD}`")]
+    if doc.get("policy") != policy.name:
+        return {}, [(None, f"calibrates policy `{doc.get('policy')}`, not `{policy.name}`")]
+    rows = doc.get("propositions")
+    if not isinstance(rows, dict):
+        return {}, [(None, "`propositions` must be an object")]
+    graders = {p.name for p in policy.propositions if p.graded}
+    maps, problems = {}, []
+    for name, row in rows.items():
+        if name not in graders:
+            problems.append((name, f"`{name}` is no grader proposition of policy `{policy.name}`"))
+            continue
+        if not isinstance(row, dict) or not all(_finite(row.get(k)) for k in ("coef", "intercept")):
+            problems.append((name, f"`{name}` needs finite numbers `coef` and `intercept`"))
+            continue
+        recorded, current = str(row.get("template_sha256", "")), template_hash(policy, name)
+        if recorded != current:
+            problems.append((name, f"`{name}` was calibrated for template sha256 {recorded or '(none)'}, but the "
+                                   f"compiled template has sha256 {current}: the prompt changed"))
+            continue
+        metrics = row.get("metrics") if isinstance(row.get("metrics"), dict) else {}
+        maps[name] = PlattMap(name, recorded, float(row["coef"]), float(row["intercept"]), metrics)
+    return maps, problems
+
+
 def write_calibration(folder, calibration: Calibration) -> Path:
-    """Write `folder/calibration.json` atomically (a temporary file, then rename):
-    a reader sees the old file or the new one, never half of one."""
-    folder = Path(folder)
-    path = folder / CALIBRATION_FILE
-    data = dump_document(calibration.to_json())
-    tmp = folder / f".{CALIBRATION_FILE}.{os.getpid()}.partial"
-    try:
-        # os.open, not mkstemp: the file gets the umask's mode (mkstemp's 0600 would
-        # hide the calibration from a trainer run by another user)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        raise PathError.from_os(path, exc, "cannot write")
+    """Write `folder/calibration.json`, whole or not at all (`files.write_bytes`)."""
+    path = Path(folder) / CALIBRATION_FILE
+    write_bytes(path, dump_document(calibration.to_json()))
     return path
 
 

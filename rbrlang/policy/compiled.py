@@ -1,7 +1,8 @@
 """CompiledPolicy: a compiled folder, loaded and validated, for trainers.
 
 Imports neither Lark nor the checker: a compiled policy is an artifact of its
-own. Everything here works from `policy.json` and `templates/`.
+own. Everything here works from `policy.json`'s rows (`format.PolicyDocument`)
+and the templates; reading a folder, with its fitted files, is `loading.py`.
 """
 from __future__ import annotations
 
@@ -10,12 +11,11 @@ import functools
 import re
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence, Union
 
 from ..errors import PolicyError
-from . import logic, patterns
-from .format import FORMAT_VERSION, POLICY_FILE, read_document
+from . import logic, patterns, scoring
+from .format import MATCHES, POLICY_FILE, PolicyDocument
 from .rendering import check_conversation, environment
 
 
@@ -44,6 +44,7 @@ class ResponseType:
     schema_hash: str
     ranks: tuple[tuple[tuple[str, ...], ...], ...]
     labels: tuple[str, ...]
+    scores: tuple[float, ...]  # each class's reward before any fit, in class order (see `scoring.py`)
 
 
 def normalise_name(name: str) -> str:
@@ -63,7 +64,8 @@ class CompiledPolicy:
     yes: tuple[str, ...]
     no: tuple[str, ...]
     source_sha256: str = ""
-    document: Mapping[str, Any] = field(default_factory=dict, hash=False, repr=False, compare=False)
+    # policy.json's rows, for tools that want what the loader does not keep (defines, formulas as written).
+    document: Optional[PolicyDocument] = field(default=None, hash=False, repr=False, compare=False)
     # calibration.json's Platt maps of P(yes) (policy/calibration.py); None when absent.
     calibration: Optional[Any] = field(default=None, hash=False, repr=False, compare=False)
     # weights.json's fitted weights per response type (policy/weights.py); empty before `rbrc fit`.
@@ -272,9 +274,7 @@ class CompiledPolicy:
         """`[N]` rewards from `[N, F]` features (as `features` returns them): with
         fitted weights `features @ w + bias`, before any fit the expected class
         score; plus `rm_score` `[N]` when given. See `policy/scoring.py`."""
-        from .scoring import reward
-
-        return reward(self, response_type, features, rm_score)
+        return scoring.reward(self, response_type, features, rm_score)
 
 
 def _did_you_mean(name, known) -> str:
@@ -310,70 +310,31 @@ def _regex(prop: Proposition):
         raise PolicyError(f"proposition `{prop.name}`: {exc}") from None
 
 
-def load_policy(folder) -> CompiledPolicy:
-    """Read a compiled policy folder (`rbrc compile … -o FOLDER`), or its `policy.json`."""
-    doc, templates = read_document(folder)
-    policy = from_document(doc, templates, where=str(Path(folder) / POLICY_FILE)
-                           if Path(folder).name != POLICY_FILE else str(folder))
-    policy = _with_calibration(policy, folder)
-    policy = _with_weights(policy, folder)
-    return policy
-
-
-def _with_weights(policy: CompiledPolicy, folder) -> CompiledPolicy:
-    """Attach weights.json when present (weights for another schema fail here, naming both hashes)."""
-    import dataclasses
-
-    from .format import resolve_folder
-    from .weights import read_weights
-
-    weights = read_weights(resolve_folder(folder), policy)
-    return dataclasses.replace(policy, weights=weights) if weights else policy
-
-
-def _with_calibration(policy: CompiledPolicy, folder) -> CompiledPolicy:
-    """Attach calibration.json when present (a stale one fails here, naming both hashes)."""
-    import dataclasses
-
-    from .calibration import read_calibration
-    from .format import resolve_folder
-
-    calibration = read_calibration(resolve_folder(folder), policy)
-    return policy if calibration is None else dataclasses.replace(policy, calibration=calibration)
-
-
-def from_document(doc: Mapping[str, Any], templates: Mapping[str, str], where: str = POLICY_FILE) -> CompiledPolicy:
-    try:
-        if doc.get("format") != FORMAT_VERSION:
-            raise PolicyError(f"{where}: format {doc.get('format')!r}; this rbrlang reads format "
-                              f"{FORMAT_VERSION}: recompile the policy")
-        props = tuple(
-            Proposition(p["name"], "grader", p.get("question", ""), templates[p["name"]])
-            if p["kind"] == "grader" else
-            Proposition(p["name"], "matches", pattern=p["pattern"], flags=p.get("flags", ""))
-            for p in doc["propositions"])
-        for prop in props:  # a pattern RE2 cannot run fails here, not in the middle of grading
-            if not prop.graded:
-                try:
-                    _regex(prop)
-                except PolicyError as exc:
-                    raise PolicyError(f"{where}: {exc}; fix the pattern in the `.rbr` source and recompile "
-                                      "(`rbrc check` points at it)") from None
-        rts = {}
-        for r in doc["response_types"]:
-            rts[r["name"]] = ResponseType(
-                name=r["name"], classes=tuple(c["name"] for c in r["classes"]),
-                diagrams=tuple(logic.DecisionDiagram.from_json(c["dd"]) for c in r["classes"]),
-                propositions=tuple(r["propositions"]), features=tuple(r["features"]),
-                schema_hash=r["schema_hash"],
-                ranks=tuple(tuple(tuple(g) for g in chain) for chain in r["ranks"]),
-                labels=tuple(r["labels"]))
-        return CompiledPolicy(
-            name=doc["policy"], description=doc.get("description", ""), propositions=props,
-            response_types=rts, class_order=tuple(doc["class_order"]), routes=dict(doc["routes"]),
-            default_route=doc.get("default_route"), yes=tuple(doc["grader"]["yes"]),
-            no=tuple(doc["grader"]["no"]), source_sha256=doc.get("source_sha256", ""), document=doc)
-    except PolicyError:
-        raise
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise PolicyError(f"{where}: malformed compiled policy ({type(exc).__name__}: {exc}); recompile it")
+def from_document(doc: Union[PolicyDocument, Mapping[str, Any]], templates: Mapping[str, str],
+                  where: str = POLICY_FILE) -> CompiledPolicy:
+    """The CompiledPolicy of a document's rows (or of its JSON, checked first) and
+    its templates (grader proposition -> Jinja source)."""
+    if not isinstance(doc, PolicyDocument):
+        doc = PolicyDocument.from_json(doc, where)
+    missing = [p.name for p in doc.propositions if p.graded and p.name not in templates]
+    if missing:
+        raise PolicyError(f"{where}: no template for `{missing[0]}`; recompile the policy")
+    props = tuple(Proposition(p.name, p.kind, p.question, templates[p.name]) if p.graded else
+                  Proposition(p.name, MATCHES, pattern=p.pattern, flags=p.flags) for p in doc.propositions)
+    for prop in props:  # a pattern RE2 cannot run fails here, not in the middle of grading
+        if not prop.graded:
+            try:
+                _regex(prop)
+            except PolicyError as exc:
+                raise PolicyError(f"{where}: {exc}; fix the pattern in the `.rbr` source and recompile "
+                                  "(`rbrc check` points at it)") from None
+    rts = {r.name: ResponseType(
+        name=r.name, classes=r.class_names, diagrams=tuple(c.dd for c in r.classes), propositions=r.propositions,
+        features=r.features, schema_hash=r.schema_hash, ranks=r.ranks, labels=r.labels,
+        scores=(scoring.default_scores(len(r.classes)) if r.classes[0].score is None else
+                tuple(float(c.score) for c in r.classes)))
+        for r in doc.response_types}
+    return CompiledPolicy(
+        name=doc.policy, description=doc.description, propositions=props, response_types=rts,
+        class_order=doc.class_order, routes=dict(doc.routes), default_route=doc.default_route,
+        yes=doc.grader.yes, no=doc.grader.no, source_sha256=doc.source_sha256, document=doc)

@@ -5,9 +5,10 @@
 
 The unfitted reward is the expected class score: a policy is usable before any
 fit, and its rewards are ordered by class (a completion surely in a better class
-scores higher). Class scores come from each class row's `"score"` in
-`policy.json` (the author's value from the `.rbr`); without it, evenly spaced
-from 1.0 (best class, in class order) to 0.0 (worst). The class probabilities
+scores higher). Class scores are `ResponseType.scores`: each class row's
+`"score"` in `policy.json` (the author's value from the `.rbr`), checked when
+the policy loads; in a document from before class scores, evenly spaced from
+1.0 (best class, in class order) to 0.0 (worst). The class probabilities
 are the last C columns of the features, in class order (schema order: the
 response type's propositions, then its classes), so no grading is redone here.
 
@@ -15,7 +16,6 @@ response type's propositions, then its classes), so no grading is redone here.
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import PolicyError
@@ -31,34 +31,9 @@ def default_scores(n: int) -> tuple[float, ...]:
     return tuple(1.0 - i / (n - 1) for i in range(n))
 
 
-def class_scores(policy: "CompiledPolicy", rt: "ResponseType") -> tuple[float, ...]:
-    """Each class's score, in class order (best first)."""
-    given = getattr(rt, "scores", None)  # a loader that parses the scores itself
-    if not given:
-        rows = _class_rows(policy, rt.name)
-        given = [row.get("score") for row in rows] if rows is not None else None
-        if not given or all(s is None for s in given):  # a compiler before class scores
-            return default_scores(len(rt.classes))
-    scores = tuple(given)
-    if len(scores) != len(rt.classes) or not all(
-            isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) for s in scores):
-        raise PolicyError(f"response type `{rt.name}`: class scores {list(scores)!r} must be one finite number "
-                          f"per class ({', '.join(rt.classes)}); recompile the policy")
-    return tuple(float(s) for s in scores)
-
-
-def _class_rows(policy: "CompiledPolicy", name: str) -> Optional[list]:
-    for row in (policy.document or {}).get("response_types", ()):
-        if isinstance(row, dict) and row.get("name") == name:
-            classes = row.get("classes")
-            return [c if isinstance(c, dict) else {} for c in classes] if isinstance(classes, list) else None
-    return None
-
-
 def fitted_weights(policy: "CompiledPolicy", rt: "ResponseType") -> Optional[Any]:
     """The FittedWeights for a response type, or None before `rbrc fit`."""
-    weights = getattr(policy, "weights", None) or {}
-    fw = weights.get(rt.name)
+    fw = policy.weights.get(rt.name)
     if fw is None:
         return None
     # load_policy checks the schema hash; checked again here because weights can
@@ -92,7 +67,7 @@ def reward(policy: "CompiledPolicy", response_type: str, features, rm_score=None
         out = feats @ w + float(fw.bias)
     else:
         c = len(rt.classes)
-        scores = torch.as_tensor(class_scores(policy, rt), dtype=feats.dtype, device=feats.device)
+        scores = torch.as_tensor(rt.scores, dtype=feats.dtype, device=feats.device)
         out = feats[:, -c:] @ scores
     if rm_score is not None:
         out = out + _as_vector(rm_score, feats.shape[0], feats)

@@ -9,6 +9,7 @@ from .policy_json import build
 from .templates import prompt_template
 from ...files import check_output_folder, replace_folder
 from ...policy.format import FITTED_FILES, POLICY_FILE, TEMPLATES_DIR, compiled_files, is_compiled_folder
+from ...policy.loading import policy_from_files, stale_fitted
 
 __all__ = ["generate", "write_output", "stale_files", "is_ours"]
 
@@ -39,7 +40,7 @@ def is_ours(folder: Path) -> bool:
 OURS = "a compiled policy folder (only policy.json, templates/ and fitted files)"
 
 
-def write_output(files: dict[str, bytes], out: Path, sources: Iterable[Path] = ()) -> None:
+def write_output(files: dict[str, bytes], out: Path, sources: Iterable[Path] = ()) -> tuple[str, ...]:
     """Write the compiled folder at `out`, replacing only a missing path, an
     empty folder or an earlier compiled folder; anything else (a source file,
     a folder of sources, any other file or folder, the working folder, a mount
@@ -48,8 +49,16 @@ def write_output(files: dict[str, bytes], out: Path, sources: Iterable[Path] = (
     The folder is filled beside `out` and swapped in: a failure half way leaves
     the previous output intact and nothing else behind. Fitted files
     (`weights.json`, `calibration.json`) come from fitting, not compiling:
-    they are carried over, and say themselves which schema they fit."""
+    they are carried over, and say themselves which schema they fit.
+
+    Returns one line for each carried fitted file that the new policy cannot
+    use (`policy.loading.stale_fitted`), for the caller to warn with. They are
+    kept, not dropped: a fit can take hours, and a recompile that reverts the
+    edit makes them valid again; loading refuses them meanwhile."""
+    given = Path(out)  # named as the user wrote it in the warnings
     out = check_output_folder(out, "-o", OURS, is_ours, sources, "the policy's source")
+    stale = (stale_fitted(given, policy_from_files(files))
+             if any((out / name).is_file() for name in FITTED_FILES) else ())
 
     def fill(tmp: Path) -> None:
         for rel, data in files.items():
@@ -58,6 +67,7 @@ def write_output(files: dict[str, bytes], out: Path, sources: Iterable[Path] = (
             target.write_bytes(data)
 
     replace_folder(out, fill, carry=FITTED_FILES)
+    return stale
 
 
 def stale_files(files: dict[str, bytes], out: Path) -> list[str]:

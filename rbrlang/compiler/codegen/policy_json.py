@@ -1,11 +1,14 @@
-"""The `policy.json` document: everything a trainer needs, without the compiler."""
+"""The `policy.json` document: everything a trainer needs, without the compiler,
+as the rows of `policy/format.py` (the loader reads the same classes back)."""
 from __future__ import annotations
 
 from ... import __version__
 from ...policy import logic
-from ...policy.format import FORMAT_VERSION, canonical, sha256, template_path
+from ...policy.format import (GRADER, MATCHES, ClassRow, DefineRow, GraderRow, PolicyDocument, PropositionRow,
+                              ResponseTypeRow, canonical, sha256, template_path)
 from ..proofs import Space
 from ..check.model import CheckedPolicy, ResponseSpec
+
 
 def feature_names(policy: CheckedPolicy, spec: ResponseSpec) -> tuple[list[str], list[str]]:
     """(propositions, classes) of a response type's features, in schema order:
@@ -19,7 +22,7 @@ def feature_names(policy: CheckedPolicy, spec: ResponseSpec) -> tuple[list[str],
     return props, [c for c, _ in spec.classes]
 
 
-def build(policy: CheckedPolicy, templates: dict[str, str]) -> dict:
+def build(policy: CheckedPolicy, templates: dict[str, str]) -> PolicyDocument:
     """`templates` maps each grader proposition to its generated Jinja source."""
     names = policy.proposition_names
     space = Space(names)
@@ -29,32 +32,28 @@ def build(policy: CheckedPolicy, templates: dict[str, str]) -> dict:
     for p in policy.propositions:
         if p.graded:
             digest = sha256(templates[p.name])
-            propositions.append({"name": p.name, "kind": "grader", "question": p.question,
-                                 "template": template_path(p.name), "template_sha256": digest})
+            propositions.append(PropositionRow(p.name, GRADER, question=p.question, template=template_path(p.name),
+                                               template_sha256=digest))
             meaning[p.name] = {"grader": digest, "yes": policy.grader.yes, "no": policy.grader.no}
         else:
-            propositions.append({"name": p.name, "kind": "matches", "pattern": p.pattern, "flags": p.flags})
+            propositions.append(PropositionRow(p.name, MATCHES, pattern=p.pattern, flags=p.flags))
             meaning[p.name] = {"matches": p.pattern, "flags": p.flags}
 
     responses = []
     for spec in policy.responses:
         props, classes = feature_names(policy, spec)
-        class_rows = []
-        for (cname, f), score in zip(spec.classes, spec.scores):
-            dd = space.export(space.build(logic.expand(f, defines)))
-            # `score`: the class's reward before any fit. Not part of the
-            # schema hash: it changes no feature, so fitted weights stay valid.
-            class_rows.append({"name": cname, "expr": logic.to_json(f), "dd": dd.to_json(), "score": score})
+        # `score`: the class's reward before any fit. Not part of the schema
+        # hash: it changes no feature, so fitted weights stay valid.
+        class_rows = tuple(ClassRow(cname, f, space.export(space.build(logic.expand(f, defines))), score)
+                           for (cname, f), score in zip(spec.classes, spec.scores))
         features = props + classes
         schema = {"response": spec.name, "features": features,
-                  "meaning": [meaning[p] for p in props] + [c["dd"] for c in class_rows]}
-        ranks = [[list(g) for g in chain] for chain in spec.ranks]
-        labels = list(dict.fromkeys(n for chain in spec.ranks for g in chain for n in g)) or classes
-        responses.append({
-            "name": spec.name, "classes": class_rows, "propositions": props,
-            "features": features, "ranks": ranks or [[[c] for c in classes]], "labels": labels,
-            "schema_hash": sha256(canonical(schema)),
-        })
+                  "meaning": [meaning[p] for p in props] + [c.dd.to_json() for c in class_rows]}
+        labels = tuple(dict.fromkeys(n for chain in spec.ranks for g in chain for n in g)) or tuple(classes)
+        responses.append(ResponseTypeRow(
+            name=spec.name, classes=class_rows, propositions=tuple(props), features=tuple(features),
+            ranks=tuple(tuple(tuple(g) for g in chain) for chain in spec.ranks) or (tuple((c,) for c in classes),),
+            labels=labels, schema_hash=sha256(canonical(schema))))
 
     routes, default = {}, None
     for r in policy.routes:
@@ -63,17 +62,10 @@ def build(policy: CheckedPolicy, templates: dict[str, str]) -> dict:
         else:
             routes.update({c: r.target for c in r.categories})
 
-    return {
-        "format": FORMAT_VERSION,
-        "policy": policy.name,
-        "description": policy.description,
-        "compiler": __version__,
-        "source_sha256": policy.source_hash,
-        "grader": {"template": policy.grader.template, "yes": list(policy.grader.yes), "no": list(policy.grader.no)},
-        "propositions": propositions,
-        "defines": [{"name": n, "expr": logic.to_json(f)} for n, f in policy.defines],
-        "class_order": list(policy.class_order),
-        "response_types": responses,
-        "routes": routes,
-        "default_route": default,
-    }
+    return PolicyDocument(
+        policy=policy.name, description=policy.description, compiler=__version__,
+        source_sha256=policy.source_hash,
+        grader=GraderRow(policy.grader.template, tuple(policy.grader.yes), tuple(policy.grader.no)),
+        propositions=tuple(propositions), defines=tuple(DefineRow(n, f) for n, f in policy.defines),
+        class_order=tuple(policy.class_order), response_types=tuple(responses), routes=routes,
+        default_route=default)
