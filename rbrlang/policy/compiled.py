@@ -5,7 +5,6 @@ own. Everything here works from `policy.json` and `templates/`.
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 import sys
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
+from ..diagnostics import did_you_mean
 from ..errors import PolicyError
 from . import logic, patterns
 from .format import FORMAT_VERSION, POLICY_FILE, read_document
@@ -257,8 +257,9 @@ class CompiledPolicy:
 
 
 def _did_you_mean(name, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1) if isinstance(name, str) else []
-    return f"; did you mean `{close[0]}`?" if close else ""
+    """`; did you mean `x`?` (the one fuzzy matcher, shared with the compiler), or ""."""
+    hint = did_you_mean(name, known)
+    return f"; {hint}" if hint else ""
 
 
 # Keyed by template source and bounded, so that a process loading many policies
