@@ -58,10 +58,11 @@ class InputError(RbrError):
     """A mistake in a file the user gave, with located diagnostics (sorted,
     one per place and message) and the sources they point into."""
 
-    def __init__(self, diagnostics: Iterable[Diagnostic], sources: Optional[Mapping[str, str]] = None):
+    def __init__(self, diagnostics: Iterable[Diagnostic], sources: Optional[Mapping[str, str]] = None, *,
+                 params: Iterable[str] = ()):
         self.diagnostics: list[Diagnostic] = normalise(diagnostics)
         self.sources: dict[str, str] = dict(sources or {})
-        super().__init__(self.diagnostics, self.sources)
+        super().__init__(self.diagnostics, self.sources, params=params)
 
     def __str__(self) -> str:
         return render_all(self.diagnostics, self.sources)
@@ -151,9 +152,9 @@ class GraderError(RbrError, RuntimeError):
 class PathError(RbrError, OSError):
     """A path that cannot be read or written: names the path and the cause."""
 
-    def __init__(self, path, cause: str, help: str = ""):
+    def __init__(self, path, cause: str, help: str = "", *, params: Iterable[str] = ()):
         self.path, self.cause, self.help = str(path), cause, help
-        super().__init__(f"{self.path}: {cause}" + (f"; {help}" if help else ""))
+        super().__init__(f"{self.path}: {cause}" + (f"; {help}" if help else ""), params=params)
 
     @classmethod
     def from_os(cls, path, exc: OSError, doing: str = "") -> "PathError":

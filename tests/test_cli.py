@@ -137,6 +137,23 @@ def test_library_errors_name_arguments_and_the_cli_names_flags(tmp_path, rbrc, c
         "rbrc eval: error: nothing to evaluate: give a gold set (--gold) or comparisons (--comparisons)")
 
 
+def test_the_cli_names_flags_in_located_and_path_errors_too(capsys):
+    from rbrlang import diagnostics as dg
+    from rbrlang.cli import output
+    from rbrlang.errors import DataError, PathError
+
+    line = '{"prompt": []}'
+    bad = DataError([dg.error("E0303", dg.key_span("d.jsonl", 1, line, "prompt"), "no `propositions`",
+                              "give P(yes), or a grader (`grader`)")], {"d.jsonl": line}, params=("grader",))
+    assert "(`grader`)" in str(bad)  # the library's own words
+    output.error("fit", bad, {"grader": "--grader"})
+    output.error("grade", PathError("c.sqlite", "is a folder", "give another file as `cache`", params=("cache",)),
+                 {"cache": "--cache"})
+    err = capsys.readouterr().err
+    assert "d.jsonl:1:2: error[E0303]: no `propositions`" in err and "help: give P(yes), or a grader (--grader)" in err
+    assert "rbrc grade: error: c.sqlite: is a folder; give another file as --cache" in err
+
+
 def test_several_errors_sorted(tmp_path, rbrc):
     src = write(tmp_path / "p.rbr", MINIMAL.replace("good = a and b", "good = x and b") + 'route "Q" -> nope\n')
     code, _, err = rbrc("check", src)

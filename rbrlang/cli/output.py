@@ -9,13 +9,14 @@ used. An error without a place has `"code": null` and `"span": null`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import warnings
 from typing import Iterable, Optional, Sequence
 
 from .. import diagnostics as dg
-from ..errors import PathError
+from ..errors import InputError, PathError, RbrError
 
 
 class _Run:
@@ -70,20 +71,20 @@ def problem(human: str, message: str, help: str = "") -> None:
         print(human, file=sys.stderr)
 
 
-def error(command: str, exc: BaseException, flags: Optional[dict[str, str]] = None) -> None:
+def error(command: str, exc: RbrError, flags: Optional[dict[str, str]] = None) -> None:
     """An `RbrError` the way the user reads it: its diagnostics, or one line
     `rbrc COMMAND: error: …`. `flags` maps the API arguments an error names
     (its `params`) to the command's flags, written in their place."""
-    diagnostics = getattr(exc, "diagnostics", None)
-    if diagnostics:
-        report(diagnostics, getattr(exc, "sources", {}))
+    if isinstance(exc, InputError) and exc.diagnostics:
+        report([dataclasses.replace(d, message=in_flags(d.message, exc.params, flags or {}),
+                                    help=in_flags(d.help, exc.params, flags or {})) for d in exc.diagnostics],
+               exc.sources)
         return
-    params = getattr(exc, "params", ())
     if isinstance(exc, PathError):  # the path and the cause, and its own help
         message, help = f"{exc.path}: {exc.cause}", exc.help
     else:
         message, help = str(exc), ""
-    message, help = in_flags(message, params, flags or {}), in_flags(help, params, flags or {})
+    message, help = (in_flags(text, exc.params, flags or {}) for text in (message, help))
     if _run.json:
         _run.rows.append(row(message, help))
     else:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from ..errors import LINE_SHAPE, ConversationError, LineError, PolicyError
+from ..errors import LINE_SHAPE, ConversationError, LineError, PolicyError  # noqa: F401 (LINE_SHAPE: for the readers)
 from ..policy import CompiledPolicy
 from ..policy.rendering import check_conversation
 
