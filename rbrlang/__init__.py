@@ -19,7 +19,7 @@ def __getattr__(name):
         from .compiler import compile_file
         return compile_file
     if name == "import_yaml":
-        from .compiler.yaml_import import import_yaml
+        from .compiler import import_yaml
         return import_yaml
     if name in ("classify_record", "classify_file"):
         from .data import classify

@@ -1,4 +1,6 @@
-"""One diagnostic type for every stage, and its human and JSON forms."""
+"""One diagnostic type for every stage, the spans it points at, and its human
+and JSON forms. A leaf module (it imports nothing of rbrlang), so `errors`
+and `source` can both build on it without an import circle."""
 from __future__ import annotations
 
 import difflib
@@ -6,8 +8,6 @@ import json
 import unicodedata
 from dataclasses import asdict, dataclass, field
 from typing import Iterable, Mapping, Optional
-
-from .source import Span
 
 ERROR = "error"
 WARNING = "warning"
@@ -69,6 +69,32 @@ CODES: dict[str, str] = {
 
 
 @dataclass(frozen=True)
+class Span:
+    """A region of one file. Lines and columns are 1-based; offsets 0-based."""
+
+    file: str
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+    start: int = 0
+    end: int = 0
+
+    @staticmethod
+    def point(file: str, line: int = 1, column: int = 1, offset: int = 0) -> "Span":
+        return Span(file, line, column, line, column + 1, offset, offset + 1)
+
+
+def key_span(file: str, line: int, text: str, key: str | None) -> Span:
+    """In one JSON line, the place of `"key"` when it is there, else the line's start."""
+    if key:
+        at = text.find(json.dumps(key))
+        if at >= 0:
+            return Span(file, line, at + 1, line, at + 1 + len(json.dumps(key)))
+    return Span(file, line, 1, line, 2)
+
+
+@dataclass(frozen=True)
 class Diagnostic:
     code: str
     severity: str
@@ -76,6 +102,10 @@ class Diagnostic:
     message: str
     help: str = ""
     notes: tuple[str, ...] = field(default=())
+    # Other places the message speaks of (`first declared here`), each a span
+    # and its label: shown as secondary snippets and kept, positions and all,
+    # in the JSON form. Notes are for what has no place.
+    related: tuple[tuple[Span, str], ...] = field(default=())
 
     @property
     def is_error(self) -> bool:
@@ -86,12 +116,14 @@ class Diagnostic:
         return (s.file, s.line, s.column, self.code, self.message)
 
 
-def error(code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = ()) -> Diagnostic:
-    return Diagnostic(code, ERROR, span, message, help, tuple(notes))
+def error(code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = (),
+          related: Iterable[tuple[Span, str]] = ()) -> Diagnostic:
+    return Diagnostic(code, ERROR, span, message, help, tuple(notes), tuple(related))
 
 
-def warning(code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = ()) -> Diagnostic:
-    return Diagnostic(code, WARNING, span, message, help, tuple(notes))
+def warning(code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = (),
+            related: Iterable[tuple[Span, str]] = ()) -> Diagnostic:
+    return Diagnostic(code, WARNING, span, message, help, tuple(notes), tuple(related))
 
 
 def normalise(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
@@ -109,6 +141,8 @@ def normalise(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
 def closest(word: str, candidates: Iterable[str]) -> Optional[str]:
     """The candidate most like `word` (a misspelling of it), or None: the one
     fuzzy match behind every "did you mean" for names and keywords."""
+    if not isinstance(word, str):  # a caller's wrong type: nothing is like it
+        return None
     pool = sorted(set(candidates))
     found = difflib.get_close_matches(word, pool, n=1, cutoff=0.6)
     if not found:  # case slips: `Question`, `IDEAL`
@@ -154,30 +188,58 @@ def _columns(shown: str) -> int:
     return width
 
 
-def render(d: Diagnostic, source_text: str | None) -> str:
-    """`file:line:col: error[CODE]: message`, the line, a caret underline, help."""
+def _snippet(span: Span, text: str, gutter: int, mark: str, label: str = "") -> list[str]:
+    """One source line and the marks under `span` on it (`^` for the place, `-`
+    for a related one, rustc's secondary labels), then the label."""
+    lo = min(max(span.column - 1, 0), len(text))
+    hi = (span.end_column - 1) if span.end_line == span.line else len(text)
+    hi = min(max(hi, lo + 1), lo + 80)
+    head, tail = "", ""
+    if len(text) > 120:  # a long data line: show a window around the place
+        start = max(0, lo - 39)
+        head = "…" if start else ""
+        tail = "…" if start + 100 < len(text) else ""
+        text, lo, hi = text[start:start + 100], lo - start, hi - start
+    shown = [_shown(ch, keep_tab=True) for ch in text]
+    # The marks sit under the place in the printed line: tabs keep their
+    # width, escapes and wide characters count what they print.
+    pad = "".join("\t" if piece == "\t" else " " * _columns(piece) for piece in [head] + shown[:lo])
+    under = sum(_columns(piece) if piece != "\t" else 1 for piece in shown[lo:hi])
+    marks = mark * max(1, min(under, 80)) + (f" {escape_text(label)}" if label else "")
+    blank = " " * gutter
+    return [f"{str(span.line).rjust(gutter)} | {head}{''.join(shown)}{tail}", f"{blank} | {pad}{marks}"]
+
+
+def _line_of(span: Span, sources: Mapping[str, str]) -> Optional[str]:
+    text = sources.get(span.file)
+    lines = text.split("\n") if text is not None else []
+    return lines[span.line - 1] if 0 < span.line <= len(lines) else None
+
+
+def render(d: Diagnostic, source_text: str | None, sources: Mapping[str, str] | None = None) -> str:
+    """`file:line:col: error[CODE]: message`, the line, a caret underline, then
+    each related place (its line marked `-` with its label), notes, help.
+    `sources` holds the text of other files related places point into."""
     s = d.span
+    texts = dict(sources or {})
+    if source_text is not None:
+        texts[s.file] = source_text
     out = [escape_text(f"{s.file}:{s.line}:{s.column}: {d.severity}[{d.code}]: {d.message}")]
-    lines = source_text.split("\n") if source_text is not None else []
-    if 0 < s.line <= len(lines):
-        text = lines[s.line - 1]
-        gutter = " " * len(str(s.line))
-        lo = min(max(s.column - 1, 0), len(text))
-        hi = (s.end_column - 1) if s.end_line == s.line else len(text)
-        hi = min(max(hi, lo + 1), lo + 80)
-        head, tail = "", ""
-        if len(text) > 120:  # a long data line: show a window around the place
-            start = max(0, lo - 39)
-            head = "…" if start else ""
-            tail = "…" if start + 100 < len(text) else ""
-            text, lo, hi = text[start:start + 100], lo - start, hi - start
-        shown = [_shown(ch, keep_tab=True) for ch in text]
-        # The caret sits under the place in the printed line: tabs keep their
-        # width, escapes and wide characters count what they print.
-        pad = "".join("\t" if piece == "\t" else " " * _columns(piece) for piece in [head] + shown[:lo])
-        under = sum(_columns(piece) if piece != "\t" else 1 for piece in shown[lo:hi])
-        caret = "^" * max(1, min(under, 80))
-        out += [f"{gutter} |", f"{s.line} | {head}{''.join(shown)}{tail}", f"{gutter} | {pad}{caret}"]
+    main = _line_of(s, texts)
+    places = [s] * (main is not None) + [r for r, _ in d.related if _line_of(r, texts) is not None]
+    gutter = max((len(str(p.line)) for p in places), default=1)
+    blank = " " * gutter
+    if main is not None:
+        out += [f"{blank} |"] + _snippet(s, main, gutter, "^")
+    for span, label in d.related:
+        where = escape_text(f"{span.file}:{span.line}:{span.column}")
+        text = _line_of(span, texts)
+        if text is None:  # no text to show: the place and the label on one line
+            out.append(f"{blank} ::: {where}: {escape_text(label)}")
+            continue
+        # Another file is named; a place in the same file shows by its line number.
+        out.append(f"{blank} ::: {where}" if span.file != s.file else f"{blank} |")
+        out += _snippet(span, text, gutter, "-", label)
     for note in d.notes:
         out.append(f"  = note: {escape_text(note)}")
     if d.help:
@@ -186,16 +248,20 @@ def render(d: Diagnostic, source_text: str | None) -> str:
 
 
 def render_all(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str]) -> str:
-    return "\n\n".join(render(d, sources.get(d.span.file)) for d in diagnostics)
+    return "\n\n".join(render(d, sources.get(d.span.file), sources) for d in diagnostics)
+
+
+def to_row(d: Diagnostic) -> dict:
+    """The JSON object of one diagnostic: `code`, `severity`, `span`, `message`,
+    `help`, `notes`, and `related` as [{`span`, `label`}]."""
+    row = asdict(d)
+    row["notes"] = list(d.notes)
+    row["related"] = [{"span": asdict(span), "label": label} for span, label in d.related]
+    return row
 
 
 def to_json(diagnostics: Iterable[Diagnostic]) -> str:
-    rows = []
-    for d in diagnostics:
-        row = asdict(d)
-        row["notes"] = list(d.notes)
-        rows.append(row)
-    return json.dumps(rows, indent=2, ensure_ascii=False)
+    return json.dumps([to_row(d) for d in diagnostics], indent=2, ensure_ascii=False)
 
 
 def summary(diagnostics: list[Diagnostic]) -> str:

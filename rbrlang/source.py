@@ -1,31 +1,16 @@
-"""Source files and spans: where every diagnostic points."""
+"""Source files: reading a policy's text, and the name diagnostics show for it.
+(`Span`, the place a diagnostic points at, lives in the leaf `diagnostics`.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RbrError
+from .diagnostics import Span
+from .errors import SourceError
 
 # A policy is a few hundred lines; anything this large is a mistake (a data file
 # passed by accident) and would only make the parser slow before failing.
 MAX_SOURCE_BYTES = 2 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Span:
-    """A region of one file. Lines and columns are 1-based; offsets 0-based."""
-
-    file: str
-    line: int
-    column: int
-    end_line: int
-    end_column: int
-    start: int = 0
-    end: int = 0
-
-    @staticmethod
-    def point(file: str, line: int = 1, column: int = 1, offset: int = 0) -> "Span":
-        return Span(file, line, column, line, column + 1, offset, offset + 1)
 
 
 @dataclass(frozen=True)
@@ -35,15 +20,6 @@ class SourceFile:
     path: Path
     name: str
     text: str
-
-
-class SourceError(RbrError):
-    """A file that cannot be read as a policy at all (missing, binary, too big)."""
-
-    def __init__(self, code: str, message: str, help: str, span: Span, text: str | None = None):
-        super().__init__(message)
-        self.code, self.message, self.help, self.span = code, message, help, span
-        self.text = text  # a lossy decoding, so the diagnostic can still show the line
 
 
 def display_name(path: Path) -> str:

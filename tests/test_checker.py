@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rbrlang import diagnostics as dg
 from rbrlang.compiler.check import STAGES, check_file
 
 from .conftest import MINIMAL, write
@@ -35,9 +36,14 @@ def test_did_you_mean_for_misspelt_operand(tmp_path):
 def test_duplicate_across_import(tmp_path):
     write(tmp_path / "lib.rbr", 'rbr 1\nproposition a {\n  question "A?"\n}\n')
     text = MINIMAL.replace("rbr 1\n", 'rbr 1\nimport "lib.rbr"\n', 1)
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    _, diags, sources = check_file(write(tmp_path / "p.rbr", text))
     assert [d.code for d in diags] == ["E0101"]
-    assert "lib.rbr:2" in diags[0].notes[0]
+    ((span, label),) = diags[0].related  # the first declaration, in the imported file
+    assert (Path(span.file).name, span.line, span.column, label) == ("lib.rbr", 2, 13,
+                                                                     "first declared here as a proposition")
+    # Shown from its own file's text, under that file's name.
+    shown = dg.render_all(diags, sources).split("\n")
+    assert shown[-4:-1] == [f"  ::: {span.file}:2:13", "2 | proposition a {", "  |             - " + label]
 
 
 def test_diamond_import_is_loaded_once(tmp_path):
@@ -167,7 +173,10 @@ def test_one_misspelt_declaration_is_one_error(tmp_path):
     _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
     (d,) = diags
     assert d.code == "E0102" and d.help == "did you mean `aa`?"
-    assert d.notes == ("`a` is also used at 15:10, 16:14",)
+    # The later uses are related places (with their positions), no longer a note.
+    assert d.notes == ()
+    assert [(s.line, s.column, label) for s, label in d.related] == [(15, 10, "also used here"),
+                                                                      (16, 14, "also used here")]
 
 
 # --- matches: RE2 ------------------------------------------------------------------

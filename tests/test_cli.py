@@ -85,6 +85,75 @@ def test_json_format(tmp_path, rbrc):
     assert d["help"] == "did you mean `b`?"
 
 
+def test_json_is_one_format_for_every_command_before_or_after_it(tmp_path, rbrc, compiled):
+    src = write(tmp_path / "d.rbr", MINIMAL + 'proposition a {\n  question "again?"\n}\n')
+    code, out, err = rbrc("--format", "json", "check", src)
+    assert code == 1 and err == "" and rbrc("check", src, "--format", "json")[1] == out  # the old spelling
+    (d,) = json.loads(out)
+    assert d["code"] == "E0101" and d["span"]["line"] == 21
+    # The first declaration is a related place, with its position.
+    assert d["related"] == [{"span": {"file": d["span"]["file"], "line": 3, "column": 13, "end_line": 3,
+                                      "end_column": 14, "start": 19, "end": 20},
+                             "label": "first declared here as a proposition"}]
+    # An error with no place in a file: code and span null; the exit status is the same.
+    code, out, err = rbrc("--format", "json", "classify", compiled, "--labels", tmp_path / "gone.jsonl")
+    assert (code, err) == (1, "") and json.loads(out) == [
+        {"code": None, "severity": "error", "span": None, "message": f"{tmp_path / 'gone.jsonl'}: no such file",
+         "help": "check the path given to --labels", "notes": [], "related": []}]
+
+
+def test_json_reports_bad_data_lines_and_failures_that_are_no_exception(tmp_path, rbrc, compiled, capsys):
+    # A command-line mistake argparse finds: exit 2, the usage on stderr, the error as JSON.
+    with pytest.raises(SystemExit) as exc:
+        rbrc("--format", "json", "compile")
+    printed = capsys.readouterr()
+    assert exc.value.code == 2 and printed.err.startswith("usage: rbrc compile")
+    assert json.loads(printed.out)[0]["message"] == "the following arguments are required: FILE"
+    labels = write(tmp_path / "l.jsonl", '{"response_type": "r", "propositions": {"a": true, "b": false}}\n'
+                                         '{"response_type": 3, "propositions": {"a": true, "b": false}}\n')
+    code, out, err = rbrc("classify", compiled, "--labels", labels, "--keep-going", "--format", "json")
+    first, rows = out.splitlines()[0], json.loads("\n".join(out.splitlines()[1:]))
+    assert code == 1 and json.loads(first)["class"] == "ok"  # the results come first, then the array
+    assert [(r["code"], r["span"]["line"], r["span"]["column"]) for r in rows] == [("E0301", 2, 2)]
+    assert "Traceback" not in err and "error[" not in err
+    messy = write(tmp_path / "messy.rbr", MINIMAL.replace("good = a and b", "good   =   a and b"))
+    code, out, err = rbrc("--format", "json", "fmt", "--check", messy)
+    assert code == 1 and [r["message"] for r in json.loads(out)] == [f"{messy}: not formatted"]
+    assert not err
+
+
+def test_library_errors_name_arguments_and_the_cli_names_flags(tmp_path, rbrc, compiled):
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from rbrlang.errors import UsageError
+    from rbrlang.evaluate import evaluate
+    from rbrlang.policy import load_policy
+
+    with pytest.raises(UsageError, match="give a gold set \\(`gold`\\) or comparisons") as exc:
+        evaluate(load_policy(compiled))
+    assert "--" not in str(exc.value) and exc.value.params == ("gold", "comparisons")
+    code, _, err = rbrc("eval", compiled, "--report", tmp_path / "report")
+    assert code == 2 and one_line_error("eval", err) == (
+        "rbrc eval: error: nothing to evaluate: give a gold set (--gold) or comparisons (--comparisons)")
+
+
+def test_the_cli_names_flags_in_located_and_path_errors_too(capsys):
+    from rbrlang import diagnostics as dg
+    from rbrlang.cli import output
+    from rbrlang.errors import DataError, PathError
+
+    line = '{"prompt": []}'
+    bad = DataError([dg.error("E0303", dg.key_span("d.jsonl", 1, line, "prompt"), "no `propositions`",
+                              "give P(yes), or a grader (`grader`)")], {"d.jsonl": line}, params=("grader",))
+    assert "(`grader`)" in str(bad)  # the library's own words
+    output.error("fit", bad, {"grader": "--grader"})
+    output.error("grade", PathError("c.sqlite", "is a folder", "give another file as `cache`", params=("cache",)),
+                 {"cache": "--cache"})
+    err = capsys.readouterr().err
+    assert "d.jsonl:1:2: error[E0303]: no `propositions`" in err and "help: give P(yes), or a grader (--grader)" in err
+    assert "rbrc grade: error: c.sqlite: is a folder; give another file as --cache" in err
+
+
 def test_several_errors_sorted(tmp_path, rbrc):
     src = write(tmp_path / "p.rbr", MINIMAL.replace("good = a and b", "good = x and b") + 'route "Q" -> nope\n')
     code, _, err = rbrc("check", src)

@@ -101,3 +101,29 @@ def test_every_code_is_documented():
             else:
                 documented.add(part)
     assert set(dg.CODES) <= documented, sorted(set(dg.CODES) - documented)
+
+
+def test_error_classes_render_lazily_and_the_base_modules_form_no_circle():
+    import ast
+    import pickle
+
+    from rbrlang.errors import CompileError, SourceError
+
+    from .conftest import ROOT
+
+    d = dg.error("E0102", _span(1, 1, 2), "undefined name `x`", "declare it")
+    exc = CompileError([d], {"p.rbr": "x"})
+    assert exc.args == ([d], {"p.rbr": "x"})  # nothing rendered when raised
+    assert str(exc) == dg.render(d, "x")
+    again = pickle.loads(pickle.dumps(SourceError("E0001", "cannot read `p.rbr`", "check the path", _span(1, 1, 2))))
+    assert (again.code, again.help, again.diagnostics) == ("E0001", "check the path", [again.diagnostic])
+
+    def imported(name: str) -> set[str]:
+        tree = ast.parse((ROOT / "rbrlang" / f"{name}.py").read_text(encoding="utf-8"))
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
+
+    # diagnostics is the leaf; errors builds on it, source on both: no circle,
+    # not even through an import inside a function.
+    assert imported("diagnostics") == set()
+    assert imported("errors") == {"diagnostics"}
+    assert imported("source") == {"diagnostics", "errors"}

@@ -1,7 +1,11 @@
 """rbrc: thin commands over the library, one module per command group.
 
 Exit codes: 0 fine, 1 the input has errors (a policy, a data file, a path),
-2 the command line is wrong, 70 a bug in rbrc (please report it)."""
+2 the command line is wrong, 70 a bug in rbrc (please report it).
+
+`rbrc --format json COMMAND …` (or `--format json` after the command) reports
+every diagnostic and error of the run as one JSON array on stdout (see
+`output`)."""
 from __future__ import annotations
 
 import argparse
@@ -9,13 +13,32 @@ import sys
 from typing import Sequence
 
 from .. import __version__
-from ..errors import EXIT_INTERNAL, EXIT_OK, RbrError
-from . import compiler, data, tiny
+from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, RbrError
+from . import compiler, data, output, tiny
+
+FORMATS = ("human", "json")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in the run's format too."""
+
+    commands: dict = {}  # name -> the command's parser (set on the top one)
+
+    def error(self, message):
+        if not output.is_json():
+            super().error(message)
+        self.print_usage(sys.stderr)
+        output.error(self.prog, RbrError(message))
+        output.end()
+        self.exit(EXIT_USAGE)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rbrc", description="The rbrlang compiler: rule based rewards as a language.")
+    parser = _Parser(prog="rbrc", description="The rbrlang compiler: rule based rewards as a language.")
     parser.add_argument("--version", action="version", version=f"rbrc {__version__}")
+    parser.add_argument("--format", choices=FORMATS, default="human",
+                        help="how errors and diagnostics are reported: human text on stderr (default), "
+                             "or one JSON array on stdout")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compiler.register(sub)
     data.register(sub)
@@ -25,30 +48,65 @@ def build_parser() -> argparse.ArgumentParser:
     from . import fit as fit_command  # rbrc fit (fit/)
     fit_command.register(sub)
     from . import serve as serve_command; serve_command.register(sub)  # rbrc serve (serve/, OpenRLHF)
+    for command in sub.choices.values():
+        # The same flag after the command (`rbrc check FILE --format json`);
+        # given there, it wins, else the global one stands.
+        command.add_argument("--format", choices=FORMATS, default=argparse.SUPPRESS,
+                             help="as `rbrc --format`: human (default) or json")
+    parser.commands = sub.choices
     return parser
 
 
+def _format_asked(argv: Sequence[str]) -> str:
+    """The format the command line asks for, read before parsing it, so that a
+    usage error is reported in that format too."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--format", default="human")
+    found, _ = pre.parse_known_args(argv)
+    return found.format
+
+
+def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each argument's destination -> its long flag (`gold` -> `--gold`), so
+    that an error naming a library argument can name the flag instead."""
+    out = {}
+    for action in parser._actions:  # argparse keeps them only here
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs:
+            out.setdefault(action.dest, longs[0])
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    output.begin(_format_asked(argv))
     try:
-        return args.run(args)
+        args = parser.parse_args(argv)  # a usage error is reported (and the run ended) by `_Parser.error`
+        output.begin(args.format)  # the flag after the command, if any, decides
+        return _run(parser, args)
+    finally:
+        output.begin("human")  # however the run ended, the next one in this process starts afresh
+
+
+def _run(parser: _Parser, args) -> int:
+    try:
+        status = args.run(args)
     except KeyboardInterrupt:
-        return 130
+        status = 130
     except BrokenPipeError:  # `rbrc … | head`
         sys.stderr.close()
         return EXIT_OK
     except RbrError as exc:  # a mistake in the input, the command line or a path
-        diagnostics = getattr(exc, "diagnostics", None)
-        if diagnostics:
-            from .output import report
-            report(diagnostics, getattr(exc, "sources", {}))
-        else:
-            print(f"rbrc {args.command}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        output.error(args.command, exc, flags_of(parser.commands[args.command]))
+        status = exc.exit_code
     except Exception as exc:  # a bug in rbrc, never a mistake in the input
         import traceback
         traceback.print_exc()
-        print(f"rbrc: internal error ({type(exc).__name__}); please report it with the input", file=sys.stderr)
-        return EXIT_INTERNAL
-
+        message = f"internal error ({type(exc).__name__}); please report it with the input"
+        if output.is_json():
+            output.error(args.command, RbrError(message))
+        print(f"rbrc: {message}", file=sys.stderr)
+        status = EXIT_INTERNAL
+    output.end()
+    return status

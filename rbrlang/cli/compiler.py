@@ -7,15 +7,14 @@ import time
 from pathlib import Path
 
 from .. import diagnostics as dg
-from ..errors import (CompileError, ConversationError, EXIT_ERRORS, EXIT_OK, PathError, PolicyError,
-                      UsageError)
+from ..errors import ConversationError, EXIT_ERRORS, EXIT_OK, PathError, PolicyError, UsageError
+from . import output
 from .output import report
 
 
 def register(sub) -> None:
     p = sub.add_parser("check", help="check policies and print diagnostics")
     p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--format", choices=("human", "json"), default="human")
     p.add_argument("--deny-warnings", action="store_true", help="fail on warnings too")
     p.set_defaults(run=cmd_check)
 
@@ -23,7 +22,6 @@ def register(sub) -> None:
     p.add_argument("file", metavar="FILE")
     p.add_argument("-o", "--output", metavar="DIR", help="output folder (default: compiled/<policy name>)")
     p.add_argument("--check", action="store_true", help="fail if the output folder is stale; write nothing")
-    p.add_argument("--format", choices=("human", "json"), default="human")
     p.set_defaults(run=cmd_compile)
 
     p = sub.add_parser("fmt", help="rewrite policies in the canonical layout")
@@ -49,36 +47,35 @@ def register(sub) -> None:
 
 
 def cmd_check(args) -> int:
-    from ..compiler.check import check_file
+    from ..compiler import check_policy
 
     all_diags, sources = [], {}
     for path in args.files:
-        _, diags, srcs = check_file(Path(path))
-        all_diags += diags
-        sources.update(srcs)
+        result = check_policy(path)
+        all_diags += result.diagnostics
+        sources.update(result.sources)
     all_diags = dg.normalise(all_diags)
-    report(all_diags, sources, args.format)
+    report(all_diags, sources)
     failed = dg.has_errors(all_diags) or (args.deny_warnings and all_diags)
-    if not failed and args.format == "human":
+    if not failed and not output.is_json():
         print(f"ok: {len(args.files)} file{'s' * (len(args.files) != 1)} checked", file=sys.stderr)
     return EXIT_ERRORS if failed else EXIT_OK
 
 
 def cmd_compile(args) -> int:
     from ..compiler.codegen import stale_files, write_output
-    from ..compiler import compile_path
+    from ..compiler import compile_policy
     from ..policy.format import POLICY_FILE
 
     if args.output is not None and not args.output.strip():
         raise UsageError("-o: the output folder's name is empty; give a folder, or leave -o out for "
                          "compiled/<policy name>")
     started = time.perf_counter()
-    try:
-        comp = compile_path(args.file)
-    except CompileError as exc:
-        report(exc.diagnostics, exc.sources, args.format)
+    result = compile_policy(args.file)
+    report(result.diagnostics, result.sources)
+    if result.failed:
         return EXIT_ERRORS
-    report(comp.diagnostics, comp.sources, args.format)
+    comp = result.value
     out = Path(args.output) if args.output is not None else Path("compiled") / comp.checked.name
     if args.check:
         if out.exists() and not out.is_dir():
@@ -91,14 +88,14 @@ def cmd_compile(args) -> int:
                             "give -o the compiled folder to check")
         stale = stale_files(comp.files, out)
         if stale:
-            print(f"{out} is stale; differs from a fresh compile in:", file=sys.stderr)
-            for rel in stale:
-                print(f"  {rel}", file=sys.stderr)
-            print(f"help: run `rbrc compile {args.file} -o {out}` and commit the result", file=sys.stderr)
+            fix = f"run `rbrc compile {args.file} -o {out}` and commit the result"
+            output.problem("\n".join([f"{out} is stale; differs from a fresh compile in:"]
+                                     + [f"  {rel}" for rel in stale] + [f"help: {fix}"]),
+                           f"{out} is stale; differs from a fresh compile in: {', '.join(stale)}", fix)
             return EXIT_ERRORS
         print(f"{out} is up to date", file=sys.stderr)
         return EXIT_OK
-    stale = write_output(comp.files, out, sources=[Path(name) for name in comp.sources])
+    stale = write_output(comp.files, out, sources=[Path(name) for name in result.sources])
     elapsed = time.perf_counter() - started
     print(f"compiled {comp.checked.name} → {out} ({len(comp.files)} files, {elapsed:.2f}s)", file=sys.stderr)
     for line in stale:  # fitted files the edit made stale: kept, and said so once here
@@ -107,51 +104,46 @@ def cmd_compile(args) -> int:
 
 
 def cmd_fmt(args) -> int:
-    from ..compiler.fmt import format_source
+    from ..compiler import format_policy
     from ..files import write_text
-    from ..source import SourceError, read_source
+    from ..source import display_name
 
     status = EXIT_OK
     unchanged = 0
     for name in args.files:
         path = Path(name)
-        try:
-            src = read_source(path)
-        except SourceError as exc:
-            report([dg.error(exc.code, exc.span, exc.message, exc.help)], {}, "human")
+        result = format_policy(path)
+        report(result.diagnostics, result.sources)
+        if result.failed:
             status = EXIT_ERRORS
             continue
-        result = format_source(src)
-        if result.text is None:
-            report(list(result.diagnostics), {src.name: src.text}, "human")
-            status = EXIT_ERRORS
-            continue
-        if result.text == src.text:
+        shown = display_name(path)  # the name the reader gave the file's text
+        before, after = result.sources[shown], result.value
+        if after == before:
             unchanged += 1
             continue
         if args.diff:
             sys.stdout.writelines(difflib.unified_diff(
-                src.text.splitlines(True), result.text.splitlines(True), f"{src.name} (original)",
-                f"{src.name} (formatted)"))
+                before.splitlines(True), after.splitlines(True), f"{shown} (original)", f"{shown} (formatted)"))
         if args.check or args.diff:
-            print(f"{src.name}: not formatted", file=sys.stderr)
+            output.problem(f"{shown}: not formatted", f"{shown}: not formatted", f"run `rbrc fmt {name}`")
             status = max(status, EXIT_ERRORS)
         else:
             try:
-                write_text(path, result.text)  # atomic, keeps the file's mode
+                write_text(path, after)  # atomic, keeps the file's mode
             except PathError as exc:  # say so and go on with the other files
-                print(f"rbrc fmt: error: {exc}", file=sys.stderr)
+                output.error("fmt", exc)
                 status = EXIT_ERRORS
                 continue
-            print(f"formatted {src.name}", file=sys.stderr)
+            print(f"formatted {shown}", file=sys.stderr)
     if unchanged and status == EXIT_OK:  # say so: silence reads as "did it run?"
         print(f"{unchanged} file{'s' * (unchanged != 1)} already formatted", file=sys.stderr)
     return status
 
 
 def cmd_explain(args) -> int:
-    from ..compiler.explain import SAMPLE_CONVERSATION, SAMPLE_RESPONSE, explain_policy
-    from ..policy import load_policy
+    from ..compiler import explain_target, load_target
+    from ..compiler.explain import SAMPLE_CONVERSATION, SAMPLE_RESPONSE
 
     if args.proposition is None:
         given = [o for o, v in (("--conversation", args.conversation), ("--response", args.response)) if v is not None]
@@ -160,17 +152,11 @@ def cmd_explain(args) -> int:
                              "(the prompt they fill in); add it")
     elif args.tokenizer:
         raise UsageError("--tokenizer counts the prompt sizes of the summary; it does not go with --proposition")
-    target = Path(args.target)
-    if target.is_dir() or target.name == "policy.json":
-        policy = load_policy(target, weights="ignore", calibration="ignore")  # explains the source, not a fit
-    else:
-        from ..compiler import compile_path, policy_from_files
-        try:
-            comp = compile_path(target)
-        except CompileError as exc:
-            report(exc.diagnostics, exc.sources, "human")
-            return EXIT_ERRORS
-        policy = policy_from_files(comp.files)
+    loaded = load_target(args.target)
+    if loaded.failed:
+        report(loaded.diagnostics, loaded.sources)
+        return EXIT_ERRORS
+    policy = loaded.value
     if args.proposition:
         if args.proposition not in policy.proposition_names:
             near = dg.did_you_mean(args.proposition, policy.proposition_names)
@@ -201,7 +187,7 @@ def cmd_explain(args) -> int:
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
         except (OSError, ValueError, KeyError) as exc:
             raise load_failure("--tokenizer", args.tokenizer, "a tokenizer", exc) from None
-    sys.stdout.write(explain_policy(policy, tokenizer))
+    sys.stdout.write(explain_target(policy, tokenizer).unwrap())
     return EXIT_OK
 
 
@@ -234,27 +220,27 @@ MESSAGES = 'write the conversation as [{"role": "user", "content": "…"}, …]'
 
 
 def cmd_import_yaml(args) -> int:
-    from ..compiler.check import check_file
-    from ..compiler.yaml_import import import_yaml
+    from ..compiler import check_policy, import_yaml
     from ..files import check_output_file, write_text
 
     if args.name is not None:
         check_policy_name(args.name)
     result = import_yaml(args.path, args.name)
-    if result.text is None:
-        report(list(result.diagnostics), result.sources)
+    if result.failed:
+        report(result.diagnostics, result.sources)
         return EXIT_ERRORS
+    text = result.value
     out = Path(args.output)
     # An existing `.rbr` may hold a user's edits: never overwritten (unless it
     # already is exactly this import, when writing changes nothing).
-    check_output_file(out, "-o", "this same import", lambda p: p.read_bytes() == result.text.encode("utf-8"),
+    check_output_file(out, "-o", "this same import", lambda p: p.read_bytes() == text.encode("utf-8"),
                       inputs=[Path(args.path)], refused="exists with other text; import-yaml never overwrites a file")
-    write_text(out, result.text)
+    write_text(out, text)
     # Written even if it does not check, so nothing is lost; say what is wrong.
-    _, diags, sources = check_file(out)
-    report(diags, sources)
+    checked = check_policy(out)
+    report(checked.diagnostics, checked.sources)
     print(f"imported {args.path} → {out}", file=sys.stderr)
-    return EXIT_ERRORS if dg.has_errors(diags) else EXIT_OK
+    return EXIT_ERRORS if checked.failed else EXIT_OK
 
 
 def check_policy_name(name: str) -> None:

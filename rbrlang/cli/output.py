@@ -1,21 +1,102 @@
-"""How rbrc prints: diagnostics (human or JSON), summaries, counts."""
+"""How rbrc prints: diagnostics and errors (human or JSON), summaries, counts.
+
+A run reports in one format, chosen by `rbrc --format`: `human` prints each
+diagnostic on stderr as it comes (with its source line and carets); `json`
+collects every diagnostic, error and warning of the run and prints them as one
+JSON array on stdout when the run ends (after any results the command prints
+there), one object per entry in the form `rbrc check --format json` has always
+used. An error without a place has `"code": null` and `"span": null`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import sys
 import warnings
-from typing import Sequence
+from typing import Iterable, Optional, Sequence
 
 from .. import diagnostics as dg
+from ..errors import InputError, PathError, RbrError
 
 
-def report(diags: Sequence[dg.Diagnostic], sources: dict, fmt: str = "human") -> None:
-    if fmt == "json":
-        print(dg.to_json(diags))
+class _Run:
+    """What one run of rbrc reports, and how."""
+
+    def __init__(self, fmt: str = "human"):
+        self.json = fmt == "json"
+        self.rows: list[dict] = []
+
+
+_run = _Run()  # calls from outside `main` (tests, the library) print as humans read
+
+
+def begin(fmt: str) -> None:
+    global _run
+    _run = _Run(fmt)
+
+
+def end() -> None:
+    """Print the run's JSON array (in JSON mode) and go back to human output."""
+    global _run
+    run, _run = _run, _Run()
+    if run.json:
+        print(json.dumps(run.rows, indent=2, ensure_ascii=False))
+
+
+def is_json() -> bool:
+    return _run.json
+
+
+def row(message: str, help: str = "", severity: str = dg.ERROR) -> dict:
+    """The JSON object of an error or warning that has no place in a file."""
+    return {"code": None, "severity": severity, "span": None, "message": message, "help": help,
+            "notes": [], "related": []}
+
+
+def report(diags: Sequence[dg.Diagnostic], sources: dict) -> None:
+    if _run.json:
+        _run.rows += [dg.to_row(d) for d in diags]
         return
     if diags:
         print(dg.render_all(diags, sources), file=sys.stderr)
         print(f"\n{dg.summary(list(diags))}", file=sys.stderr)
+
+
+def problem(human: str, message: str, help: str = "") -> None:
+    """A failure that is not an exception (`fmt --check`: not formatted):
+    `human` as it is printed on stderr, or its message and help as JSON."""
+    if _run.json:
+        _run.rows.append(row(message, help))
+    else:
+        print(human, file=sys.stderr)
+
+
+def error(command: str, exc: RbrError, flags: Optional[dict[str, str]] = None) -> None:
+    """An `RbrError` the way the user reads it: its diagnostics, or one line
+    `rbrc COMMAND: error: …`. `flags` maps the API arguments an error names
+    (its `params`) to the command's flags, written in their place."""
+    if isinstance(exc, InputError) and exc.diagnostics:
+        report([dataclasses.replace(d, message=in_flags(d.message, exc.params, flags or {}),
+                                    help=in_flags(d.help, exc.params, flags or {})) for d in exc.diagnostics],
+               exc.sources)
+        return
+    if isinstance(exc, PathError):  # the path and the cause, and its own help
+        message, help = f"{exc.path}: {exc.cause}", exc.help
+    else:
+        message, help = str(exc), ""
+    message, help = (in_flags(text, exc.params, flags or {}) for text in (message, help))
+    if _run.json:
+        _run.rows.append(row(message, help))
+    else:
+        print(f"rbrc {command}: error: {message}" + (f"; {help}" if help else ""), file=sys.stderr)
+
+
+def in_flags(text: str, params: Iterable[str], flags: dict[str, str]) -> str:
+    """`give `gold`` as `give --gold`: each named API argument as the flag that sets it."""
+    for name in params:
+        if name in flags:
+            text = text.replace(f"`{name}`", flags[name])
+    return text
 
 
 def lines(n: int, what: str = "") -> str:
@@ -38,6 +119,7 @@ class BadLines:
 
     def __init__(self, path, limit: int = 20):
         self.path, self.limit, self.count = path, limit, 0
+        self._last: dict = {}  # the last row shown, in JSON mode
         self._fh = None
         self._at = 0
 
@@ -61,14 +143,21 @@ class BadLines:
         self.count += 1
         if self.count > self.limit:
             return
+        if _run.json:
+            self._last = dg.to_row(d)
+            _run.rows.append(self._last)
+            return
         text = self._line(d.span.line)
         source = None if text is None else "\n" * (d.span.line - 1) + text
         print(dg.render(d, source) + "\n", file=sys.stderr)
 
     def close(self) -> None:
         if self.count > self.limit:
-            print(f"… and {lines(self.count - self.limit, 'more bad')} (only the first {self.limit} shown)",
-                  file=sys.stderr)
+            more = f"… and {lines(self.count - self.limit, 'more bad')} (only the first {self.limit} shown)"
+            if _run.json:
+                self._last["notes"].append(more)
+            else:
+                print(more, file=sys.stderr)
         if self._fh is not None:
             self._fh.close()
             self._fh = None
@@ -86,6 +175,9 @@ def plain_warnings(command: str):
     def show(message, category, filename, lineno, file=None, line=None):
         if not category.__module__.startswith("rbrlang"):
             return previous(message, category, filename, lineno, file, line)
+        if _run.json:
+            _run.rows.append(row(str(message), severity=dg.WARNING))
+            return
         text = f"rbrc {command}: warning: {message}"
         try:
             from tqdm import tqdm

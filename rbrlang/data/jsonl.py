@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Iterator, Union
 
 from .. import diagnostics as dg
+from ..diagnostics import key_span  # noqa: F401 (the readers of data lines import it from here)
 from ..errors import PathError
 from ..source import Span
 
@@ -67,12 +68,3 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnost
             except json.JSONDecodeError as exc:
                 yield number, text, dg.error("E0300", Span(name, number, exc.colno, number, exc.colno + 1),
                                              f"not valid JSON: {exc.msg}", "each line holds one JSON object")
-
-
-def key_span(file: str, line: int, text: str, key: str | None) -> Span:
-    """Point at `"key"` in the line when it is there, else at the line's start."""
-    if key:
-        at = text.find(json.dumps(key))
-        if at >= 0:
-            return Span(file, line, at + 1, line, at + 1 + len(json.dumps(key)))
-    return Span(file, line, 1, line, 2)

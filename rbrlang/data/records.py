@@ -17,27 +17,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from ..diagnostics import Diagnostic, error
-from ..errors import ConversationError, PolicyError, RbrError
+from ..errors import LINE_SHAPE, ConversationError, LineError, PolicyError  # noqa: F401 (LINE_SHAPE: for the readers)
 from ..policy import CompiledPolicy
 from ..policy.rendering import check_conversation
-from .jsonl import key_span
-
-LINE_SHAPE = ('a line reads {"prompt": [messages], "completion": "…" or [assistant messages], '
-              '"response_type": "…" or "category": "…"}')
-
-
-class LineError(RbrError, ValueError):
-    """One data line whose fields do not fit: a diagnostic code, the message,
-    the field to point the caret at (`key`) and a help line. Readers turn it
-    into a located `Diagnostic` with `diagnostic`."""
-
-    def __init__(self, code: str, message: str, key: Optional[str] = None, help: str = ""):
-        super().__init__(message)
-        self.code, self.message, self.key, self.help = code, message, key, help
-
-    def diagnostic(self, file: str, line: int, text: str, help: str = LINE_SHAPE) -> Diagnostic:
-        return error(self.code, key_span(file, line, text, self.key), self.message, self.help or help)
 
 
 def response_type_of(policy: CompiledPolicy, record: Mapping[str, Any]) -> Optional[str]:

@@ -44,14 +44,17 @@ def evaluate(policy: CompiledPolicy, *, gold=None, probs=None, grader=None, comp
     comparison JSONL file; lines without `propositions` are graded by `grader`.
     calibrate: fit Platt scaling on the gold fit split (returned, not stored).
     """
+    # In the library's terms; the CLI shows its flags where `params` are named.
     if gold is None and comparisons is None:
-        raise UsageError("nothing to evaluate: give a gold set (--gold) or comparisons (--comparisons)")
+        raise UsageError("nothing to evaluate: give a gold set (`gold`) or comparisons (`comparisons`)",
+                         params=("gold", "comparisons"))
     if gold is not None and (probs is None) == (grader is None):
-        raise UsageError("a gold set needs its P(yes): give exactly one of --probs FILE and --grader MODEL")
+        raise UsageError("a gold set needs its P(yes): give exactly one of `probs` (a file of them) and `grader` "
+                         "(a model to grade it)", params=("probs", "grader"))
     if gold is None and probs is not None:
-        raise UsageError("--probs gives P(yes) for a gold set: give --gold too")
+        raise UsageError("`probs` gives P(yes) for a gold set: give `gold` too", params=("probs", "gold"))
     if calibrate and gold is None:
-        raise UsageError("--calibrate fits on a gold set: give --gold")
+        raise UsageError("`calibrate` fits on a gold set: give `gold`", params=("calibrate", "gold"))
 
     # read and check every input before the slow part
     gold_set = read_gold(policy, gold, with_texts=probs is None) if gold is not None else None

@@ -19,17 +19,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from ..errors import ConversationError, PolicyError
-from ..rewards.reward import UNROUTED_REWARD
 from ..data.records import checked_conversation
-
-
-class SampleError(PolicyError):
-    """A request or a batch that cannot be scored; names the sample (`index`) when one is at fault."""
-
-    def __init__(self, index: Optional[int], message: str):
-        self.index = index
-        super().__init__(message if index is None else f"sample {index}: {message}")
+from ..errors import ConversationError, PolicyError, SampleError
+from ..rewards.reward import UNROUTED_REWARD
 
 
 @dataclass(frozen=True)

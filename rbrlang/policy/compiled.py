@@ -6,13 +6,13 @@ and the templates; reading a folder, with its fitted files, is `loading.py`.
 """
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from ..diagnostics import did_you_mean
 from ..errors import PolicyError
 from . import logic, patterns, scoring
 from .format import MATCHES, POLICY_FILE, PolicyDocument
@@ -278,8 +278,9 @@ class CompiledPolicy:
 
 
 def _did_you_mean(name, known) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1) if isinstance(name, str) else []
-    return f"; did you mean `{close[0]}`?" if close else ""
+    """`; did you mean `x`?` (the one fuzzy matcher, shared with the compiler), or ""."""
+    hint = did_you_mean(name, known)
+    return f"; {hint}" if hint else ""
 
 
 # Keyed by template source and bounded, so that a process loading many policies

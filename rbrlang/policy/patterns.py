@@ -29,7 +29,7 @@ from typing import Optional
 
 import re2
 
-from ..errors import PolicyError
+from ..errors import PatternError, PolicyError
 
 FLAGS = "imsx"
 _WHITESPACE = frozenset(" \t\n\r\v\f")  # Python's re.VERBOSE whitespace (re/_parser.py)
@@ -40,15 +40,6 @@ _REPEAT = re.compile(r"\{(?:\d+|\d*,\d*)\}")
 _SHORT_OCTAL = re.compile(r"\\[0-7]{1,2}")  # RE2 reads up to three octal digits
 _HEX = "0123456789abcdefABCDEF"
 _OCT = "01234567"
-
-
-class PatternError(PolicyError):
-    """RE2 cannot compile a pattern. `reason` is RE2's message; `fragment` the
-    part of the (verbose-stripped) pattern it names, when it names one."""
-
-    def __init__(self, pattern: str, reason: str, fragment: str = ""):
-        self.pattern, self.reason, self.fragment = pattern, reason, fragment
-        super().__init__(f"invalid regular expression /{pattern}/: {reason}")
 
 
 def _escape_end(pattern: str, i: int) -> int:

@@ -32,9 +32,9 @@ class Context:
     symbols: dict[str, Symbol] = field(default_factory=dict)
     items: list[tuple[Unit, ast.Item]] = field(default_factory=list)
     formulas: dict[str, Formula] = field(default_factory=dict)  # define name -> formula
-    # (code, name) -> (index in diags, spans of later uses): one typo in a
-    # declaration is one error, however often the name is used.
-    _name_errors: dict[tuple[str, str], tuple[int, list[Span]]] = field(default_factory=dict)
+    # (code, name) -> index in diags: one typo in a declaration is one error,
+    # however often the name is used; the later uses are its related places.
+    _name_errors: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def of(self, kind: type) -> list:
         return [item for _, item in self.items if isinstance(item, kind)]
@@ -42,15 +42,17 @@ class Context:
     def one(self, kind: type, what: str) -> Optional[object]:
         found = self.of(kind)
         for extra in found[1:]:
-            self.error("E0119", extra.span, f"{what} declared twice",
-                       f"keep one {what}; the first is at line {found[0].span.line}")
+            self.error("E0119", extra.span, f"{what} declared twice", f"keep one {what}",
+                       related=[(found[0].span, "first declared here")])
         return found[0] if found else None
 
-    def error(self, code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = ()):
-        self.diags.append(dg.error(code, span, message, help, notes))
+    def error(self, code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = (),
+              related: Iterable[tuple[Span, str]] = ()):
+        self.diags.append(dg.error(code, span, message, help, notes, related))
 
-    def warning(self, code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = ()):
-        self.diags.append(dg.warning(code, span, message, help, notes))
+    def warning(self, code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = (),
+                related: Iterable[tuple[Span, str]] = ()):
+        self.diags.append(dg.warning(code, span, message, help, notes, related))
 
     @property
     def failed(self) -> bool:
@@ -63,19 +65,15 @@ class Context:
         return dg.did_you_mean(name, self.names_of(*kinds))
 
     def seen_before(self, code: str, ident: ast.Ident) -> bool:
-        """Whether this name already has this error; if so, the error notes this use too."""
+        """Whether this name already has this error; if so, this use becomes one
+        of the error's related places."""
         key = (code, ident.text)
         if key not in self._name_errors:
-            self._name_errors[key] = (len(self.diags), [])
+            self._name_errors[key] = len(self.diags)
             return False
-        index, later = self._name_errors[key]
-        later.append(ident.span)
-        places = ", ".join(f"{s.line}:{s.column}" if s.file == self.diags[index].span.file
-                           else f"{s.file}:{s.line}:{s.column}" for s in later)
-        note = f"`{ident.text}` is also used at {places}"
+        index = self._name_errors[key]
         first = self.diags[index]
-        notes = tuple(n for n in first.notes if not n.startswith(f"`{ident.text}` is also used at ")) + (note,)
-        self.diags[index] = dataclasses.replace(first, notes=notes)
+        self.diags[index] = dataclasses.replace(first, related=first.related + ((ident.span, "also used here"),))
         return True
 
     def lookup(self, ident: ast.Ident, kinds: tuple[str, ...], role: str) -> Optional[Symbol]:
@@ -94,6 +92,6 @@ class Context:
             self.error("E0116", ident.span,
                        f"`{ident.text}` is {KIND_WORDS[sym.kind]}, but {role} needs {wanted}",
                        self.suggest(ident.text, *kinds) or f"use {wanted} here",
-                       [f"`{ident.text}` is declared at {sym.ident.span.file}:{sym.ident.span.line}"])
+                       related=[(sym.ident.span, f"declared here as {KIND_WORDS[sym.kind]}")])
             return None
         return sym

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..syntax import ast
-from .context import Context, Symbol
+from .context import KIND_WORDS, Context, Symbol
 
 DECLARED_KINDS = {
     ast.Template: "template", ast.Proposition: "proposition", ast.Matches: "proposition",
@@ -18,7 +18,7 @@ def collect_names(ctx: Context) -> None:
             ctx.error("E0101", ident.span, f"`{ident.text}` is already declared",
                       "rename one of them; propositions, defines, classes, response types "
                       "and templates share one namespace",
-                      [f"first declared as {prior.kind} at {prior.ident.span.file}:{prior.ident.span.line}"])
+                      related=[(prior.ident.span, f"first declared here as {KIND_WORDS[prior.kind]}")])
             return
         ctx.symbols[ident.text] = Symbol(ident.text, kind, ident, item)
 

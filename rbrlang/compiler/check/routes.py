@@ -19,14 +19,14 @@ def check_routes(ctx: Context) -> list[RouteSpec]:
         if route.categories is None:
             if default_at is not None:
                 ctx.error("E0111", route.span, "`default` routed twice",
-                          "keep one `route default`", [f"first at line {default_at.line}"])
+                          "keep one `route default`", related=[(default_at, "first routed here")])
             default_at = route.span
         else:
             for cat in route.categories:
                 if cat.value in seen:
                     ctx.error("E0111", cat.span, f"category \"{cat.value}\" routed twice",
                               "route each category to one response type",
-                              [f"first routed at {seen[cat.value].span.file}:{seen[cat.value].span.line}"])
+                              related=[(seen[cat.value].span, "first routed here")])
                 else:
                     seen[cat.value] = cat
         specs.append(RouteSpec(None if route.categories is None else tuple(c.value for c in route.categories),

@@ -10,11 +10,12 @@ from lark import Token
 from lark.exceptions import UnexpectedInput, VisitError
 
 from ... import diagnostics as dg
+from ...errors import EscapeError
 from ...source import SourceFile, Span
 from . import ast
 from .errors import ITEM_KEYWORDS, to_diagnostic
 from .grammar import collect_comments, parser
-from .transform import StringEscapeError, ToAst, tree_depth
+from .transform import ToAst, tree_depth
 
 LANGUAGE_VERSION = 1
 MAX_DEPTH = 100  # tree levels; real policies nest a handful
@@ -80,7 +81,7 @@ def parse_source(src: SourceFile) -> ParseResult:
             module: ast.Module = ToAst(src.name).transform(tree)
         except VisitError as exc:
             raise exc.orig_exc
-    except StringEscapeError as exc:
+    except EscapeError as exc:
         return ParseResult(None, (dg.error("E0014", exc.span, f"invalid escape `{exc.text}` in string",
                                            'escapes are \\n \\t \\r \\\\ \\" \\0 and \\u{hex}'),))
     except RecursionError:  # pragma: no cover - guarded by MAX_DEPTH

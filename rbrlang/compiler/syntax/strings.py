@@ -4,14 +4,10 @@ from __future__ import annotations
 import re
 import textwrap
 
+from ...errors import EscapeError
+
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "0": "\0"}
 _ESCAPE_RE = re.compile(r"\\(u\{[0-9A-Fa-f]{1,6}\}|.|\n)", re.S)
-
-
-class EscapeError(ValueError):
-    def __init__(self, offset: int, text: str):
-        super().__init__(text)
-        self.offset, self.text = offset, text
 
 
 def unescape(body: str) -> str:
@@ -23,7 +19,7 @@ def unescape(body: str) -> str:
             code = int(esc[2:-1], 16)
             if code <= 0x10FFFF:
                 return chr(code)
-        raise EscapeError(m.start(), m.group(0))
+        raise EscapeError(m.group(0), offset=m.start())
 
     return _ESCAPE_RE.sub(sub, body)
 

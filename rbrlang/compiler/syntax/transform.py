@@ -3,15 +3,10 @@ from __future__ import annotations
 
 from lark import Token, Transformer, Tree, v_args
 
+from ...errors import EscapeError
 from ...source import Span
 from . import ast
-from .strings import EscapeError, literal_value
-
-
-class StringEscapeError(Exception):
-    def __init__(self, span: Span, text: str):
-        super().__init__(text)
-        self.span, self.text = span, text
+from .strings import literal_value
 
 
 def _tok_span(file: str, tok: Token) -> Span:
@@ -37,7 +32,7 @@ class ToAst(Transformer):
         try:
             value, _ = literal_value(str(tok))
         except EscapeError as exc:
-            raise StringEscapeError(_tok_span(self.file, tok), exc.text)
+            raise EscapeError(exc.text, exc.offset, _tok_span(self.file, tok)) from None
         return ast.Str(value, _tok_span(self.file, tok))
 
     # --- top level -----------------------------------------------------------
