@@ -158,3 +158,21 @@ def test_explain_shows_scores_and_ranks(tmp_path, rbrc):
     assert ("  scores (reward before fitting, evenly spaced): ideal 1, minimum_acceptable_style 0.75, "
             "unacceptable 0.5, illogical 0.25, disallowed 0\n") in out
     assert "  rank ideal > minimum_acceptable_style > unacceptable > illogical > disallowed\n" in out
+
+
+def test_recompile_over_fitted_files_it_cannot_read_warns_and_keeps_them(tmp_path, rbrc):
+    src = write(tmp_path / "p.rbr", MINIMAL)
+    out = tmp_path / "out"
+    assert rbrc("compile", src, "-o", out)[0] == 0
+    (out / "weights.json").write_text("not json")
+    (out / "calibration.json").write_text('{"format": 1, "policy": "other", "method": "platt", "propositions": {}}')
+    code, _, err = rbrc("compile", src, "-o", out)
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("rbrc compile: warning: ")]
+    assert len(warnings) == 2, err
+    assert f"{out / 'weights.json'}: not valid JSON" in warnings[0] and warnings[0].endswith("; it was kept")
+    assert warnings[1] == (f"rbrc compile: warning: {out / 'calibration.json'}: kept, but the policy cannot use it: "
+                           "calibrates policy `other`, not `p`; `rbrc eval --gold FILE --calibrate` refits it")
+    assert (out / "weights.json").read_text() == "not json"
+    code, _, err = rbrc("compile", src, "-o", out, "--check")  # fitted files are not part of the staleness check
+    assert code == 0 and "warning" not in err

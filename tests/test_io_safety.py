@@ -373,3 +373,73 @@ def test_grade_file_library_keeps_the_same_rules(graded, tiny_model_dir):
         assert (written, bad) == (2, [])
         assert grade_file(policy, grader, graded / "in.jsonl", graded / "out.jsonl", progress=False)[0] == 2
     assert sorted(os.listdir(graded)) == ["compiled", "in.jsonl", "not-a-model", "notes.txt", "out.jsonl", "p.rbr"]
+
+
+# --- weights.json and calibration.json: files.py's one atomic writer --------------------------------------------
+
+def _calibration(policy, coef: float):
+    from rbrlang.policy.calibration import Calibration, PlattMap, template_hash
+
+    return Calibration(policy.name, {n: PlattMap(n, template_hash(policy, n), coef, 0.0) for n in ("a", "b")})
+
+
+def test_fitted_files_follow_the_umask_and_leave_nothing_behind(graded, umask_027):
+    from rbrlang.policy import load_policy
+    from rbrlang.policy.calibration import write_calibration
+    from rbrlang.policy.weights import FittedWeights, write_weights
+
+    folder = graded / "compiled"
+    policy = load_policy(folder)
+    rt = policy.response_type("r")
+    write_weights(folder, policy, [FittedWeights("r", rt.schema_hash, rt.features, (0.0,) * len(rt.features),
+                                                 0.0, 1.0, 0.01, "")])
+    write_calibration(folder, _calibration(policy, 2.0))
+    for name in ("weights.json", "calibration.json"):
+        assert stat.S_IMODE((folder / name).stat().st_mode) == 0o640, name
+    assert sorted(os.listdir(folder)) == ["calibration.json", "policy.json", "templates", "weights.json"]
+    assert load_policy(folder).calibration.maps["a"].coef == 2.0
+
+
+def test_concurrent_calibration_writers_never_share_a_temporary(graded):
+    """Writers in one process once shared one temporary name: one truncated another's file
+    or renamed it away under it. Each now writes its own, so the file is always one of them, whole."""
+    import threading
+
+    from rbrlang.policy import load_policy
+    from rbrlang.policy.calibration import read_calibration, write_calibration
+
+    folder = graded / "compiled"
+    policy = load_policy(folder)
+    calibrations = [_calibration(policy, 1.0 + k) for k in range(8)]
+    for _ in range(5):
+        start, failures = threading.Barrier(len(calibrations)), []
+
+        def write(cal):
+            start.wait()
+            try:
+                write_calibration(folder, cal)
+            except Exception as exc:  # noqa: BLE001 - any failure is the finding
+                failures.append(exc)
+
+        threads = [threading.Thread(target=write, args=(c,)) for c in calibrations]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert failures == []
+        assert read_calibration(folder, policy).maps["a"].coef in {c.maps["a"].coef for c in calibrations}
+    assert sorted(os.listdir(folder)) == ["calibration.json", "policy.json", "templates"]
+
+
+def test_a_fitted_file_that_cannot_be_replaced_is_one_path_error(graded):
+    from rbrlang.errors import PathError
+    from rbrlang.policy import load_policy
+    from rbrlang.policy.calibration import write_calibration
+
+    folder = graded / "compiled"
+    policy = load_policy(folder)
+    (folder / "calibration.json").mkdir()  # something that is not a file stands in the way
+    with pytest.raises(PathError, match="calibration.json: cannot write"):
+        write_calibration(folder, _calibration(policy, 2.0))
+    assert sorted(os.listdir(folder)) == ["calibration.json", "policy.json", "templates"]
+    assert os.listdir(folder / "calibration.json") == []

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from ..diagnostics import did_you_mean
 from ..errors import PolicyError
 from . import logic, patterns, scoring
-from .format import MATCHES, POLICY_FILE, PolicyDocument
+from .format import GRADER, MATCHES, POLICY_FILE, PolicyDocument
 from .rendering import check_conversation, environment
 
 
@@ -31,7 +31,7 @@ class Proposition:
     @property
     def graded(self) -> bool:
         """Answered by the grader model (a prompt); else a `matches` regex."""
-        return self.kind == "grader"
+        return self.kind == GRADER
 
 
 @dataclass(frozen=True)

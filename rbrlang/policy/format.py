@@ -107,17 +107,28 @@ _MISSING = object()
 
 
 class At:
-    """Where a value sits in `policy.json` (`response_types[2].classes[0].dd`), for the error that says it is bad."""
+    """Where a value sits in `policy.json` (`response_types[2].classes[0].dd`), for the error
+    that says it is bad. The path is spelled only then: a document is read far more often than
+    it is wrong."""
 
-    __slots__ = ("file", "path")
+    __slots__ = ("file", "parent", "key")
 
-    def __init__(self, file: str, path: str = ""):
-        self.file, self.path = file, path
+    def __init__(self, file: str, parent: Optional["At"] = None, key: Union[str, int, None] = None):
+        self.file, self.parent, self.key = file, parent, key
 
     def __truediv__(self, key: Union[str, int]) -> "At":
-        if isinstance(key, int):
-            return At(self.file, f"{self.path}[{key}]")
-        return At(self.file, f"{self.path}.{key}" if self.path else key)
+        return At(self.file, self, key)
+
+    @property
+    def path(self) -> str:
+        keys, here = [], self
+        while here.parent is not None:
+            keys.append(here.key)
+            here = here.parent
+        out = ""
+        for key in reversed(keys):
+            out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else key)
+        return out
 
     def error(self, what: str) -> PolicyError:
         return PolicyError(f"{self.file}: malformed compiled policy ({self.path or 'the document'}: {what}); "
@@ -191,11 +202,13 @@ def _diagram(value, at: At) -> logic.DecisionDiagram:
     order evaluates it (see `logic.DecisionDiagram`), and no index is out of range at reward time."""
     obj = _object(value, at)
     variables = _strs(obj, "variables", at)
+    n = len(variables)
     nodes = []
     for i, node in enumerate(_list(obj, "nodes", at)):
-        if not (isinstance(node, list) and len(node) == 3 and all(map(_is_int, node))
-                and 0 <= node[0] < len(variables) and all(0 <= child < i + 2 for child in node[1:])):
-            raise (at / "nodes" / i).error(f"expected [variable, low, high] naming one of its {len(variables)} "
+        # `type(x) is int`: a bool is no node id
+        if not (type(node) is list and len(node) == 3 and type(node[0]) is int and type(node[1]) is int
+                and type(node[2]) is int and 0 <= node[0] < n and 0 <= node[1] < i + 2 and 0 <= node[2] < i + 2):
+            raise (at / "nodes" / i).error(f"expected [variable, low, high] naming one of its {n} "
                                            f"variables and nodes before it, got {_shown(node)}")
         nodes.append(tuple(node))
     root = _get(obj, "root", at, lambda v: _is_int(v) and 0 <= v < len(nodes) + 2,
