@@ -26,6 +26,34 @@ def test_passes_are_named_in_order():
     assert [name for name, _ in STAGES][:3] == ["collect_names", "resolve_refs", "define_cycles"]
 
 
+def test_every_compiler_entry_point_returns_or_raises_one_result(tmp_path):
+    import pytest
+
+    from rbrlang import compiler
+    from rbrlang.errors import CompileError
+    from rbrlang.policy import CompiledPolicy
+
+    good = write(tmp_path / "p.rbr", MINIMAL)
+    bad = write(tmp_path / "bad.rbr", MINIMAL.replace("good = a and b", "good = a and bb"))
+    broken = write(tmp_path / "broken.rbr", "rbr 1\nproposition {\n")
+    yaml = write(tmp_path / "p.yaml", "prompt_template: [unclosed\n")
+    entry_points = [(compiler.check_policy, bad), (compiler.compile_policy, bad), (compiler.load_target, bad),
+                    (compiler.explain_target, bad), (compiler.format_policy, broken),
+                    (compiler.format_policy, tmp_path / "gone.rbr"), (compiler.import_yaml, yaml)]
+    for entry, path in entry_points:
+        result = entry(path)
+        assert isinstance(result, compiler.Result) and result.failed and result.value is None, entry
+        assert result.diagnostics and all(d.span.file.endswith(path.name) for d in result.diagnostics), entry
+        with pytest.raises(CompileError) as exc:  # the raising form holds the same
+            result.unwrap()
+        assert (exc.value.diagnostics, exc.value.sources) == (list(result.diagnostics), dict(result.sources))
+    assert compiler.check_policy(good).unwrap().name == "p"
+    assert "policy.json" in compiler.compile_policy(good).unwrap().files
+    assert isinstance(compiler.load_target(good).unwrap(), CompiledPolicy)
+    assert compiler.explain_target(good).unwrap().startswith("policy p")
+    assert compiler.format_policy(good).unwrap() == MINIMAL
+
+
 def test_did_you_mean_for_misspelt_operand(tmp_path):
     _, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL.replace("good = a and b", "good = a and bb")))
     (d,) = diags

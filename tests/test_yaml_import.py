@@ -81,7 +81,7 @@ def imported(tmp_path_factory):
     out = tmp_path_factory.mktemp("imp") / "released.rbr"
     result = import_yaml(YAML)
     assert result.diagnostics == ()
-    out.write_text(result.text)
+    out.write_text(result.value)
     return out, policy_from_files(compile_path(out).files)
 
 

@@ -10,39 +10,21 @@ and compiling need none of them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, Mapping, Optional, TypeVar
+from typing import Optional
 
-from .. import diagnostics as dg
-from ..errors import CompileError, SourceError
+from ..errors import SourceError
 from ..policy.compiled import CompiledPolicy
 from ..policy.format import POLICY_FILE
 from .check import check_file
 from .check.model import CheckedPolicy
 from .codegen import generate
 from ..policy.loading import policy_from_files
+from .result import Result
 
-T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Result(Generic[T]):
-    """What a compiler entry point gives back."""
-
-    value: Optional[T]  # None when there are errors
-    diagnostics: tuple[dg.Diagnostic, ...] = ()  # sorted; warnings too
-    sources: Mapping[str, str] = field(default_factory=dict)  # display name -> text, for rendering
-
-    @property
-    def failed(self) -> bool:
-        return self.value is None or dg.has_errors(self.diagnostics)
-
-    def unwrap(self) -> T:
-        """The value; a `CompileError` with every diagnostic when there are errors."""
-        if self.failed:
-            raise CompileError(self.diagnostics, self.sources)
-        return self.value
+__all__ = ["Result", "Compilation", "check_policy", "compile_policy", "compile_path", "compile_file",
+           "format_policy", "load_target", "explain_target", "import_yaml"]
 
 
 @dataclass(frozen=True)
@@ -115,8 +97,7 @@ def explain_target(target, tokenizer=None) -> Result[str]:
 
 
 def import_yaml(path, policy_name: Optional[str] = None) -> Result[str]:
-    """A policy in the RBR paper's YAML format as formatted `.rbr` text."""
-    from .yaml_import import import_yaml as convert
+    """A policy in the RBR paper's YAML format as formatted `.rbr` text (see `yaml_import`)."""
+    from . import yaml_import
 
-    converted = convert(path, policy_name)
-    return Result(converted.text, converted.diagnostics, converted.sources)
+    return yaml_import.import_yaml(path, policy_name)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -18,6 +17,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from .. import diagnostics as dg
 from ..source import SourceError, Span, read_source
+from .result import Result
 from .syntax import ast
 from .syntax.printer import format_module
 
@@ -26,13 +26,6 @@ KNOWN_KEYS = ("prompt_template", "completion_class_order", "completion_classes",
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 RESERVED = {"and", "or", "not", "rank", "features", "scores", "all", "any", "none"}
 PLACEHOLDER = re.compile(r"\{(\w*)\}")
-
-
-@dataclass(frozen=True)
-class ImportResult:
-    text: Optional[str]  # the formatted `.rbr`, None on errors
-    diagnostics: tuple[dg.Diagnostic, ...]
-    sources: dict
 
 
 class _Fail(Exception):
@@ -94,8 +87,8 @@ class _Reader:
         return terms[0] if len(terms) == 1 else ast.And(tuple(terms))
 
 
-def import_yaml(path, policy_name: Optional[str] = None) -> ImportResult:
-    """Convert a YAML policy file; the result's text is formatted `.rbr`."""
+def import_yaml(path, policy_name: Optional[str] = None) -> Result[str]:
+    """Convert a YAML policy file; the result's value is formatted `.rbr`."""
     path = Path(path)
     try:
         src = read_source(path)
@@ -103,7 +96,7 @@ def import_yaml(path, policy_name: Optional[str] = None) -> ImportResult:
         # The reader's help speaks of `.rbr` files; here the input is YAML.
         help = "give the path of a YAML policy file such as `proposition_prompts.yaml`" \
             if exc.code == "E0001" else exc.help.replace("a `.rbr` text file", "a YAML text file")
-        return ImportResult(None, (dg.error(exc.code, exc.span, exc.message, help),), {})
+        return Result(None, (dg.error(exc.code, exc.span, exc.message, help),), {})
     sources = {src.name: src.text}
     reader = _Reader(src.name)
     try:
@@ -116,10 +109,10 @@ def import_yaml(path, policy_name: Optional[str] = None) -> ImportResult:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         span = Span.point(src.name, mark.line + 1, mark.column + 1, mark.index) if mark else Span.point(src.name)
         problem = getattr(exc, "problem", None) or str(exc)
-        return ImportResult(None, (dg.error("E0200", span, f"not valid YAML: {problem}",
+        return Result(None, (dg.error("E0200", span, f"not valid YAML: {problem}",
                                             "check the indentation and quoting around this place"),), sources)
     except _Fail as fail:
-        return ImportResult(None, (fail.diag,), sources)
+        return Result(None, (fail.diag,), sources)
 
     name = policy_name or re.sub(r"\W", "_", path.stem) or "imported"
     if not NAME.match(name):
@@ -131,7 +124,7 @@ def import_yaml(path, policy_name: Optional[str] = None) -> ImportResult:
               "# Simple propositions became propositions, derived ones defines, and each\n"
               "# completion class a formula in one response per response type.\n\n")
     text = body.replace("rbr 1\n\n", "rbr 1\n\n" + header, 1)
-    return ImportResult(text, (), sources)
+    return Result(text, (), sources)
 
 
 def _convert(r: _Reader, root: Node) -> ast.Module:
