@@ -76,3 +76,22 @@ def key_span(file: str, line: int, text: str, key: str | None) -> Span:
         if at >= 0:
             return Span(file, line, at + 1, line, at + 1 + len(json.dumps(key)))
     return Span(file, line, 1, line, 2)
+
+
+def line_texts(path, numbers) -> dict[int, str]:
+    """The text of some lines of a file (1-based), read in one forward pass: for
+    locating a problem found after reading (the rest of the file is not kept)."""
+    wanted, out = set(numbers), {}
+    if not wanted:
+        return out
+    last = max(wanted)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, text in enumerate(fh, 1):
+                if number in wanted:
+                    out[number] = text.rstrip("\r\n")
+                if number >= last:
+                    break
+    except OSError:
+        pass  # the diagnostic then points at the line's start
+    return out

@@ -15,13 +15,14 @@ The conversation check (`checked_conversation`) is here for every door too.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from ..diagnostics import Diagnostic, error
-from ..errors import ConversationError, PolicyError, RbrError
+from ..errors import ConversationError, DataError, GraderError, PolicyError, RbrError
 from ..policy import CompiledPolicy
 from ..policy.rendering import check_conversation
-from .jsonl import key_span
+from .jsonl import key_span, line_texts
 
 LINE_SHAPE = ('a line reads {"prompt": [messages], "completion": "…" or [assistant messages], '
               '"response_type": "…" or "category": "…"}')
@@ -38,6 +39,29 @@ class LineError(RbrError, ValueError):
 
     def diagnostic(self, file: str, line: int, text: str, help: str = LINE_SHAPE) -> Diagnostic:
         return error(self.code, key_span(file, line, text, self.key), self.message, self.help or help)
+
+
+class PromptTooLong(GraderError):
+    """Items whose grader prompts the grader's context cannot hold, found before
+    any forward pass (`data.probabilities.too_long`): `problems` maps each
+    item's index to its `TooLong`. Readers of files locate them at their lines."""
+
+    def __init__(self, problems: Mapping[int, Any]):
+        self.problems = dict(problems)
+        first = min(self.problems)
+        more = len(self.problems) - 1
+        super().__init__(f"item {first}: {self.problems[first].message}; {self.problems[first].help}"
+                         + (f" (and {more} more item{'s' * (more > 1)})" if more else ""))
+
+    def located(self, path, lines) -> DataError:
+        """The same problems as a `DataError` at their lines of `path` (`lines[i]`: item i's line)."""
+        texts = line_texts(path, [lines[k] for k in self.problems])
+        diags = [v.diagnostic(str(path), lines[k], texts.get(lines[k], "")) for k, v in sorted(self.problems.items())]
+        try:
+            source = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            source = ""
+        return DataError(diags, {str(path): source} if source else {})
 
 
 def response_type_of(policy: CompiledPolicy, record: Mapping[str, Any]) -> Optional[str]:
