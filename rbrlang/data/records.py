@@ -22,7 +22,7 @@ from ..diagnostics import Diagnostic, error
 from ..errors import ConversationError, DataError, GraderError, PolicyError, RbrError
 from ..policy import CompiledPolicy
 from ..policy.rendering import check_conversation
-from .jsonl import key_span, line_texts
+from .jsonl import key_span
 
 LINE_SHAPE = ('a line reads {"prompt": [messages], "completion": "…" or [assistant messages], '
               '"response_type": "…" or "category": "…"}')
@@ -55,12 +55,13 @@ class PromptTooLong(GraderError):
 
     def located(self, path, lines) -> DataError:
         """The same problems as a `DataError` at their lines of `path` (`lines[i]`: item i's line)."""
-        texts = line_texts(path, [lines[k] for k in self.problems])
-        diags = [v.diagnostic(str(path), lines[k], texts.get(lines[k], "")) for k, v in sorted(self.problems.items())]
         try:
             source = Path(path).read_text(encoding="utf-8", errors="replace")
         except OSError:
-            source = ""
+            source = ""  # the diagnostics then point at their lines' starts
+        texts = source.split("\n")  # lines as the JSONL reader numbers them
+        diags = [v.diagnostic(str(path), lines[k], texts[lines[k] - 1].rstrip("\r") if lines[k] <= len(texts) else "")
+                 for k, v in sorted(self.problems.items())]
         return DataError(diags, {str(path): source} if source else {})
 
 
