@@ -643,3 +643,81 @@ def test_every_grader_command_has_the_same_grader_options_and_the_docs_name_them
         own = docs[docs.index(f"## rbrc {command}\n"):]
         assert "(#the-grader-options)" in (own + "\n## ")[:(own + "\n## ").index("\n## ", 5)], command
     assert all(o in shared for o in options + ["--max-batch", "--cache", "--no-cache"])
+
+
+# --- grade: a prompt longer than the grader's context (issue 14, D5) ---------------------------------
+
+LONG = "word " * 9000  # more tokens than the tiny grader's context (8192), even without a conversation
+
+
+def grade_lines(tmp_path, *rows) -> tuple:
+    data = write(tmp_path / "in.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    return data, tmp_path / "o.jsonl"
+
+
+def short(text: str) -> dict:
+    return {"prompt": [{"role": "user", "content": text}], "completion": f"An answer to {text}", "category": "C-R"}
+
+
+def test_an_over_long_line_is_located_and_keep_going_grades_the_rest(tmp_path, rbrc, compiled, tiny_model_dir):
+    data, out = grade_lines(tmp_path, short("hi"), {**short("a story"), "completion": LONG}, short("bye"))
+    grade = ("grade", compiled, "--data", data, "--grader", tiny_model_dir, "-o", out, "--no-cache", "--device", "cpu")
+    code, _, err = rbrc(*grade)
+    assert code == 1 and not out.exists(), err  # found before grading: nothing written
+    assert re.search(rf"^{re.escape(str(data))}:2:\d+: error\[E0311\]: the grader prompt of `[ab]` has \d+ tokens, "
+                     r"more than the grader's context of 8192$", err, re.M), err
+    assert "even the completion alone makes a prompt of" in err and "a longer context, or a shorter completion" in err
+    assert "--truncate" not in err.split("nothing graded")[0] and "Traceback" not in err
+    assert "1 bad line in" in err and "nothing graded" in err
+
+    code, _, err = rbrc(*grade, "--keep-going")
+    assert code == 1 and f"{data}:2:" in err and "1 bad line skipped" in err
+    assert [json.loads(line)["line"] for line in out.read_text().splitlines()] == [1, 3]
+
+
+def test_a_conversation_over_the_context_suggests_dropping_its_oldest_turns(tmp_path, rbrc, compiled, tiny_model_dir):
+    turns = [{"role": "user", "content": LONG}, {"role": "assistant", "content": "Go on."},
+             {"role": "user", "content": "Well?"}]
+    data, out = grade_lines(tmp_path, short("hi"), {**short("x"), "prompt": turns})
+    code, _, err = rbrc("grade", compiled, "--data", data, "--grader", tiny_model_dir, "-o", out, "--no-cache")
+    assert code == 1 and not out.exists()
+    assert f"{data}:2:2: error[E0311]" in err  # the caret at "prompt", the field at fault
+    assert "drop the conversation's oldest turns to fit it (`--truncate oldest-turns`" in err
+    assert "even the completion alone" not in err
+
+
+@pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")
+def test_library_callers_get_every_over_long_item_before_any_grading(tmp_path, compiled, tiny_model_dir):
+    from rbrlang.data.probabilities import require_context, too_long
+    from rbrlang.data.records import PromptTooLong
+    from rbrlang.errors import DataError
+    from rbrlang.fit import fit_policy
+    from rbrlang.policy import load_policy
+    from rbrlang.runtime import HFGrader
+
+    policy, grader = load_policy(compiled), HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
+    convs = [[{"role": "user", "content": "hi"}]] * 3
+    problems = too_long(policy, grader, convs, ["fine", LONG, "fine"])
+    assert list(problems) == [1] and problems[1].limit == 8192 and problems[1].alone > 8192
+    with pytest.raises(PromptTooLong, match=r"^item 1: the grader prompt of `[ab]` has \d+ tokens") as exc:
+        require_context(policy, grader, convs, ["fine", LONG, "fine"])
+    assert list(exc.value.problems) == [1]
+    assert grader.stats.graded == 0  # nothing was forwarded
+    # grade_file: the same rule as `rbrc grade`
+    from rbrlang.data.grade import grade_file
+
+    data, out = grade_lines(tmp_path, short("hi"), {**short("a story"), "completion": LONG})
+    assert grade_file(policy, grader, data, out) == (0, [grade_file(policy, grader, data, out)[1][0]])
+    assert not out.exists()
+    written, bad = grade_file(policy, grader, data, out, keep_going=True, progress=False)
+    assert written == 1 and [(d.code, d.span.line) for d in bad] == [("E0311", 2)] and out.exists()
+    # fit: located at the comparison line, not "item 0" of a chunk
+    lines = [{**short(p), "response_type": "r", "completion_label": label,
+              "completion": LONG if (p, label) == ("p2", "ok") else f"{label} {p}"}
+             for p in ("p1", "p2") for label in ("good", "ok", "bad")]
+    data = write(tmp_path / "c.jsonl", "".join(json.dumps(r) + "\n" for r in lines))
+    before = grader.stats.graded
+    with pytest.raises(DataError) as exc:
+        fit_policy(policy, data, grader=grader, decay=0.1, val_fraction=0)
+    (d,) = exc.value.diagnostics
+    assert (d.code, d.span.line) == ("E0311", 5) and grader.stats.graded == before

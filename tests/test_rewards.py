@@ -405,7 +405,8 @@ def through(door, reward, tokenizer, conversations, texts, categories, unrouted=
     if door == "openrlhf_reward_func":
         from rbrlang.integrations.openrlhf import RewardFunc
 
-        return RewardFunc(reward, ["</s>"], **setting)(body["query"], body["prompts"], body["labels"])["rewards"].tolist()
+        func = RewardFunc(reward, ["</s>"], **setting)
+        return func(body["query"], body["prompts"], body["labels"])["rewards"].tolist()
     if door == "openrlhf_server":
         if unrouted is not None:
             return None  # `rbrc serve` has no setting of its own: always UNROUTED_REWARD

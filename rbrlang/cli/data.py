@@ -109,7 +109,7 @@ def cmd_classify(args) -> int:
 
 def cmd_grade(args) -> int:
     from ..files import AtomicFile, check_output_file
-    from ..data.grade import GRADE_OUTPUT, is_grade_output, read_items, write_grades
+    from ..data.grade import GRADE_OUTPUT, check_lengths, is_grade_output, read_items, write_grades
 
     # Everything cheap first (the grader options, the policy, the output path,
     # every input line, the cache); the model loads last, so no mistake costs a
@@ -119,8 +119,9 @@ def cmd_grade(args) -> int:
     data = input_file("--data", args.data)
     out = check_output_file(args.output, "-o", GRADE_OUTPUT, is_grade_output, inputs=[data])
     fh = AtomicFile(out, keep_mode=False)  # made now: an output that cannot be written fails here
+    bad = BadLines(data)
     try:
-        items, bad = [], BadLines(data)
+        items = []
         try:
             for entry in read_items(policy, data):
                 if isinstance(entry, dg.Diagnostic):
@@ -130,12 +131,19 @@ def cmd_grade(args) -> int:
         finally:
             bad.close()
         if bad.count and not args.keep_going:
-            fh.discard()
-            print(f"{lines(bad.count, 'bad')} in {args.data}; nothing graded (--keep-going grades the rest)",
-                  file=sys.stderr)
-            return EXIT_ERRORS
+            return _nothing_graded(fh, bad, args.data)
         with plain_warnings("grade"):
             grader = load_grader(args, open_cache(args))
+            # Prompts over the grader's context, found from token counts before any forward pass.
+            items, long = check_lengths(policy, grader, items, data)
+            if long:
+                try:
+                    for d in long:
+                        bad.report(d)
+                finally:
+                    bad.close()
+            if long and not args.keep_going:
+                return _nothing_graded(fh, bad, args.data)
             written = write_grades(policy, grader, items, fh)
     except BaseException:
         fh.discard()
@@ -146,3 +154,9 @@ def cmd_grade(args) -> int:
         summary += f"; {lines(bad.count, 'bad')} skipped"
     print(summary, file=sys.stderr)
     return EXIT_ERRORS if bad.count else EXIT_OK
+
+
+def _nothing_graded(fh, bad: BadLines, name: str) -> int:
+    fh.discard()
+    print(f"{lines(bad.count, 'bad')} in {name}; nothing graded (--keep-going grades the rest)", file=sys.stderr)
+    return EXIT_ERRORS

@@ -10,8 +10,8 @@ from typing import Iterator, Optional, Sequence, Union
 from .. import diagnostics as dg
 from ..policy import CompiledPolicy
 from ..files import AtomicFile, check_output_file
-from .jsonl import read_jsonl
-from .probabilities import CHUNK, probabilities
+from .jsonl import line_texts, read_jsonl
+from .probabilities import CHUNK, probabilities, too_long
 from .records import LineError, read_line
 
 
@@ -35,6 +35,20 @@ def read_items(policy: CompiledPolicy, path: Path) -> Iterator[Union[GradeItem, 
             yield exc.diagnostic(str(path), number, text)
         else:
             yield GradeItem(number, conversation, completion, response_type)
+
+
+def check_lengths(policy: CompiledPolicy, grader, items: Sequence[GradeItem],
+                  path: Path) -> tuple[list[GradeItem], list[dg.Diagnostic]]:
+    """(the items the grader's context holds, an E0311 at the line of each it
+    cannot): checked before any forward pass, so one over-long line costs no
+    grading and, with `--keep-going`, does not stop the others."""
+    problems = too_long(policy, grader, [i.conversation for i in items], [i.response for i in items])
+    if not problems:
+        return list(items), []
+    texts = line_texts(path, [items[k].line for k in problems])
+    diags = [problems[k].diagnostic(str(path), items[k].line, texts.get(items[k].line, ""))
+             for k in sorted(problems)]
+    return [item for k, item in enumerate(items) if k not in problems], diags
 
 
 def is_grade_output(path: Path) -> bool:
@@ -69,15 +83,20 @@ def grade_file(policy: CompiledPolicy, grader, data: Path, out: Path, keep_going
                chunk: int = CHUNK, progress: bool = True) -> tuple[int, list[dg.Diagnostic]]:
     """Grade every line; returns (lines written, diagnostics for bad lines).
 
-    Reads and checks every line first; any bad line stops the run before
-    grading unless `keep_going`. `out` is replaced only when missing, empty or
-    an earlier grade output (else `PathError`), and is written under a
-    temporary name and renamed, so a failed run leaves no partial file."""
+    Reads and checks every line first, then every prompt's length against the
+    grader's context; any bad line stops the run before grading unless
+    `keep_going`. `out` is replaced only when missing, empty or an earlier
+    grade output (else `PathError`), and is written under a temporary name and
+    renamed, so a failed run leaves no partial file."""
     out = check_output_file(out, "the `out` argument", GRADE_OUTPUT, is_grade_output, inputs=[Path(data)])
     items, bad = [], []
     for entry in read_items(policy, data):
         (bad if isinstance(entry, dg.Diagnostic) else items).append(entry)
     if bad and not keep_going:
+        return 0, bad
+    items, long = check_lengths(policy, grader, items, Path(data))
+    bad = sorted(bad + long, key=lambda d: d.span.line)
+    if long and not keep_going:
         return 0, bad
     with AtomicFile(out, keep_mode=False) as fh:
         written = write_grades(policy, grader, items, fh, chunk, progress)

@@ -68,3 +68,22 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnost
             except json.JSONDecodeError as exc:
                 yield number, text, dg.error("E0300", Span(name, number, exc.colno, number, exc.colno + 1),
                                              f"not valid JSON: {exc.msg}", "each line holds one JSON object")
+
+
+def line_texts(path, numbers) -> dict[int, str]:
+    """The text of some lines of a file (1-based), read in one forward pass: for
+    locating a problem found after reading (the rest of the file is not kept)."""
+    wanted, out = set(numbers), {}
+    if not wanted:
+        return out
+    last = max(wanted)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            for number, text in enumerate(fh, 1):
+                if number in wanted:
+                    out[number] = text.rstrip("\r\n")
+                if number >= last:
+                    break
+    except OSError:
+        pass  # the diagnostic then points at the line's start
+    return out

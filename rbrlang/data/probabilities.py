@@ -16,15 +16,20 @@ runtime. A grader is whatever has `grade(policy, conversations, responses) ->
 
 `too_long` is the check that can be made before any forward pass: which
 items' prompts the grader's context cannot hold, from a cheap length bound
-first and exact token ids only for the items the bound cannot clear.
+first and exact token ids only for the items the bound cannot clear
+(`require_context` raises `PromptTooLong` naming them; readers of files
+locate that at their lines before they grade anything).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from .. import diagnostics as dg
 from ..errors import GraderError, PolicyError
 from ..policy import CompiledPolicy
+from .jsonl import key_span
+from .records import PromptTooLong
 
 if TYPE_CHECKING:
     import numpy as np
@@ -167,3 +172,91 @@ def _bar(total: int, desc: str, progress: Optional[bool]):
     from tqdm import tqdm
 
     return tqdm(total=total, unit="item", desc=desc, disable=None if progress is None else not progress)
+
+
+# --- prompts the grader's context cannot hold -----------------------------------------------
+
+TOO_LONG = "E0311"
+
+
+@dataclass(frozen=True)
+class TooLong:
+    """One item whose longest grader prompt is over the grader's context."""
+
+    proposition: str  # the proposition whose prompt is longest
+    tokens: int  # that prompt's length, with the whole conversation
+    limit: int  # the grader's context, in tokens
+    alone: int  # the longest prompt with no conversation: the completion alone
+
+    @property
+    def message(self) -> str:
+        return (f"the grader prompt of `{self.proposition}` has {self.tokens} tokens, more than the grader's "
+                f"context of {self.limit}")
+
+    @property
+    def help(self) -> str:
+        if self.alone > self.limit:  # dropping turns cannot help: say so, not "truncate"
+            return (f"even the completion alone makes a prompt of {self.alone} tokens: use a grader with a longer "
+                    "context, or a shorter completion")
+        return ("drop the conversation's oldest turns to fit it (`--truncate oldest-turns`; "
+                "truncate=\"oldest_turns\" for a grader made in Python)")
+
+    @property
+    def key(self) -> str:
+        """The field at fault on a data line."""
+        return "completion" if self.alone > self.limit else "prompt"
+
+    def diagnostic(self, file: str, line: int, text: str) -> dg.Diagnostic:
+        return dg.error(TOO_LONG, key_span(file, line, text, self.key), self.message, self.help)
+
+
+def too_long(policy: CompiledPolicy, grader: Any, conversations: Sequence, completions: Sequence[str]) -> dict:
+    """`{item index: TooLong}` for the items whose prompts the grader cannot
+    take, truncation included; empty when the grader states no context length.
+
+    Cheap first: the tokenizers graders use give no more tokens than the text
+    has UTF-8 bytes (byte-level BPE, SentencePiece with byte fallback and
+    WordPiece spend at least one byte per token; a chat template's special
+    tokens are many bytes each), so an item whose rendered prompts, in bytes
+    plus the chat template's own text, are within the context fits without
+    being tokenized. Only the others are encoded exactly, as the grader will
+    encode them. (A tokenizer whose normalisation lengthens text could beat the
+    bound; the grader then refuses that prompt while grading, as it always has.)"""
+    encoder = getattr(grader, "encoder", None)
+    limit = getattr(encoder, "max_length", None)
+    names = [p.name for p in policy.propositions if p.graded]
+    if limit is None or not names:
+        return {}
+    # The chat template's text around a prompt, a BOS, and a token of slack for a tokenizer's
+    # leading-space marker (SentencePiece's "▁").
+    overhead = len(encoder.text("").encode("utf-8")) + 2
+    out = {}
+    for i, (conversation, completion) in enumerate(zip(conversations, completions)):
+        if max(len(policy.render(n, conversation, completion).encode("utf-8")) for n in names) + overhead <= limit:
+            continue
+        try:
+            encoder.encode_items(policy, [conversation], [completion], [i])
+        except GraderError:
+            out[i] = _measure(policy, encoder, names, conversation, completion, limit)
+    return out
+
+
+def require_context(policy: CompiledPolicy, grader: Any, conversations: Sequence, completions: Sequence[str],
+                    rows: Optional[Sequence[int]] = None) -> None:
+    """`PromptTooLong` naming every item (of `rows`, default all) whose prompt
+    the grader's context cannot hold (`too_long`)."""
+    rows = range(len(completions)) if rows is None else [int(i) for i in rows]
+    problems = too_long(policy, grader, [conversations[i] for i in rows], [completions[i] for i in rows])
+    if problems:
+        raise PromptTooLong({rows[k]: v for k, v in problems.items()})
+
+
+def _measure(policy, encoder, names, conversation, completion, limit: int) -> TooLong:
+    """The numbers for the message: the longest prompt with and without the conversation."""
+    def lengths(conv):
+        ids = encoder.ids([encoder.text(policy.render(n, conv, completion)) for n in names])
+        return {n: len(x) for n, x in zip(names, ids)}
+
+    full, alone = lengths(list(conversation)), lengths([])
+    longest = max(full, key=full.get)
+    return TooLong(longest, full[longest], int(limit), max(alone.values()))

@@ -15,11 +15,36 @@ The conversation check (`checked_conversation`) is here for every door too.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from ..errors import LINE_SHAPE, ConversationError, LineError, PolicyError  # noqa: F401 (LINE_SHAPE: for the readers)
+from ..errors import LINE_SHAPE, ConversationError, DataError, GraderError, LineError, PolicyError  # noqa: F401 (LINE_SHAPE: for the readers)
 from ..policy import CompiledPolicy
 from ..policy.rendering import check_conversation
+
+
+class PromptTooLong(GraderError):
+    """Items whose grader prompts the grader's context cannot hold, found before
+    any forward pass (`data.probabilities.too_long`): `problems` maps each
+    item's index to its `TooLong`. Readers of files locate them at their lines."""
+
+    def __init__(self, problems: Mapping[int, Any]):
+        self.problems = dict(problems)
+        first = min(self.problems)
+        more = len(self.problems) - 1
+        super().__init__(f"item {first}: {self.problems[first].message}; {self.problems[first].help}"
+                         + (f" (and {more} more item{'s' * (more > 1)})" if more else ""))
+
+    def located(self, path, lines) -> DataError:
+        """The same problems as a `DataError` at their lines of `path` (`lines[i]`: item i's line)."""
+        try:
+            source = Path(path).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            source = ""  # the diagnostics then point at their lines' starts
+        texts = source.split("\n")  # lines as the JSONL reader numbers them
+        diags = [v.diagnostic(str(path), lines[k], texts[lines[k] - 1].rstrip("\r") if lines[k] <= len(texts) else "")
+                 for k, v in sorted(self.problems.items())]
+        return DataError(diags, {str(path): source} if source else {})
 
 
 def response_type_of(policy: CompiledPolicy, record: Mapping[str, Any]) -> Optional[str]:

@@ -14,7 +14,8 @@ from ..errors import UsageError
 from ..policy import CompiledPolicy
 from ..policy.calibration import Calibration
 from ..data.comparisons import read_comparisons
-from ..data.probabilities import probabilities
+from ..data.probabilities import probabilities, require_context
+from ..data.records import PromptTooLong
 from .gold import GoldReport, evaluate_gold
 from .inputs import file_sha256, read_gold, read_probabilities
 from .rewards import RewardReport, evaluate_rewards, held_out_note
@@ -61,6 +62,16 @@ def evaluate(policy: CompiledPolicy, *, gold=None, probs=None, grader=None, comp
     gold_probs = read_probabilities(policy, probs, gold_set) if probs is not None else None
     # Lines without `propositions` need a grader: without one the reader names each of them.
     data = read_comparisons(policy, comparisons, grader=grader is not None) if comparisons is not None else None
+
+    if grader is not None:  # every prompt's length against the grader's context, before any grading
+        to_grade = [(gold_set, None)] if gold_set is not None and gold_probs is None else []
+        if data is not None:
+            to_grade.append((data, [i for i, todo in enumerate(data.to_grade) if todo]))
+        for inputs, rows in to_grade:
+            try:
+                require_context(policy, grader, inputs.conversations, inputs.completions, rows)
+            except PromptTooLong as exc:
+                raise exc.located(inputs.path, inputs.lines) from None
 
     gold_report = None
     if gold_set is not None:

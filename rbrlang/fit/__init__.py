@@ -26,7 +26,8 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from ..data.comparisons import ComparisonData, pairs_of, read_comparisons
-from ..data.probabilities import probabilities
+from ..data.probabilities import probabilities, require_context
+from ..data.records import PromptTooLong
 from ..errors import UsageError
 from ..policy import CompiledPolicy
 from ..policy.weights import FittedWeights
@@ -103,6 +104,11 @@ def _probabilities(policy: CompiledPolicy, data: ComparisonData, grader,
     grader's number, as the reward will see them. Human booleans are not."""
     if grader is None and data.to_grade.any():
         raise UsageError("some lines have no `propositions`: give a grader to grade them")
+    if grader is not None:  # every prompt's length against the grader's context, before any grading
+        try:
+            require_context(policy, grader, data.conversations, data.completions, np.flatnonzero(data.to_grade))
+        except PromptTooLong as exc:
+            raise exc.located(data.path, data.lines) from None
     result = probabilities(policy, grader, data.conversations, data.completions, given=data.given,
                            progress=progress)
     return result.p_yes, result.graded

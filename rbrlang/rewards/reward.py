@@ -230,13 +230,7 @@ class RBRReward:
             raise PolicyError("completions must be a list with one completion per conversation")
         if len(completions) != n:
             raise PolicyError(f"{n} conversations but {len(completions)} completions; give one completion each")
-        texts = []
-        for i, c in enumerate(completions):
-            try:
-                texts.append(completion_text(c))
-            except ConversationError as exc:
-                raise ConversationError(f"completion {i}: {exc}") from None
-        return texts
+        return _each(completions, completion_text, "completion")
 
     @staticmethod
     def _conversations(conversations) -> list[list[dict]]:
@@ -244,13 +238,7 @@ class RBRReward:
 
         if isinstance(conversations, (str, bytes, Mapping)) or not hasattr(conversations, "__len__"):
             raise ConversationError("conversations must be a list of conversations, each a list of messages")
-        out = []
-        for i, conv in enumerate(conversations):
-            try:
-                out.append(checked_conversation(conv))
-            except ConversationError as exc:
-                raise ConversationError(f"conversation {i}: {exc}") from None
-        return out
+        return _each(conversations, checked_conversation, "conversation")
 
     def _rm_scores(self, conversations, texts, given, n: int) -> list[Optional[float]]:
         if given is None and self.rm is None:
@@ -297,6 +285,17 @@ class RBRReward:
         result = probabilities(self.policy, self.grader, [conversations[i] for i in items],
                                [texts[i] for i in items], given=given, chunk=None)
         return torch.from_numpy(result.p_yes)
+
+
+def _each(values, check, what: str) -> list:
+    """`check` applied to every item, a ConversationError naming the item (`what i: …`)."""
+    out = []
+    for i, value in enumerate(values):
+        try:
+            out.append(check(value))
+        except ConversationError as exc:
+            raise ConversationError(f"{what} {i}: {exc}") from None
+    return out
 
 
 def per_item(values, n: int, what: str) -> list:
