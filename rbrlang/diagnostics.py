@@ -64,6 +64,7 @@ CODES: dict[str, str] = {
     "W0308": "prompt that gives no comparison pair",
     "W0309": "response type with no comparison pairs",
     "E0310": "no comparison pairs at all: nothing to fit",
+    "E0311": "a prompt longer than the grader's context",
     "E0900": "internal error: formatter would change the meaning",
 }
 
