@@ -326,7 +326,8 @@ def test_grade_failing_mid_run_leaves_no_partial_file(graded, rbrc, tiny_model_d
     row = {"prompt": [{"role": "user", "content": "tell me a story " * 3000}], "completion": "x", "category": "C-R"}
     write(graded / "in.jsonl", json.dumps(row) + "\n")  # longer than the tiny grader's context
     code, _, err = grade(rbrc, "-o", "out/graded.jsonl", "--no-cache", grader=tiny_model_dir)
-    assert code == 1 and "Traceback" not in err and "rbrc grade: error:" in err
+    # Found once the grader is loaded, before any forward pass (issue 14 D5): located at the line.
+    assert code == 1 and "Traceback" not in err and "in.jsonl:1:2: error[E0311]" in err
     assert sorted(os.listdir(graded)) == ["compiled", "in.jsonl", "not-a-model", "p.rbr"]
 
 
