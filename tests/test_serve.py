@@ -24,7 +24,7 @@ from rbrlang.policy import load_policy  # noqa: E402
 from rbrlang.rewards import RBRReward  # noqa: E402
 from rbrlang.runtime import HFGrader  # noqa: E402
 from rbrlang.serve import create_app  # noqa: E402
-from rbrlang.rewards.batching import Batcher  # noqa: E402
+from rbrlang.integrations.batching import Batcher  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")  # random weights: low mass
 SAFETY = ROOT / "compiled" / "safety"

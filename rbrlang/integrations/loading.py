@@ -110,7 +110,7 @@ def batcher_for(reward):
     """The `ThreadBatcher` that scores `Sample`s with `reward` (one per reward, made once)."""
     with _lock:
         if id(reward) not in _batchers:
-            from ..rewards.batching import ThreadBatcher
+            from .batching import ThreadBatcher
             from .samples import score_samples
 
             value = os.environ.get(ENV_MAX_BATCH, "64")

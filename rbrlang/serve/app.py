@@ -27,7 +27,7 @@ from starlette.routing import Route
 from ..errors import RbrError
 from ..integrations.openrlhf import answer, samples_from_request
 from ..integrations.samples import SampleError, score_samples
-from ..rewards.batching import Batcher
+from ..integrations.batching import Batcher
 
 log = logging.getLogger("rbrlang.serve")
 

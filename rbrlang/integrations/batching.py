@@ -1,4 +1,9 @@
-"""Batching concurrent requests into grader batches.
+"""Batching concurrent requests into grader batches, for the reward server
+(`rbrlang.serve`: `Batcher`) and the engine hooks that are called from many
+threads (OpenRLHF's reward file, veRL's `compute_score`: `ThreadBatcher`).
+
+It lives here, beside the hooks, because the dependency rule lets `serve`
+import `integrations` and not the other way round; its logger is the server's.
 
 OpenRLHF sends one sample per request, from many rollout workers at once; the
 grader is fastest on batches. Requests go into one asyncio queue; one worker
