@@ -1,4 +1,5 @@
-"""Writing what a command produces without losing what a user already has.
+"""Writing what a command produces without losing what a user already has,
+and opening what it reads without waiting on a pipe or reading a device whole.
 
 Every writer in rbrlang (`rbrc compile -o`, `fmt`, `import-yaml -o`,
 `grade -o`, `tiny-grader`, `weights.json`, `calibration.json`) keeps the same rules:
@@ -22,7 +23,7 @@ import secrets
 import shutil
 import stat
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Sequence
+from typing import BinaryIO, Callable, Iterable, Optional, Sequence
 
 from .errors import PathError, UsageError
 
@@ -304,3 +305,52 @@ def write_bytes(path, data: bytes, keep_mode: bool = False) -> None:
     mode unless `keep_mode` keeps the old file's."""
     with AtomicFile(path, keep_mode=keep_mode) as fh:
         fh.write(data)
+
+
+# --- inputs --------------------------------------------------------------------------
+class NotAFileError(OSError):
+    """An input that is a named pipe or a socket: reading it could wait forever
+    for a writer (`strerror` says which; `PathError.from_os` shows it)."""
+
+
+def special_kind(mode: int) -> Optional[str]:
+    """What a file of this `st_mode` is when it is neither a regular file nor a
+    folder ("a named pipe", "a socket", "a device"), else None."""
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return None
+
+
+def open_input(path) -> BinaryIO:
+    """`path` opened for binary reading without ever blocking in `open`.
+
+    A FIFO opened for reading waits for a writer, forever if none comes, so the
+    file is opened non-blocking and looked at first: a folder is an
+    `IsADirectoryError`, a FIFO or socket a `NotAFileError`; anything else
+    (a file, `/dev/null`, a device) is read as usual, blocking again. Other
+    failures are the `OSError`s `open` raises."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+        kind = special_kind(mode)
+        if kind in ("a named pipe", "a socket"):
+            raise NotAFileError(errno.EINVAL, f"it is {kind}, not a file", str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_bounded(path, limit: int) -> bytes:
+    """The bytes of the input at `path`, at most `limit + 1` of them: a caller
+    sees that it is over `limit` without reading it whole (`/dev/zero`, a
+    mistaken multi-gigabyte file). Raises what `open_input` raises."""
+    with open_input(path) as fh:
+        return fh.read(limit + 1)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .diagnostics import Span
 from .errors import SourceError
+from .files import NotAFileError, read_bounded
 
 # A policy is a few hundred lines; anything this large is a mistake (a data file
 # passed by accident) and would only make the parser slow before failing.
@@ -34,19 +35,20 @@ def read_source(path: Path, name: str | None = None) -> SourceFile:
     name = name or display_name(path)
     here = Span.point(name)
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, MAX_SOURCE_BYTES)  # a device or FIFO can be endless
     except FileNotFoundError:
         raise SourceError("E0001", f"cannot read `{name}`: no such file",
                           "check the path", here)
     except IsADirectoryError:
         raise SourceError("E0001", f"cannot read `{name}`: it is a folder",
                           "pass a `.rbr` file", here)
+    except NotAFileError as exc:
+        raise SourceError("E0001", f"cannot read `{name}`: {exc.strerror}", "pass a `.rbr` file", here)
     except OSError as exc:
         raise SourceError("E0001", f"cannot read `{name}`: {exc.strerror}",
                           "check the file's permissions", here)
     if len(data) > MAX_SOURCE_BYTES:
-        raise SourceError("E0002", f"file is too large ({len(data):,} bytes; "
-                          f"the limit is {MAX_SOURCE_BYTES:,})",
+        raise SourceError("E0002", f"file is too large (over the limit of {MAX_SOURCE_BYTES:,} bytes)",
                           "split the policy into files joined with `import`", here)
     if b"\x00" in data:
         offset = data.index(b"\x00")

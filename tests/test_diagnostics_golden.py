@@ -123,8 +123,10 @@ def test_error_classes_render_lazily_and_the_base_modules_form_no_circle():
         tree = ast.parse((ROOT / "rbrlang" / f"{name}.py").read_text(encoding="utf-8"))
         return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level}
 
-    # diagnostics is the leaf; errors builds on it, source on both: no circle,
-    # not even through an import inside a function.
+    # diagnostics is the leaf; errors builds on it, files on errors, source on
+    # all three (files reads it bounded): no circle, not even through an import
+    # inside a function.
     assert imported("diagnostics") == set()
     assert imported("errors") == {"diagnostics"}
-    assert imported("source") == {"diagnostics", "errors"}
+    assert imported("files") == {"errors"}
+    assert imported("source") == {"diagnostics", "errors", "files"}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .. import diagnostics as dg
 from ..errors import EXIT_ERRORS, EXIT_OK, PathError, UsageError
+from ..files import special_kind
 # The grader helpers live in grader_args.py; they are named here too for the
 # commands that import them from `data` (explain, tiny-grader).
 from .grader_args import (add_grader_options, check_device, check_grader_options, load_failure,  # noqa: F401
@@ -83,6 +84,9 @@ def input_file(option: str, name: str) -> Path:
         raise PathError(name, "is a folder", f"{option} takes a JSON-lines file (one JSON object per line)")
     if not path.exists():
         raise PathError(name, "no such file", f"check the path given to {option}")
+    kind = special_kind(path.stat().st_mode)
+    if kind:  # a pipe may never end (or wait forever for a writer), a device may never end: both are read whole
+        raise PathError(name, f"is {kind}, not a file", f"{option} takes a JSON-lines file; save the data to one")
     return path
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from .. import diagnostics as dg
 from ..errors import DataError, PathError
+from ..files import open_input
 from ..policy import CompiledPolicy, ResponseType
 from ..policy.format import canonical
 from ..source import Span
@@ -169,7 +170,8 @@ def read_comparisons(policy: CompiledPolicy, path, grader: bool = False) -> Comp
     path = Path(path)
     name = str(path)
     try:
-        raw = path.read_bytes()
+        with open_input(path) as fh:  # never waits on a named pipe
+            raw = fh.read()
     except IsADirectoryError:
         raise PathError(name, "is a folder", "give the comparisons as a JSON-lines file") from None
     except OSError as exc:

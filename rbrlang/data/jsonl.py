@@ -1,14 +1,30 @@
-"""Reading JSON-lines input with located diagnostics for bad lines."""
+"""Reading JSON input that users and clients send: JSON-lines files with
+located diagnostics for bad lines, and `parse_json`, the one JSON parser for
+input (the readers here, the reward server's bodies and labels).
+
+Python's `json.loads` takes more than a record should hold, and some of it
+fails later, far from the line, as an internal error: a value nested 100,000
+deep (RecursionError), an integer past Python's digit limit (ValueError), a
+lone UTF-16 surrogate escape (`"\\ud800"`: a `str` no tokenizer can encode);
+and NaN and Infinity are not JSON at all. `parse_json` refuses each with a
+`JSONTextError` that says what and where (NaN and Infinity where no reader
+checks the field they are in: see `finite`).
+"""
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import re
+import stat
 from pathlib import Path
 from typing import Iterator, Union
 
 from .. import diagnostics as dg
 from ..diagnostics import key_span  # noqa: F401 (the readers of data lines import it from here)
 from ..errors import PathError
+from ..files import open_input
 from ..source import Span
 
 
@@ -28,6 +44,92 @@ def stopped(diagnostics: list) -> list:
     return diagnostics[:-1] + [dataclasses.replace(last, notes=last.notes + (note,))]
 
 
+# The longest line a reader takes: far above any conversation a grader's context
+# holds, and a bound on what one line can cost to parse.
+MAX_LINE_BYTES = 16 << 20
+
+
+class JSONTextError(ValueError):
+    """JSON text that `parse_json` does not take: `message`, and `position`, the
+    0-based character offset in the text where the problem is (or starts)."""
+
+    def __init__(self, message: str, position: int = 0):
+        super().__init__(message)
+        self.message, self.position = message, position
+
+
+class _Refused(Exception):
+    """Raised by the parse hooks; `parse_json` turns it into a located JSONTextError."""
+
+    def __init__(self, message: str, token: str):
+        self.message, self.token = message, token
+
+
+def _constant(name: str):
+    raise _Refused(f"`{name}` is not a JSON number", name)
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # over sys.get_int_max_str_digits()
+        raise _Refused(f"an integer of {len(text.lstrip('-'))} digits is more than can be read", text) from None
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"the number {text[:24]} is too large for a 64-bit float", text)
+    return value
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+# A high surrogate escape not followed by a low one, or a low one not after a high one.
+_LONE_SURROGATE = re.compile(r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+                             r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+
+
+def _has_lone_surrogate(value) -> bool:
+    stack = [value]  # iterative: the value may be nested as deep as the parser allows
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v)
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+def parse_json(text: str, finite: bool = True):
+    """The value of one JSON text, or a `JSONTextError` (see the module docstring).
+
+    An integer past Python's digit limit, nesting past the interpreter's
+    recursion limit and strings with a lone surrogate are refused; with
+    `finite` (strict JSON, as the server takes) so are NaN, Infinity and a
+    number a float cannot hold. Without it they are floats, for readers that
+    check each number at its field (and say which field). The rest is `json.loads`."""
+    numbers = {"parse_constant": _constant, "parse_float": _float} if finite else {}
+    try:
+        value = json.loads(text, parse_int=_integer, **numbers)
+    except json.JSONDecodeError as exc:
+        raise JSONTextError(f"not valid JSON: {exc.msg}", exc.pos) from None
+    except _Refused as exc:
+        raise JSONTextError(exc.message, max(0, text.find(exc.token))) from None
+    except RecursionError:
+        raise JSONTextError("objects and lists are nested too deeply") from None
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(value):
+        at = _LONE_SURROGATE.search(text)
+        raise JSONTextError("a string holds a lone UTF-16 surrogate escape (half of a pair), which is not text",
+                            at.start() if at else 0) from None
+    return value
+
+
 def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnostic]]]:
     """(line number, line text, parsed value or E0300) for each non-blank line.
 
@@ -36,7 +138,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnost
     name = str(path)
     path = Path(path)
     try:
-        fh = open(path, "rb")
+        fh = open_input(path)  # never waits on a FIFO
     except IsADirectoryError:
         raise PathError(name, "is a folder", "give a JSON-lines file (one JSON object per line)") from None
     except OSError as exc:
@@ -44,15 +146,27 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnost
     with fh:
         if path.is_dir():  # some systems open folders for reading
             raise PathError(name, "is a folder", "give a JSON-lines file (one JSON object per line)")
+        regular = stat.S_ISREG(os.fstat(fh.fileno()).st_mode)
         number = 0
         while True:
             try:
-                raw = fh.readline()
+                raw = fh.readline(MAX_LINE_BYTES + 1)
             except OSError as exc:
                 raise PathError.from_os(name, exc, "cannot read") from None
             if not raw:
                 return
             number += 1
+            if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+                too_long = dg.error("E0300", Span(name, number, 1, number, 2),
+                                    f"the line is longer than {MAX_LINE_BYTES >> 20} MiB",
+                                    "each line holds one JSON object, a conversation and a completion")
+                if not regular:  # a device or pipe may never end the line: stop here
+                    yield number, "", dataclasses.replace(too_long, notes=("reading stopped at this line",))
+                    return
+                yield number, "", too_long
+                while raw and not raw.endswith(b"\n"):  # skip the rest of the line, a piece at a time
+                    raw = fh.readline(1 << 20)
+                continue
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
@@ -64,10 +178,13 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnost
             if not text.strip():
                 continue
             try:
-                yield number, text, json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield number, text, dg.error("E0300", Span(name, number, exc.colno, number, exc.colno + 1),
-                                             f"not valid JSON: {exc.msg}", "each line holds one JSON object")
+                value = parse_json(text, finite=False)  # each reader says where a number may not be NaN
+            except JSONTextError as exc:
+                col = exc.position + 1
+                yield number, text, dg.error("E0300", Span(name, number, col, number, col + 1), exc.message,
+                                             "each line holds one JSON object")
+            else:
+                yield number, text, value
 
 
 def line_texts(path, numbers) -> dict[int, str]:

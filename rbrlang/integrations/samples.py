@@ -15,10 +15,10 @@ configured), and `routed` says which it was (logged as `rbr_routed`).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
+from ..data.jsonl import JSONTextError, parse_json
 from ..data.records import checked_conversation
 from ..errors import ConversationError, PolicyError, SampleError
 from ..rewards.reward import UNROUTED_REWARD
@@ -73,10 +73,10 @@ def conversation_from(value: Any, index: int, what: str = "messages") -> tuple:
     columns), and readers give lists back as arrays: both are accepted."""
     if isinstance(value, str):
         try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise SampleError(index, f"`{what}` is a string that is not JSON messages ({exc.msg} at "
-                                     f"character {exc.pos})") from None
+            value = parse_json(value)
+        except JSONTextError as exc:
+            raise SampleError(index, f"`{what}` is a string that is not JSON messages ({exc.message} at "
+                                     f"character {exc.position})") from None
     try:
         return tuple(checked_conversation(value))
     except ConversationError as exc:
