@@ -4,10 +4,13 @@ It speaks OpenRLHF's remote reward protocol (POST /get_reward; GET /health)
 and batches concurrent requests into grader batches. Everything cheap is
 checked first (the extra is installed, the policy loads, the port is free),
 then the models load, then it serves until Ctrl-C or SIGTERM, which finish
-the requests in flight before it exits."""
+the requests in flight (for at most --grace-s seconds) before it exits (130
+after Ctrl-C)."""
 from __future__ import annotations
 
 import errno
+import os
+import signal
 import socket
 import sys
 
@@ -29,6 +32,8 @@ OpenRLHF: --reward.remote_url http://HOST:PORT/get_reward --data.label_key label
 def register(sub) -> None:
     import argparse
 
+    from ..serve import GRACE_S
+    from ..serve.limits import MAX_BODY, MAX_SAMPLES
     from .grader_args import add_grader_options
 
     p = sub.add_parser("serve", help="serve a compiled policy's rewards to OpenRLHF over HTTP",
@@ -38,6 +43,8 @@ def register(sub) -> None:
     add_grader_options(p, required=True, cache=False, max_batch=False,
                        grader_help="a local model folder or hub id (served, with --backend openai)")
     p.add_argument("--rm", metavar="MODEL", help="a reward model (one-output sequence classifier) added to the RBR")
+    p.add_argument("--allow-untrained-head", action="store_true",
+                   help="serve --rm even when its checkpoint has no score head (a causal LM: random scores)")
     p.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; 0.0.0.0 for "
                                                       "other machines)")
     p.add_argument("--port", type=int, default=5000, help="default 5000")
@@ -47,6 +54,13 @@ def register(sub) -> None:
     p.add_argument("--strip-suffix", action="append", default=[], metavar="TEXT",
                    help="text to cut off the end of each response, e.g. the policy model's end-of-turn token "
                         "'<|im_end|>' (repeatable)")
+    p.add_argument("--max-body-mb", type=float, default=MAX_BODY / (1 << 20), metavar="MB",
+                   help=f"the largest request body (default {MAX_BODY >> 20}; larger: 413 before it is read)")
+    p.add_argument("--max-samples", type=int, default=MAX_SAMPLES, metavar="N",
+                   help=f"samples per request at most (default {MAX_SAMPLES}; more: 413)")
+    p.add_argument("--grace-s", type=float, default=GRACE_S, metavar="SECONDS",
+                   help=f"on Ctrl-C or SIGTERM, how long requests in flight may take to finish (default "
+                        f"{GRACE_S:g}); a second Ctrl-C quits at once")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.set_defaults(run=cmd_serve)
@@ -95,6 +109,12 @@ def cmd_serve(args) -> int:
         raise UsageError("--max-batch must be at least 1")
     if args.batch_window_ms < 0:
         raise UsageError("--batch-window-ms cannot be negative")
+    if not args.max_body_mb > 0:
+        raise UsageError("--max-body-mb must be more than 0")
+    if args.max_samples < 1:
+        raise UsageError("--max-samples must be at least 1")
+    if not args.grace_s >= 0:
+        raise UsageError("--grace-s cannot be negative")
     policy = open_policy(args.compiled)
     if args.rm:
         model_path("--rm", args.rm, "reward model")
@@ -105,20 +125,33 @@ def cmd_serve(args) -> int:
         from ..rewards import RBRReward
         from ..serve import create_app, server
 
-        with plain_warnings("serve"):
-            grader = load_grader(args)
-        try:  # the reward model runs here, on --device (auto with a backend that takes none)
-            rm = load_reward_model(args.rm, device=args.device or "auto", dtype=args.dtype or "auto")
+        try:  # the reward model first (a causal LM given as one is refused before the grader loads);
+            # it runs here, on --device (auto with a backend that takes none)
+            rm = load_reward_model(args.rm, device=args.device or "auto", dtype=args.dtype or "auto",
+                                   allow_untrained_head=args.allow_untrained_head)
         except (OSError, ValueError, KeyError) as exc:
             if isinstance(exc, RbrError):
                 raise
             raise load_failure("--rm", args.rm, "reward model", exc) from None
+        with plain_warnings("serve"):
+            grader = load_grader(args)
         app = create_app(RBRReward(policy, grader, rm), max_batch=args.max_batch,
-                         batch_window_ms=args.batch_window_ms, strip_suffixes=args.strip_suffix)
-        srv = server(app, args.host, args.port, args.log_level, access_log=args.access_log)
+                         batch_window_ms=args.batch_window_ms, strip_suffixes=args.strip_suffix,
+                         max_body=int(args.max_body_mb * (1 << 20)), max_samples=args.max_samples)
+        srv = server(app, args.host, args.port, args.log_level, grace_s=args.grace_s, access_log=args.access_log)
         print(f"rbrc serve: policy {policy.name} at http://{args.host}:{sock.getsockname()[1]}/get_reward "
-              f"(health: /health); Ctrl-C stops after the requests in flight", file=sys.stderr)
-        srv.run(sockets=[sock])
+              f"(health: /health); Ctrl-C stops after the requests in flight (at most {args.grace_s:g} s)",
+              file=sys.stderr)
+        try:
+            srv.run(sockets=[sock])
+        except KeyboardInterrupt:  # uvicorn raises a captured SIGINT again once it has stopped
+            pass
     finally:
         sock.close()
-    return EXIT_OK
+    if srv.force_exit:
+        # A second Ctrl-C: quit now, not after the batch the grader thread is still scoring.
+        sys.stderr.flush()
+        os._exit(130)
+    # Where SIGINT is ignored (a background job's), uvicorn's raising it again does
+    # nothing and the run would end with 0: the exit code says Ctrl-C either way.
+    return 130 if srv.stopped_by == signal.SIGINT else EXIT_OK

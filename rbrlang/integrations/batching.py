@@ -13,9 +13,12 @@ thread (the event loop keeps accepting requests meanwhile). While the grader
 is busy requests pile up, so the next batch fills at once: the window only
 matters when the server is idle.
 
-A request's samples are never split across batches. When a group's call
-fails, each request in it is scored alone, so one bad request fails by itself
-(and the server stays up).
+A request's samples are never split across batches. A scorer can fail one
+item by giving an exception as its result: that request alone fails with it.
+When a group's call fails, each request in it is scored alone, so one bad
+request fails by itself (and the server stays up). A request whose caller is
+gone (its future cancelled: a server that gave up on it at shutdown) is not
+scored.
 """
 from __future__ import annotations
 
@@ -62,8 +65,8 @@ class _Job:
 class Batcher:
     """`await batcher.submit(items)` scores `items` together with other waiting requests' items.
 
-    `score(items) -> results` (one result per item, in order) runs on one
-    worker thread. Start with `start()` inside the running loop; `stop()`
+    `score(items) -> results` (one result per item, in order; an exception
+    as an item's result fails that item's request) runs on one worker thread. Start with `start()` inside the running loop; `stop()`
     scores everything already queued, then ends the worker.
     """
 
@@ -147,6 +150,9 @@ class Batcher:
         return group, stopping
 
     async def _score(self, group: list[_Job]) -> None:
+        group = [job for job in group if not job.future.done()]
+        if not group:
+            return
         loop = asyncio.get_running_loop()
         items = [it for job in group for it in job.items]
         start = loop.time()
@@ -166,9 +172,13 @@ class Batcher:
         self._count(len(group), len(items))
         start = 0
         for job in group:
-            if not job.future.done():  # its client may have gone away
-                job.future.set_result(list(results[start:start + len(job.items)]))
+            mine = list(results[start:start + len(job.items)])
             start += len(job.items)
+            failed = next((r for r in mine if isinstance(r, BaseException)), None)
+            if failed is not None:
+                self._fail(job, failed)
+            elif not job.future.done():  # its client may have gone away
+                job.future.set_result(mine)
 
     def _count(self, requests: int, samples: int) -> None:
         s = self.stats

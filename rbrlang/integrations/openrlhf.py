@@ -48,9 +48,9 @@ grader does not see it.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping, Optional, Sequence
 
+from ..data.jsonl import JSONTextError, parse_json
 from ..rewards.reward import UNROUTED_REWARD
 from .samples import ItemReward, Sample, SampleError, check_route, conversation_from, extra_logs
 
@@ -65,10 +65,10 @@ def parse_label(label: Any, index: int) -> tuple[Optional[str], Optional[str], O
         if not text.startswith("{"):
             return text, None, None
         try:
-            label = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise SampleError(index, f"the label looks like a JSON object but is not valid JSON ({exc.msg} at "
-                                     f"character {exc.pos})") from None
+            label = parse_json(text)
+        except JSONTextError as exc:
+            raise SampleError(index, f"the label looks like a JSON object but cannot be read: {exc.message} (at "
+                                     f"character {exc.position})") from None
     if not isinstance(label, Mapping):
         raise SampleError(index, f"the label is a category string or a JSON object, not {type(label).__name__}")
     unknown = sorted(set(label) - {"category", "response_type", "messages"})

@@ -35,14 +35,28 @@ class HFRewardModel:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def from_pretrained(cls, path_or_id: str, device: str = "auto", dtype: str = "auto", **kwargs) -> "HFRewardModel":
+    def from_pretrained(cls, path_or_id: str, device: str = "auto", dtype: str = "auto",
+                        allow_untrained_head: bool = False, **kwargs) -> "HFRewardModel":
+        """Load a saved reward model. A checkpoint without the score head's weights
+        (a causal LM, a base model) would load with a random head and give random
+        scores: that is a `PolicyError` unless `allow_untrained_head`."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         from ..runtime.base import device_and_dtype
 
         device, dtype = device_and_dtype(device, dtype)
         tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-        model = AutoModelForSequenceClassification.from_pretrained(path_or_id, dtype=dtype, num_labels=1)
+        model, info = AutoModelForSequenceClassification.from_pretrained(path_or_id, dtype=dtype, num_labels=1,
+                                                                         output_loading_info=True)
+        # transformers reports the weights it had to initialise; those outside the base
+        # model are the head's.
+        prefix = getattr(model, "base_model_prefix", "") + "."
+        head = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(prefix))
+        if head and not allow_untrained_head:
+            raise PolicyError(f"`{path_or_id}` has no trained score head ({', '.join(head)} missing from its "
+                              "checkpoint: is it a causal LM rather than a reward model?), so its scores would be "
+                              "random; give a one-output sequence classifier, or `allow_untrained_head` to use it "
+                              "anyway", params=("allow_untrained_head",))
         return cls(model.to(device), tokenizer, **kwargs)
 
     def text(self, conversation: Sequence, completion: str) -> str:

@@ -2,18 +2,22 @@
 
     POST /get_reward  {"query": [...], "prompts": [...], "labels": [...]}
                       -> {"rewards": [...], "scores": [...], "extra_logs": {...}}
-    GET  /health      -> {"status": "ok", "policy": ..., "batching": {...}}
+    GET  /health      -> {"status": "ok", "policy": ..., "grader": {...}, "batching": {...}}
 
 The protocol, and how the grader gets the conversation as messages, are in
 `rbrlang.integrations.openrlhf`. A request that cannot be scored gets a 4xx
-with `{"error": reason}` (400: not a JSON object; 413: too large; 422: a
-sample the policy cannot take, naming it) and never stops the server; a bug
-in scoring is a 500 for that request alone. Starlette serves; uvicorn's
-shutdown stops accepting connections and waits for requests in flight, and
-the lifespan's end then scores whatever is still queued before the worker ends.
+with `{"error": reason}` and never stops the server: 400, a body that is not a
+JSON object (or not UTF-8, or JSON we refuse: see `data.jsonl.parse_json`);
+413, a body or a sample count over the limits; 422, a sample the policy or the
+grader's context cannot take, naming it (`"sample": i`). What each costs is
+bounded before the work (`limits`). A bug in scoring is a 500 for that request
+alone. Starlette serves; uvicorn's shutdown stops accepting connections and
+waits for requests in flight, and the lifespan's end then scores whatever is
+still queued before the worker ends.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -24,14 +28,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ..errors import RbrError
-from ..integrations.openrlhf import answer, samples_from_request
-from ..integrations.samples import SampleError, score_samples
+from ..data.jsonl import JSONTextError, parse_json
+from ..errors import RbrError, SampleError
 from ..integrations.batching import Batcher
+from ..integrations.openrlhf import answer, samples_from_request
+from ..integrations.samples import score_samples
+from .limits import BODY_BUDGET, MAX_BODY, MAX_SAMPLES, BodyBudget, LengthCheck, TooLarge, declared_length, read_body
 
 log = logging.getLogger("rbrlang.serve")
 
-MAX_BODY = 64 << 20  # bytes: far above any batch of samples OpenRLHF sends
+SHAPE = '{"query": [...], "prompts": [...], "labels": [...]}'
 
 
 def _error(status: int, message: str, sample: Optional[int] = None) -> JSONResponse:
@@ -41,38 +47,101 @@ def _error(status: int, message: str, sample: Optional[int] = None) -> JSONRespo
     return JSONResponse(body, status_code=status)
 
 
+def grader_description(grader) -> dict:
+    """The grader as a JSON object for /health: its class, what makes it the
+    grader it is (a grader's `identity` is a JSON object as text: unpacked, not
+    sent as a string inside JSON), and its context length."""
+    out: dict = {"class": type(grader).__name__}
+    identity = getattr(grader, "identity", None)
+    if identity:
+        try:
+            value = json.loads(identity)
+        except (TypeError, ValueError):
+            value = None
+        if isinstance(value, dict):
+            out.update(value)
+        else:
+            out["identity"] = str(identity)
+    context = getattr(getattr(grader, "encoder", None), "max_length", None)
+    if context is not None:
+        out["context"] = context
+    return out
+
+
 def create_app(reward, max_batch: int = 64, batch_window_ms: float = 5.0,
-               strip_suffixes: Sequence[str] = (), max_body: int = MAX_BODY) -> Starlette:
+               strip_suffixes: Sequence[str] = (), max_body: int = MAX_BODY,
+               max_samples: int = MAX_SAMPLES) -> Starlette:
     """A Starlette app serving `reward` (an `RBRReward`) to OpenRLHF.
 
-    `app.state.batcher` holds the `Batcher` (its `stats` count batches) once
-    the app has started."""
+    `max_body` (bytes) and `max_samples` bound one request; the bodies held at
+    once are bounded by `BODY_BUDGET` times `max_body`. `app.state.batcher`
+    holds the `Batcher` (its `stats` count batches) once the app has started."""
     has_rm = reward.rm is not None
     suffixes = tuple(strip_suffixes)
-    batcher = Batcher(lambda samples: score_samples(reward, samples), max_batch=max_batch,
-                      window_s=batch_window_ms / 1000.0)
+    lengths = LengthCheck(reward.policy, reward.grader)
+    budget = BodyBudget(BODY_BUDGET * max_body)
+
+    def score(entries: list) -> list:
+        """Scores (index in its request, Sample) entries on the grader's thread; a
+        sample the grader's context cannot take fails its request alone."""
+        samples = [s for _, s in entries]
+        problems = lengths.too_long(samples)
+        good = [k for k in range(len(samples)) if k not in problems]
+        out: list = [None] * len(samples)
+        for k, item in zip(good, score_samples(reward, [samples[k] for k in good])):
+            out[k] = item
+        for k, why in problems.items():
+            out[k] = SampleError(entries[k][0], why)
+        return out
+
+    batcher = Batcher(score, max_batch=max_batch, window_s=batch_window_ms / 1000.0)
 
     async def get_reward(request: Request) -> JSONResponse:
-        body = await request.body()
-        if len(body) > max_body:
-            return _error(413, f"the body is {len(body)} bytes; the limit is {max_body}")
+        declared = declared_length(request)
+        if declared is not None and declared > max_body:  # before a byte is read
+            return _error(413, str(TooLarge(declared, max_body, True)))
+        held = max_body if declared is None else declared
+        await budget.reserve(held)
         try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _error(400, f"the body is not JSON ({exc})")
+            try:
+                body = await read_body(request, max_body, declared)
+            except TooLarge as exc:
+                return _error(413, str(exc))
+            await budget.release(held - len(body))  # what a body sent without a length did not use
+            held = len(body)
+            return await _reward(body)
+        except asyncio.CancelledError:
+            # Shutdown's grace period is over (uvicorn cancels what is left): say so, rather
+            # than drop the connection and log a traceback. Its samples are not scored.
+            return _error(503, "the server is shutting down; this request was not scored: send it again")
+        finally:
+            await budget.release(held)
+
+    async def _reward(body: bytes) -> JSONResponse:
+        try:
+            data = parse_json(body.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            return _error(400, f"the body is not UTF-8 (byte {exc.start})")
+        except JSONTextError as exc:
+            return _error(400, f"the body is not JSON we can read ({exc.message}, at character {exc.position})")
         if not isinstance(data, dict):
-            return _error(400, 'the body must be a JSON object {"query": [...], "prompts": [...], "labels": [...]}')
+            return _error(400, f"the body must be a JSON object {SHAPE}")
         missing = [k for k in ("query", "prompts", "labels") if k not in data]
         if missing:
-            return _error(422, f"missing {', '.join(map(repr, missing))}: the body is "
-                               '{"query": [...], "prompts": [...], "labels": [...]}, one entry per sample')
+            return _error(422, f"missing {', '.join(map(repr, missing))}: the body is {SHAPE}, one entry per sample")
+        count = len(data["query"]) if isinstance(data["query"], list) else 0
+        if count > max_samples:
+            return _error(413, f"the request has {count:,} samples; the limit is {max_samples:,} a request")
         try:
             samples = samples_from_request(data["query"], data["prompts"], data["labels"], reward.policy, suffixes)
         except SampleError as exc:
             return _error(422, str(exc), exc.index)
+        hopeless = lengths.hopeless(samples)
+        if hopeless is not None:
+            return _error(422, str(hopeless), hopeless.index)
         try:
-            items = await batcher.submit(samples)
-        except RbrError as exc:  # e.g. a conversation longer than the grader's context
+            items = await batcher.submit(list(enumerate(samples)))
+        except RbrError as exc:  # a sample over the grader's context, a conversation it cannot take
             return _error(422, str(exc), getattr(exc, "index", None))
         except Exception as exc:  # a bug: this request fails, the server goes on
             log.exception("scoring a request failed")
@@ -81,9 +150,10 @@ def create_app(reward, max_batch: int = 64, batch_window_ms: float = 5.0,
 
     async def health(request: Request) -> JSONResponse:
         ok = batcher.running
-        grader = getattr(reward.grader, "identity", None) or type(reward.grader).__name__
-        return JSONResponse({"status": "ok" if ok else "stopped", "policy": reward.policy.name, "grader": grader,
-                             "rm": has_rm, "in_flight": batcher.in_flight,
+        return JSONResponse({"status": "ok" if ok else "stopped", "policy": reward.policy.name,
+                             "grader": grader_description(reward.grader), "rm": has_rm,
+                             "in_flight": batcher.in_flight,
+                             "limits": {"max_body": max_body, "max_samples": max_samples},
                              "batching": {"max_batch": batcher.max_batch, "window_ms": batch_window_ms,
                                           **batcher.stats.as_dict()}},
                             status_code=200 if ok else 503)
