@@ -319,6 +319,12 @@ def test_too_many_samples_and_hopeless_lengths_are_refused_before_grading(served
     # Under that bound but over the context: the response alone, tokenized once, decides.
     r = post(url, sample_body(1, "word " * 9000))
     assert r.status_code == 422 and "the response alone is" in r.json()["error"] and r.json()["sample"] == 0
+    # A short response after a conversation too long: the exact check, before grading.
+    long_talk = json.dumps({"query": ["Q: hi\nSure."], "prompts": ["Q: hi\n"], "labels": [json.dumps(
+        {"category": "C-R", "messages": [{"role": "user", "content": "word " * 9000}]})]}).encode()
+    r = post(url, long_talk)
+    assert r.status_code == 422 and r.json()["sample"] == 0
+    assert "tokens, more than the grader's context of 8192" in r.json()["error"]
     assert grader.stats.graded == before  # no prompt of those was forwarded
 
 

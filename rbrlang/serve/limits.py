@@ -16,7 +16,8 @@ context, is taken down by one hostile request. So, in order of cost:
    response under that bound but longer than the context in bytes is
    tokenized once, alone, on the grader's thread; only then is the exact
    check (`data.probabilities.too_long`, the prompts as the grader encodes
-   them) run, for the few items the byte bound leaves in doubt.
+   them) run, for the few items a byte bound (their text in the longest
+   prompt's frame) leaves in doubt: the common sample costs no rendering.
 """
 from __future__ import annotations
 
@@ -104,6 +105,15 @@ class LengthCheck:
         # With `oldest_turns` the conversation can be cut down; the response never is.
         self.whole = getattr(encoder, "truncate", "error") == "error"
         self.max_chars: Optional[int] = None
+        self.frame = 0  # bytes of the longest prompt around an empty exchange
+        if self.context is not None:
+            graded = [p.name for p in policy.propositions if p.graded]
+            empty = [{"role": "user", "content": ""}]
+            try:
+                self.frame = max((len(encoder.text(policy.render(n, empty, "")).encode("utf-8")) for n in graded),
+                                 default=0)
+            except Exception:  # a template that cannot render an empty exchange: check every sample exactly
+                self.frame = self.context
         if self.tokenizer is not None:
             try:
                 vocab = tokenizer.get_vocab()
@@ -120,6 +130,10 @@ class LengthCheck:
         if self.whole:
             chars += sum(len(m["content"]) for m in sample.conversation)
         return chars
+
+    def _bytes(self, sample) -> int:
+        text = sample.completion.encode("utf-8")
+        return self.frame + len(text) + sum(len(m["content"].encode("utf-8")) + 64 for m in sample.conversation)
 
     def hopeless(self, samples: Sequence) -> Optional[SampleError]:
         """The first sample that cannot fit by its length in characters alone (O(1) per string)."""
@@ -149,7 +163,10 @@ class LengthCheck:
                     if len(ids) > self.context + 2:
                         out[i] = (f"the response alone is {len(ids):,} tokens, more than the grader's context of "
                                   f"{self.context:,}")
-        rest = [i for i in range(len(samples)) if i not in out]
+        # The exact check renders every prompt: only for samples that could be over the context
+        # by their bytes (no token is less than a byte) in the longest prompt's frame, with room
+        # for each message's markup. One it misses is refused by the grader, alone, as before.
+        rest = [i for i in range(len(samples)) if i not in out and self._bytes(samples[i]) > self.context]
         problems = too_long(self.policy, self.grader, [list(samples[i].conversation) for i in rest],
                             [samples[i].completion for i in rest])
         for k, problem in problems.items():
