@@ -212,3 +212,78 @@ def test_class_scores_checks(tmp_path):
     assert found("scores good 1, ok 0.5, bad 0, worse 0") == ["E0126"]  # no such class
     assert found("scores good 1, ok 1e400, bad 0") == ["E0125"]  # overflows to infinity
     assert found("scores good 0.5, ok 0.6, bad 0") == ["E0127"]  # a better class below a worse one
+
+
+# --- decision diagrams that cannot explode (issue 14, D3 and D4) -------------------------
+
+def _pairs_policy(n: int, mention_all_first: bool = False) -> str:
+    """`(x0 and y0) or … or (xN-1 and yN-1)` with every x declared before every
+    y: 2^n nodes in declaration order, 2 a pair in the order of mention."""
+    names = [f"x{i}" for i in range(n)] + [f"y{i}" for i in range(n)]
+    pairs = " or ".join(f"(x{i} and y{i})" for i in range(n))
+    lines = ["rbr 1"] + [f"proposition {v} = matches /{v}/" for v in names]
+    if mention_all_first:  # the order of mention is the declaration order too
+        lines.append("define g = " + " or ".join(names))
+        pairs = f"g and ({pairs})"
+    lines += [f"define f = {pairs}", "classes good > bad", "response r {", "  good = f", "  bad = not f", "}",
+              "route default -> r"]
+    return "\n".join(lines) + "\n"
+
+
+def test_pairs_declared_apart_get_small_diagrams(tmp_path):
+    from rbrlang.compiler import compile_path
+    from rbrlang.policy.format import POLICY_FILE
+    comp = compile_path(write(tmp_path / "p.rbr", _pairs_policy(20)))
+    (spec,) = comp.checked.responses
+    # Before: declaration order only, 2^20 nodes (minutes, gigabytes).
+    assert [len(d.nodes) for d in spec.diagrams] == [40, 40]
+    assert len(comp.files[POLICY_FILE]) < 100_000
+    # The diagrams still index the propositions in declaration order, and mean `f`.
+    good = spec.diagrams[0]
+    assert good.variables == tuple(f"x{i}" for i in range(20)) + tuple(f"y{i}" for i in range(20))
+    values = {v: False for v in good.variables}
+    assert not good.evaluate(values) and good.evaluate({**values, "x7": True, "y7": True})
+    assert not good.evaluate({**values, "x7": True, "y8": True})
+
+
+def test_small_diagrams_keep_declaration_order(tmp_path):
+    # 6 pairs fit the first budget in declaration order: kept, so that a
+    # policy's diagrams (and schema hashes) do not change as it is edited.
+    policy, diags, _ = check_file(write(tmp_path / "p.rbr", _pairs_policy(6)))
+    assert diags == []
+    good = policy.responses[0].diagrams[0]
+    assert len(good.nodes) == 2 ** 7 - 2
+    tested_first = good.nodes[good.root - 2][0]
+    assert good.variables[tested_first] == "x0"
+
+
+def test_formula_too_large_in_every_order_is_located(tmp_path):
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", _pairs_policy(16, mention_all_first=True)))
+    (d,) = diags
+    assert d.code == "E0130" and "class `good` of response `r` is too large" in d.message
+    assert "50,000 nodes" in d.message and "next to each other" in d.help
+    assert (d.span.line, d.span.column) == (38, 3)  # the class that crossed the budget
+
+
+def test_two_thousand_operands_and_a_two_thousand_define_chain(tmp_path):
+    """Python's recursion limit is 1,000: nothing may recurse once an operand,
+    a proposition or a define (dd itself once a proposition, so it is given room)."""
+    from rbrlang.compiler import compile_path
+    from rbrlang.compiler.explain import explain_policy
+    from rbrlang.compiler.syntax.parser import parse_source
+    from rbrlang.compiler.syntax.printer import format_module
+    from rbrlang.source import SourceFile
+    levels = chain = 1100  # over the limit, and a parse of 1,100 lines less than 2,000
+    text = "rbr 1\n" + "".join(f"proposition p{i} = matches /a{i}/\n" for i in range(levels))
+    text += "define d0 = all(" + ", ".join(f"p{i % levels}" for i in range(2000)) + ")\n"
+    text += "".join(f"define d{i} = d{i - 1} or p{i % 7}\n" for i in range(1, chain))
+    last = f"d{chain - 1}"
+    text += f"classes good > bad\nresponse r {{\n  good = {last}\n  bad = not {last}\n}}\nroute default -> r\n"
+    path = write(tmp_path / "p.rbr", text)
+    comp = compile_path(path)
+    assert len(comp.checked.responses[0].diagrams[0].nodes) == 7  # p0 … p6 or-ed, and all(…)
+    module = parse_source(SourceFile(path, "p.rbr", text)).module
+    formatted = format_module(module)
+    assert parse_source(SourceFile(path, "p.rbr", formatted)).module == module
+    from rbrlang.compiler import policy_from_files
+    assert "good\n    = p0\n" in explain_policy(policy_from_files(comp.files))

@@ -67,7 +67,7 @@ def check_program(program: Program) -> tuple[Optional[CheckedPolicy], list[dg.Di
     propositions = _proposition_specs(ctx, grader.template)
     names = tuple(p.name for p in propositions)
     specs = response_specs(ctx, order)
-    check_partitions(ctx, names, specs)
+    specs = check_partitions(ctx, names, specs)
     _unused_propositions(ctx, specs)
     if ctx.failed:
         return None, ctx.diags
@@ -116,7 +116,7 @@ def _unused_propositions(ctx: Context, specs) -> None:
     used: set[str] = set()
     for spec in specs:
         for _, f in spec.classes:
-            used |= logic.variables(logic.expand(f, ctx.formulas))
+            used |= logic.variables(f, ctx.formulas)
         used |= set(spec.extra_features)
     for _, item in ctx.items:
         if isinstance(item, (ast.Proposition, ast.Matches)) and item.name.text not in used:

@@ -1,12 +1,12 @@
 """Passes over classes, response types, ranks and class scores, including the partition proof."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 from ... import diagnostics as dg
-from ...policy import logic
 from ...policy.scoring import default_scores
-from ..proofs import Space, partition_problems
+from ..proofs import NODE_BUDGET, Space, TooLarge, appearance_order, partition_problems
 from ..syntax import ast
 from .context import Context
 from .defines import to_formula
@@ -120,40 +120,104 @@ def response_specs(ctx: Context, order: tuple[str, ...]) -> list[ResponseSpec]:
     return specs
 
 
-def check_partitions(ctx: Context, propositions: tuple[str, ...], specs: list[ResponseSpec]) -> None:
-    """Within a response type, exactly one class holds for every assignment."""
-    space = Space(propositions)
+def check_partitions(ctx: Context, propositions: tuple[str, ...],
+                     specs: list[ResponseSpec]) -> list[ResponseSpec]:
+    """Within a response type, exactly one class holds for every assignment.
+
+    Returns the specs with their classes' decision diagrams. The variable
+    order (see `proofs`): declaration order while it stays small, so that a
+    policy's bytes (and schema hashes) stay put as it is edited; else the
+    order the class formulas first mention the propositions; else the
+    declaration order with the whole budget; else E0130 at the class whose
+    diagram crossed the budget, stopped there before the time and memory
+    are spent.
+    """
+    attempts = [(propositions, NODE_BUDGET // 5)]
+    heuristic = appearance_order(propositions, (f for s in specs for _, f in s.classes), ctx.formulas)
+    if heuristic != propositions:
+        attempts += [(heuristic, NODE_BUDGET), (propositions, NODE_BUDGET)]
+    else:
+        attempts.append((propositions, NODE_BUDGET))
+    for order, budget in attempts:
+        space = Space(propositions, order, budget)
+        built: dict[str, list] = {}
+        where: tuple[str, str] = ("", "")
+        try:
+            for spec in specs:
+                built[spec.name] = []
+                for name, f in spec.classes:
+                    where = (spec.name, name)
+                    built[spec.name].append((name, space.build(f, ctx.formulas)))
+            problems, diagrams, exported = {}, {}, 0
+            for spec in specs:
+                where = (spec.name, "")
+                problems[spec.name] = partition_problems(space, built[spec.name], propositions)
+                diagrams[spec.name] = []
+                for name, f in built[spec.name]:
+                    where = (spec.name, name)
+                    diagrams[spec.name].append(space.export(f))
+                    # The exported copies share no nodes (nor complements):
+                    # they are what `policy.json` holds, so they count too.
+                    exported += len(diagrams[spec.name][-1].nodes)
+                    if exported > budget:
+                        raise TooLarge(budget)
+        except TooLarge:
+            continue
+        break
+    else:
+        _too_large(ctx, where, len(attempts) > 2)
+        return specs
     responses = {r.name.text: r for r in ctx.of(ast.Response)}
     for spec in specs:
-        resp = responses[spec.name]
-        rules = {i.name.text: i for i in resp.items if isinstance(i, ast.ClassRule)}
-        built = [(name, space.build(logic.expand(f, ctx.formulas))) for name, f in spec.classes]
-        for problem in partition_problems(space, built, propositions):
-            care = _care(space, [f for n, f in built if n in problem.classes] or [f for _, f in built])
-            shown = ", ".join(f"{v}={'true' if problem.assignment[v] else 'false'}" for v in care) \
-                or "the propositions take any values"
-            if problem.kind == "empty":
-                (name,) = problem.classes
-                ctx.error("E0109", rules[name].name.span,
-                          f"class `{name}` of response `{spec.name}` can never hold",
-                          "its formula contradicts itself (look for `x and not x` through defines)")
-            elif problem.kind == "overlap":
-                a, b = problem.classes
-                ctx.error("E0107", rules[b].name.span,
-                          f"classes `{a}` and `{b}` of response `{spec.name}` overlap",
-                          f"make them exclusive, e.g. add `and not (…)` to `{b}`",
-                          [f"both hold when {shown}"])
-            else:
-                ctx.error("E0108", resp.name.span,
-                          f"the classes of response `{spec.name}` do not cover every case",
-                          "widen a class or add one for this case",
-                          [f"no class holds when {shown}"])
+        _report_partition(ctx, space, spec, responses[spec.name], built[spec.name], problems[spec.name])
+    return [dataclasses.replace(spec, diagrams=tuple(diagrams[spec.name])) for spec in specs]
+
+
+def _too_large(ctx: Context, where: tuple[str, str], reordered: bool) -> None:
+    resp = next(r for r in ctx.of(ast.Response) if r.name.text == where[0])
+    rule = next((i for i in resp.items if isinstance(i, ast.ClassRule) and i.name.text == where[1]), None)
+    what = f"class `{where[1]}` of response `{where[0]}`" if rule else f"the classes of response `{where[0]}`"
+    tried = ("in declaration order and in the order the formulas mention the propositions" if reordered
+             else "in declaration order (the order the formulas mention them is the same)")
+    ctx.error("E0130", (rule.name if rule else resp.name).span,
+              f"{what} is too large: its decision diagram needs over {NODE_BUDGET:,} nodes",
+              "declare the propositions a term combines next to each other (`x0`, `y0`, `x1`, …), "
+              "or split the formula over defines of fewer propositions",
+              [f"tried {tried}",
+               "the diagrams prove the partition and give exact class probabilities; their size "
+               "depends on the proposition order and can grow exponentially, so the compiler "
+               "stops at a budget"])
+
+
+def _report_partition(ctx: Context, space: Space, spec: ResponseSpec, resp: ast.Response, built,
+                      problems) -> None:
+    rules = {i.name.text: i for i in resp.items if isinstance(i, ast.ClassRule)}
+    for problem in problems:
+        care = _care(space, [f for n, f in built if n in problem.classes] or [f for _, f in built])
+        shown = ", ".join(f"{v}={'true' if problem.assignment[v] else 'false'}" for v in care) \
+            or "the propositions take any values"
+        if problem.kind == "empty":
+            (name,) = problem.classes
+            ctx.error("E0109", rules[name].name.span,
+                      f"class `{name}` of response `{spec.name}` can never hold",
+                      "its formula contradicts itself (look for `x and not x` through defines)")
+        elif problem.kind == "overlap":
+            a, b = problem.classes
+            ctx.error("E0107", rules[b].name.span,
+                      f"classes `{a}` and `{b}` of response `{spec.name}` overlap",
+                      f"make them exclusive, e.g. add `and not (…)` to `{b}`",
+                      [f"both hold when {shown}"])
+        else:
+            ctx.error("E0108", resp.name.span,
+                      f"the classes of response `{spec.name}` do not cover every case",
+                      "widen a class or add one for this case",
+                      [f"no class holds when {shown}"])
 
 
 def _care(space: Space, functions) -> list[str]:
     support: set[str] = set()
     for f in functions:
-        support |= f.support
+        support |= space.support(f)
     return [v for v in space.variables if v in support]
 
 

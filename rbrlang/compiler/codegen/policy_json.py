@@ -4,7 +4,6 @@ from __future__ import annotations
 from ... import __version__
 from ...policy import logic
 from ...policy.format import FORMAT_VERSION, canonical, sha256, template_path
-from ..proofs import Space
 from ..check.model import CheckedPolicy, ResponseSpec
 
 def feature_names(policy: CheckedPolicy, spec: ResponseSpec) -> tuple[list[str], list[str]]:
@@ -14,16 +13,13 @@ def feature_names(policy: CheckedPolicy, spec: ResponseSpec) -> tuple[list[str],
     defines = policy.define_map
     mentioned: set[str] = set(spec.extra_features)
     for _, f in spec.classes:
-        mentioned |= logic.variables(logic.expand(f, defines))
+        mentioned |= logic.variables(f, defines)
     props = [p for p in policy.proposition_names if p in mentioned]
     return props, [c for c, _ in spec.classes]
 
 
 def build(policy: CheckedPolicy, templates: dict[str, str]) -> dict:
     """`templates` maps each grader proposition to its generated Jinja source."""
-    names = policy.proposition_names
-    space = Space(names)
-    defines = policy.define_map
     meaning = {}  # feature -> what it means, for the schema hash
     propositions = []
     for p in policy.propositions:
@@ -40,8 +36,7 @@ def build(policy: CheckedPolicy, templates: dict[str, str]) -> dict:
     for spec in policy.responses:
         props, classes = feature_names(policy, spec)
         class_rows = []
-        for (cname, f), score in zip(spec.classes, spec.scores):
-            dd = space.export(space.build(logic.expand(f, defines)))
+        for (cname, f), score, dd in zip(spec.classes, spec.scores, spec.diagrams):  # the checker's
             # `score`: the class's reward before any fit. Not part of the
             # schema hash: it changes no feature, so fitted weights stay valid.
             class_rows.append({"name": cname, "expr": logic.to_json(f), "dd": dd.to_json(), "score": score})
