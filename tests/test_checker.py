@@ -287,3 +287,47 @@ def test_two_thousand_operands_and_a_two_thousand_define_chain(tmp_path):
     assert parse_source(SourceFile(path, "p.rbr", formatted)).module == module
     from rbrlang.compiler import policy_from_files
     assert "good\n    = p0\n" in explain_policy(policy_from_files(comp.files))
+
+
+# --- templates that would fail only when rendered (issue 14, D4) --------------------------
+
+def _template_policy(body: str) -> str:
+    return ('rbr 1\ntemplate t """\nFirst line.\n' + body + '\n{{ response }} {{ question }}\n"""\n'
+            'grader {\n  template t\n}\nproposition a {\n  question "A?"\n}\n'
+            'classes good > bad\nresponse r {\n  good = a\n  bad = not a\n}\nroute default -> r\n')
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("body, says", [
+    ('{% include "other.jinja" %}', "uses `{% include %}`"),
+    ('{% from "m.jinja" import x %}', "uses `{% from … import %}`"),
+    ('{% extends "base.jinja" %}', "uses `{% extends %}`"),
+    ("{{ response.__class__ }}", "attribute '__class__' of 'str' object is unsafe"),
+    ("{{ conversation.append(1) }}", "attribute 'append' of 'list' object is unsafe"),
+    ("{% for i in range(1000000) %}{% endfor %}", "Range too big"),
+    ("{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}", "more than 100,000 steps"),
+    ('{% for i in range(99999) %}{{ "0123456789" }}{% endfor %}', "more than 100,000 characters"),
+    ('{{ "x" * 100000000 }}', "more than 1,000,000 characters"),
+    ('{{ "x" | center(1000000000) }}', "filter `center` would make more than"),  # Jinja folds it while compiling
+    ("{{ 10 ** 100000 }}", "more than 10,000 bits"),  # folded, the checker crashed printing it
+    ("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "calls itself without end"),
+    ("{{ response.nope }}", "'str object' has no attribute 'nope'"),
+    ("{{ conversation[1].content }}", "list object has no element 1"),
+    ("{{ 1 / 0 }}", "ZeroDivisionError: division by zero"),
+])
+def test_template_that_fails_to_render_is_refused_at_check(tmp_path, body, says):
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", _template_policy(body)))
+    (d,) = diags
+    assert d.code == "E0131" and says in d.message, d
+    assert (d.span.line, d.span.column) == (4, 1)  # the template line it fails at
+    assert d.help
+
+
+def test_templates_that_render_pass(tmp_path):
+    body = ("{% for m in conversation %}{{ m.role | upper }}: {{ m.content }}\n{% endfor %}"
+            "{% if conversation | length > 1 %}{{ conversation[-2].content }}{% endif %}"
+            '{{ "%s-%d" % ("a", 3) }} {{ "=" * 20 }} {{ 2 ** 10 }} {{ 7 % 3 }}')
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", _template_policy(body)))
+    assert diags == []
