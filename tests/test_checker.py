@@ -112,9 +112,10 @@ def test_default_routed_twice(tmp_path):
 
 
 def test_rank_peers_and_duplicates(tmp_path):
-    ok = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  rank best > {x, y} > worst\n  rank x > worst\n")
+    # Rank labels are the response's classes (issue 14, D7): free labels were accepted before.
+    ok = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  rank good > {ok, bad}\n  rank ok > bad\n")
     policy, diags, _ = check_file(write(tmp_path / "p.rbr", ok))
-    assert diags == [] and policy.responses[0].ranks[0] == (("best",), ("x", "y"), ("worst",))
+    assert diags == [] and policy.responses[0].ranks[0] == (("good",), ("ok", "bad"))
     dup = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  rank x > x\n")
     assert codes(tmp_path, dup) == ["E0112"]
 
@@ -330,4 +331,36 @@ def test_templates_that_render_pass(tmp_path):
             "{% if conversation | length > 1 %}{{ conversation[-2].content }}{% endif %}"
             '{{ "%s-%d" % ("a", 3) }} {{ "=" * 20 }} {{ 2 ** 10 }} {{ 7 % 3 }}')
     _, diags, _ = check_file(write(tmp_path / "p.rbr", _template_policy(body)))
+    assert diags == []
+
+
+# --- ranks are checked against the classes; an empty policy says so (issue 14, D7, D8) ------
+
+def test_rank_labels_are_the_responses_classes_in_class_order(tmp_path):
+    def found(rank: str) -> list:
+        _, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL.replace("  bad  = not a\n",
+                                                                           f"  bad  = not a\n  {rank}\n")))
+        return [(d.code, d.help) for d in diags]
+    assert found("rank good > {ok, bad}") == []
+    assert found("rank good > okk") == [("E0132", "did you mean `ok`?")]
+    assert found("rank good > z") == [("E0132", "rank its classes: `good`, `ok`, `bad`")]
+    assert found("rank bad > good") == [("E0133", "rank the classes best to worst, as `classes` does: "
+                                                   "`good`, `ok`, `bad`; or reorder `classes` (and the scores)")]
+    # Only across groups: peers may be in any order; the first wrong pair of a line is reported.
+    assert [c for c, _ in found("rank {bad, good} > ok")] == ["E0133"]
+    # A class of the policy that this response gives no formula for.
+    text = MINIMAL.replace("classes good > ok > bad", "classes good > ok > bad > worst")
+    _, diags, _ = check_file(write(tmp_path / "q.rbr", text.replace("  bad  = not a\n",
+                                                                    "  bad  = not a\n  rank bad > worst\n")))
+    assert [(d.code, d.message) for d in diags] == [("E0132", "response `r` has no class `worst` to rank")]
+
+
+def test_a_file_with_no_response_types_compiles_with_a_warning(tmp_path):
+    from rbrlang.compiler import compile_path
+    comp = compile_path(write(tmp_path / "p.rbr", "# a policy, one day\nrbr 1  # header\n"))
+    (d,) = comp.diagnostics
+    assert d.code == "W0134" and not d.is_error and (d.span.line, d.span.column, d.span.end_column) == (2, 1, 6)
+    _, diags, _ = check_file(write(tmp_path / "lib.rbr", 'rbr 1\nproposition a {\n  question "A?"\n}\n'))
+    assert "W0134" in [d.code for d in diags]
+    policy, diags, _ = check_file(write(tmp_path / "m.rbr", MINIMAL))
     assert diags == []

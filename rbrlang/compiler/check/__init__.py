@@ -20,8 +20,8 @@ from .names import collect_names, resolve_refs
 from .program import Program, load_program
 from .propositions import check_propositions
 from .regexes import check_regexes
-from .responses import (check_class_rules, check_partitions, check_ranks, check_scores, class_order,
-                        response_specs)
+from .responses import (check_class_rules, check_has_responses, check_partitions, check_ranks, check_scores,
+                        class_order, response_specs)
 from .routes import check_routes
 from .templates import check_grader, check_templates, template_sources
 
@@ -37,6 +37,7 @@ STAGES = (
     ("check_regexes", check_regexes),
     ("check_templates", check_templates),
     ("check_ranks", check_ranks),
+    ("check_has_responses", check_has_responses),
 )
 
 

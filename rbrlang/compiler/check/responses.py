@@ -3,15 +3,37 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 from ... import diagnostics as dg
 from ...policy.scoring import default_scores
 from ..proofs import NODE_BUDGET, Space, TooLarge, appearance_order, partition_problems
+from ...source import Span
 from ..syntax import ast
 from .context import Context
 from .defines import to_formula
 from .graphs import cycles
 from .model import ResponseSpec
+
+
+def check_has_responses(ctx: Context) -> None:
+    """A policy without response types compiles to one with nothing to grade
+    or reward: said, at the header, rather than compiled in silence. A
+    warning: a file just begun, or shared propositions checked on their own,
+    are not wrong, only not a policy yet."""
+    if ctx.of(ast.Response):
+        return
+    root = ctx.program.units[0]
+    span = root.module.span
+    line = root.source.text.split("\n")[span.line - 1]
+    end = re.match(r"\s*rbr\s+\S+", line)  # the header, without a comment after it
+    header = Span(span.file, span.line, span.column, span.line, (end.end() if end else len(line)) + 1)
+    props = sum(isinstance(i, (ast.Proposition, ast.Matches)) for _, i in ctx.items)
+    ctx.warning("W0134", header,
+                "this file declares no response types: it compiles to a policy with nothing to grade",
+                "add `classes`, a `response` with a formula for each class, and a `route`; a file of "
+                "shared propositions is imported by a policy (`import \"…\"`), not compiled on its own",
+                [f"it has {props} proposition{'s' if props != 1 else ''} and no response type"])
 
 
 def class_order(ctx: Context) -> tuple[str, ...]:
@@ -222,16 +244,27 @@ def _care(space: Space, functions) -> list[str]:
 
 
 def check_ranks(ctx: Context) -> None:
-    """Rank chains give a partial order of labels: it must have no cycle."""
+    """Rank chains order a response type's classes for fitting: each label is
+    one of its classes, each once in a chain, with no cycle, and never a
+    worse class above a better one (`classes` lists them best to worst, and
+    the scores follow that order; a rank against it would fit a reward that
+    prefers what the policy calls worse). A response type whose ranks have a
+    cycle gets that one report."""
+    decl = next(iter(ctx.of(ast.Classes)), None)
+    order = [i.text for i in decl.names] if decl else []
     for resp in ctx.of(ast.Response):
+        ranks = [i for i in resp.items if isinstance(i, ast.Rank)]
         edges: dict[str, set[str]] = {}
-        for rank in (i for i in resp.items if isinstance(i, ast.Rank)):
+        sound: list[ast.Rank] = []  # the lines with no duplicate, checked further below
+        cyclic = False
+        for rank in ranks:
             labels = [n.text for g in rank.groups for n in g]
             dup = next((x for i, x in enumerate(labels) if x in labels[:i]), None)
             if dup:
                 ctx.error("E0112", rank.span, f"`{dup}` appears twice in one rank",
                           "each label has one place in a rank chain")
                 continue
+            sound.append(rank)
             for hi, lo in zip(rank.groups, rank.groups[1:]):
                 for a in hi:
                     edges.setdefault(a.text, set()).update(b.text for b in lo)
@@ -239,4 +272,39 @@ def check_ranks(ctx: Context) -> None:
             if found:
                 ctx.error("E0112", rank.span, f"ranks of `{resp.name.text}` form a cycle: "
                           + " > ".join(found[0]), "a label cannot rank above itself; remove one ordering")
+                cyclic = True
                 break  # one report per response type
+        if not cyclic and order:
+            _check_rank_labels(ctx, resp, sound, order)
+
+
+def _check_rank_labels(ctx: Context, resp: ast.Response, ranks: list[ast.Rank], order: list[str]) -> None:
+    rt = resp.name.text
+    given = {i.name.text for i in resp.items if isinstance(i, ast.ClassRule)}
+    classes = [c for c in order if c in given]
+    for rank in ranks:
+        unknown = [n for g in rank.groups for n in g if n.text not in given]
+        for n in unknown:
+            if ctx.seen_before("E0132", n):  # the same stray label in another rank line
+                continue
+            if n.text in order:
+                ctx.error("E0132", n.span, f"response `{rt}` has no class `{n.text}` to rank",
+                          f"rank only the classes it gives formulas for: {_list(classes)}")
+            else:
+                ctx.error("E0132", n.span, f"`{n.text}` in `rank` is not a class of response `{rt}`",
+                          dg.did_you_mean(n.text, classes) or f"rank its classes: {_list(classes)}",
+                          ["fitting compares completions whose class labels a rank separates; a label "
+                           "no class has gives no pair"])
+        if unknown:
+            continue
+        where = {c: i for i, c in enumerate(order)}
+        for hi, lo in zip(rank.groups, rank.groups[1:]):
+            wrong = [(a, b) for a in hi for b in lo if where[b.text] < where[a.text]]
+            if wrong:
+                a, b = wrong[0]
+                ctx.error("E0133", b.span,
+                          f"`rank` puts `{a.text}` above `{b.text}`, but `classes` lists `{b.text}` as better",
+                          f"rank the classes best to worst, as `classes` does: {_list(classes)}; "
+                          "or reorder `classes` (and the scores)",
+                          ["a fitted reward would prefer the class the policy calls worse"])
+                break
