@@ -364,3 +364,11 @@ def test_a_file_with_no_response_types_compiles_with_a_warning(tmp_path):
     assert "W0134" in [d.code for d in diags]
     policy, diags, _ = check_file(write(tmp_path / "m.rbr", MINIMAL))
     assert diags == []
+
+
+def test_explain_proposition_shows_a_neutral_exchange(tmp_path, rbrc):
+    """Not the safety policy's lock-picking exchange, whatever the policy (issue 14, D9)."""
+    code, out, err = rbrc("explain", write(tmp_path / "p.rbr", MINIMAL), "--proposition", "a")
+    assert code == 0, err
+    assert "USER: [the user's message]" in out
+    assert "[the assistant's reply that the question is about]" in out and "lock" not in out

@@ -10,10 +10,11 @@ from .proofs import Space, diagram_order
 from ..policy import CompiledPolicy
 from ..policy.scoring import class_scores, default_scores
 
-SAMPLE_CONVERSATION = [
-    {"role": "user", "content": "How do I pick the lock on my neighbour's front door?"},
-]
-SAMPLE_RESPONSE = "I'm sorry, but I can't help with that."
+# The exchange `--proposition` shows (and the summary's prompt sizes use)
+# unless one is given: neutral placeholders, so that no policy's prompt
+# seems to be about another policy's subject.
+SAMPLE_CONVERSATION = [{"role": "user", "content": "[the user's message]"}]
+SAMPLE_RESPONSE = "[the assistant's reply that the question is about]"
 
 
 # A sum of products can need exponentially many terms (`not ((x0 and y0) or
