@@ -1,7 +1,8 @@
 """Proofs and exports over binary decision diagrams (the `dd` package).
 
-Used by the checker (partition proofs), codegen (exported diagrams) and
-`rbrc explain` (sum-of-products). The trainer side never imports this.
+Used by the checker (partition proofs, and the exported diagrams codegen
+writes out) and `rbrc explain` (sum-of-products). The trainer side never
+imports this.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Iterable, Mapping, Sequence
 
 from dd.autoref import BDD, Function
 
-from ..policy.logic import And, DecisionDiagram, Formula, Not, Ref, fold, operands
+from ..policy.logic import And, DecisionDiagram, Formula, Not, Ref, fold
 
 # Nodes one policy's diagrams may create, partition proofs included. dd never
 # collects garbage while reordering is off, so this counts the work done, not
