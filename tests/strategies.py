@@ -79,3 +79,41 @@ def formulas(variables=VARS):
         st.lists(sub, min_size=2, max_size=3).map(lambda xs: logic.And(tuple(xs))),
         st.lists(sub, min_size=2, max_size=3).map(lambda xs: logic.Or(tuple(xs))),
     ), max_leaves=10)
+
+
+# --- whole policies for the compile-size property (issue 14) ----------------------------
+
+def formula_text(f) -> str:
+    if isinstance(f, logic.Ref):
+        return f.name
+    if isinstance(f, logic.Not):
+        return f"not ({formula_text(f.operand)})"
+    word = " and " if isinstance(f, logic.And) else " or "
+    return "(" + word.join(formula_text(o) for o in f.operands) + ")"
+
+
+def _policy_text(declared, defines, good, ok=None) -> str:
+    lines = ["rbr 1"] + [f"proposition {v} = matches /{v}/" for v in declared]
+    lines += [f"define {name} = {body}" for name, body in defines]
+    rules = [f"  good = {good}", f"  bad = not ({good})"] if ok is None else \
+        [f"  good = ({good}) and ({ok})", f"  ok = ({good}) and not ({ok})", f"  bad = not ({good})"]
+    lines += ["classes good > ok > bad", "response r {", *rules, "}", "route default -> r"]
+    return "\n".join(lines) + "\n"
+
+
+def _pairs(n: int, declared, mention_all_first: bool) -> str:
+    """`(x0 and y0) or …` whose decision diagram is 2^n nodes in a bad order:
+    declared in `declared`'s order, and mentioned in that order first if
+    `mention_all_first` (then no order the checker tries is good)."""
+    names = [v for v in declared if int(v[1:]) < n]
+    pairs = " or ".join(f"(x{i} and y{i})" for i in range(n))
+    defines = [("g", " or ".join(names))] if mention_all_first else []
+    return _policy_text(names, defines, f"g and ({pairs})" if mention_all_first else pairs)
+
+
+BIG_VARS = tuple(f"{c}{i}" for c in "xy" for i in range(18))
+fuzz_policies = st.one_of(
+    st.builds(_pairs, st.integers(2, 18), st.permutations(BIG_VARS), st.booleans()),
+    st.builds(lambda fs, order: _policy_text(order, [], *map(formula_text, fs)),
+              st.lists(formulas(BIG_VARS[:12]), min_size=1, max_size=2), st.permutations(BIG_VARS[:12])),
+)

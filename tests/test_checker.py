@@ -146,9 +146,10 @@ def test_default_routed_twice(tmp_path):
 
 
 def test_rank_peers_and_duplicates(tmp_path):
-    ok = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  rank best > {x, y} > worst\n  rank x > worst\n")
+    # Rank labels are the response's classes (issue 14, D7): free labels were accepted before.
+    ok = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  rank good > {ok, bad}\n  rank ok > bad\n")
     policy, diags, _ = check_file(write(tmp_path / "p.rbr", ok))
-    assert diags == [] and policy.responses[0].ranks[0] == (("best",), ("x", "y"), ("worst",))
+    assert diags == [] and policy.responses[0].ranks[0] == (("good",), ("ok", "bad"))
     dup = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  rank x > x\n")
     assert codes(tmp_path, dup) == ["E0112"]
 
@@ -249,3 +250,168 @@ def test_class_scores_checks(tmp_path):
     assert found("scores good 1, ok 0.5, bad 0, worse 0") == ["E0126"]  # no such class
     assert found("scores good 1, ok 1e400, bad 0") == ["E0125"]  # overflows to infinity
     assert found("scores good 0.5, ok 0.6, bad 0") == ["E0127"]  # a better class below a worse one
+
+
+# --- decision diagrams that cannot explode (issue 14, D3 and D4) -------------------------
+
+def _pairs_policy(n: int, mention_all_first: bool = False) -> str:
+    """`(x0 and y0) or … or (xN-1 and yN-1)` with every x declared before every
+    y: 2^n nodes in declaration order, 2 a pair in the order of mention."""
+    names = [f"x{i}" for i in range(n)] + [f"y{i}" for i in range(n)]
+    pairs = " or ".join(f"(x{i} and y{i})" for i in range(n))
+    lines = ["rbr 1"] + [f"proposition {v} = matches /{v}/" for v in names]
+    if mention_all_first:  # the order of mention is the declaration order too
+        lines.append("define g = " + " or ".join(names))
+        pairs = f"g and ({pairs})"
+    lines += [f"define f = {pairs}", "classes good > bad", "response r {", "  good = f", "  bad = not f", "}",
+              "route default -> r"]
+    return "\n".join(lines) + "\n"
+
+
+def test_pairs_declared_apart_get_small_diagrams(tmp_path):
+    from rbrlang.compiler import compile_path
+    from rbrlang.policy.format import POLICY_FILE
+    comp = compile_path(write(tmp_path / "p.rbr", _pairs_policy(20)))
+    (spec,) = comp.checked.responses
+    # Before: declaration order only, 2^20 nodes (minutes, gigabytes).
+    assert [len(d.nodes) for d in spec.diagrams] == [40, 40]
+    assert len(comp.files[POLICY_FILE]) < 100_000
+    # The diagrams still index the propositions in declaration order, and mean `f`.
+    good = spec.diagrams[0]
+    assert good.variables == tuple(f"x{i}" for i in range(20)) + tuple(f"y{i}" for i in range(20))
+    values = {v: False for v in good.variables}
+    assert not good.evaluate(values) and good.evaluate({**values, "x7": True, "y7": True})
+    assert not good.evaluate({**values, "x7": True, "y8": True})
+
+
+def test_small_diagrams_keep_declaration_order(tmp_path):
+    # 6 pairs fit the first budget in declaration order: kept, so that a
+    # policy's diagrams (and schema hashes) do not change as it is edited.
+    policy, diags, _ = check_file(write(tmp_path / "p.rbr", _pairs_policy(6)))
+    assert diags == []
+    good = policy.responses[0].diagrams[0]
+    assert len(good.nodes) == 2 ** 7 - 2
+    tested_first = good.nodes[good.root - 2][0]
+    assert good.variables[tested_first] == "x0"
+
+
+def test_formula_too_large_in_every_order_is_located(tmp_path, monkeypatch):
+    import gc
+    import sys
+    unraisable = []  # dd checks its nodes when a manager goes: a budget stop must leave them sound
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", _pairs_policy(16, mention_all_first=True)))
+    gc.collect()
+    assert unraisable == []
+    (d,) = diags
+    assert d.code == "E0130" and "class `good` of response `r` is too large" in d.message
+    assert "50,000 nodes" in d.message and "next to each other" in d.help
+    assert (d.span.line, d.span.column) == (38, 3)  # the class that crossed the budget
+
+
+def test_two_thousand_operands_and_a_two_thousand_define_chain(tmp_path):
+    """Python's recursion limit is 1,000: nothing may recurse once an operand,
+    a proposition or a define (dd itself once a proposition, so it is given room)."""
+    from rbrlang.compiler import compile_path
+    from rbrlang.compiler.explain import explain_policy
+    from rbrlang.compiler.syntax.parser import parse_source
+    from rbrlang.compiler.syntax.printer import format_module
+    from rbrlang.source import SourceFile
+    levels = chain = 1100  # over the limit, and a parse of 1,100 lines less than 2,000
+    text = "rbr 1\n" + "".join(f"proposition p{i} = matches /a{i}/\n" for i in range(levels))
+    text += "define d0 = all(" + ", ".join(f"p{i % levels}" for i in range(2000)) + ")\n"
+    text += "".join(f"define d{i} = d{i - 1} or p{i % 7}\n" for i in range(1, chain))
+    last = f"d{chain - 1}"
+    text += f"classes good > bad\nresponse r {{\n  good = {last}\n  bad = not {last}\n}}\nroute default -> r\n"
+    path = write(tmp_path / "p.rbr", text)
+    comp = compile_path(path)
+    assert len(comp.checked.responses[0].diagrams[0].nodes) == 7  # p0 … p6 or-ed, and all(…)
+    module = parse_source(SourceFile(path, "p.rbr", text)).module
+    formatted = format_module(module)
+    assert parse_source(SourceFile(path, "p.rbr", formatted)).module == module
+    from rbrlang.compiler import policy_from_files
+    assert "good\n    = p0\n" in explain_policy(policy_from_files(comp.files))
+
+
+# --- templates that would fail only when rendered (issue 14, D4) --------------------------
+
+def _template_policy(body: str) -> str:
+    return ('rbr 1\ntemplate t """\nFirst line.\n' + body + '\n{{ response }} {{ question }}\n"""\n'
+            'grader {\n  template t\n}\nproposition a {\n  question "A?"\n}\n'
+            'classes good > bad\nresponse r {\n  good = a\n  bad = not a\n}\nroute default -> r\n')
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("body, says", [
+    ('{% include "other.jinja" %}', "uses `{% include %}`"),
+    ('{% from "m.jinja" import x %}', "uses `{% from … import %}`"),
+    ('{% extends "base.jinja" %}', "uses `{% extends %}`"),
+    ("{{ response.__class__ }}", "attribute '__class__' of 'str' object is unsafe"),
+    ("{{ conversation.append(1) }}", "attribute 'append' of 'list' object is unsafe"),
+    ("{% for i in range(1000000) %}{% endfor %}", "Range too big"),
+    ("{% for i in range(9999) %}{% for j in range(9999) %}{% endfor %}{% endfor %}", "more than 100,000 steps"),
+    ('{% for i in range(99999) %}{{ "0123456789" }}{% endfor %}', "more than 100,000 characters"),
+    ('{{ "x" * 100000000 }}', "more than 1,000,000 characters"),
+    ('{{ "x" | center(1000000000) }}', "filter `center` would make more than"),  # Jinja folds it while compiling
+    ("{{ 10 ** 100000 }}", "more than 10,000 bits"),  # folded, the checker crashed printing it
+    ("{% macro m() %}{{ m() }}{% endmacro %}{{ m() }}", "calls itself without end"),
+    ("{{ response.nope }}", "'str object' has no attribute 'nope'"),
+    ("{{ conversation[1].content }}", "list object has no element 1"),
+    ("{{ 1 / 0 }}", "ZeroDivisionError: division by zero"),
+])
+def test_template_that_fails_to_render_is_refused_at_check(tmp_path, body, says):
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", _template_policy(body)))
+    (d,) = diags
+    assert d.code == "E0131" and says in d.message, d
+    assert (d.span.line, d.span.column) == (4, 1)  # the template line it fails at
+    assert d.help
+
+
+def test_templates_that_render_pass(tmp_path):
+    body = ("{% for m in conversation %}{{ m.role | upper }}: {{ m.content }}\n{% endfor %}"
+            "{% if conversation | length > 1 %}{{ conversation[-2].content }}{% endif %}"
+            '{{ "%s-%d" % ("a", 3) }} {{ "=" * 20 }} {{ 2 ** 10 }} {{ 7 % 3 }}')
+    _, diags, _ = check_file(write(tmp_path / "p.rbr", _template_policy(body)))
+    assert diags == []
+
+
+# --- ranks are checked against the classes; an empty policy says so (issue 14, D7, D8) ------
+
+def test_rank_labels_are_the_responses_classes_in_class_order(tmp_path):
+    def found(rank: str) -> list:
+        _, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL.replace("  bad  = not a\n",
+                                                                           f"  bad  = not a\n  {rank}\n")))
+        return [(d.code, d.help) for d in diags]
+    assert found("rank good > {ok, bad}") == []
+    assert found("rank good > okk") == [("E0132", "did you mean `ok`?")]
+    assert found("rank good > z") == [("E0132", "rank its classes: `good`, `ok`, `bad`")]
+    assert found("rank bad > good") == [("E0133", "rank the classes best to worst, as `classes` does: "
+                                                   "`good`, `ok`, `bad`; or reorder `classes` (and the scores)")]
+    # Only across groups: peers may be in any order; the first wrong pair of a line is reported.
+    assert [c for c, _ in found("rank {bad, good} > ok")] == ["E0133"]
+    # A class of the policy that this response gives no formula for.
+    text = MINIMAL.replace("classes good > ok > bad", "classes good > ok > bad > worst")
+    _, diags, _ = check_file(write(tmp_path / "q.rbr", text.replace("  bad  = not a\n",
+                                                                    "  bad  = not a\n  rank bad > worst\n")))
+    assert [(d.code, d.message) for d in diags] == [("E0132", "response `r` has no class `worst` to rank")]
+
+
+def test_a_file_with_no_response_types_compiles_with_a_warning(tmp_path):
+    from rbrlang.compiler import compile_path
+    comp = compile_path(write(tmp_path / "p.rbr", "# a policy, one day\nrbr 1  # header\n"))
+    (d,) = comp.diagnostics
+    assert d.code == "W0134" and not d.is_error and (d.span.line, d.span.column, d.span.end_column) == (2, 1, 6)
+    _, diags, _ = check_file(write(tmp_path / "lib.rbr", 'rbr 1\nproposition a {\n  question "A?"\n}\n'))
+    assert "W0134" in [d.code for d in diags]
+    policy, diags, _ = check_file(write(tmp_path / "m.rbr", MINIMAL))
+    assert diags == []
+
+
+def test_explain_proposition_shows_a_neutral_exchange(tmp_path, rbrc):
+    """Not the safety policy's lock-picking exchange, whatever the policy (issue 14, D9)."""
+    code, out, err = rbrc("explain", write(tmp_path / "p.rbr", MINIMAL), "--proposition", "a")
+    assert code == 0, err
+    assert "USER: [the user's message]" in out
+    assert "[the assistant's reply that the question is about]" in out and "lock" not in out

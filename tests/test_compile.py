@@ -149,11 +149,11 @@ def test_committed_safety_policy_has_scores():
 
 def test_explain_shows_scores_and_ranks(tmp_path, rbrc):
     text = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  scores good 1, ok 0.7, bad 0.2\n"
-                           "  rank good > {ok, meh} > bad\n")
+                           "  rank good > {ok, bad}\n")  # rank labels are classes (issue 14, D7)
     code, out, err = rbrc("explain", write(tmp_path / "p.rbr", text))
     assert code == 0, err
     assert "  scores (reward before fitting): good 1, ok 0.7, bad 0.2\n" in out
-    assert "  rank good > {ok, meh} > bad\n" in out
+    assert "  rank good > {ok, bad}\n" in out
     code, out, _ = rbrc("explain", ROOT / "compiled/safety")
     assert ("  scores (reward before fitting, evenly spaced): ideal 1, minimum_acceptable_style 0.75, "
             "unacceptable 0.5, illogical 0.25, disallowed 0\n") in out

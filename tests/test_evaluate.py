@@ -307,8 +307,11 @@ def test_comparisons_error_rates_and_histograms(safety, tmp_path, rbrc):
 
 
 def test_rank_order_with_peers_and_ties_count_as_errors(tmp_path, rbrc):
-    src = write(tmp_path / "p.rbr", MINIMAL.replace(
-        "  bad  = not a\n", "  bad  = not a\n  rank best > {x, y} > worst\n  rank x > worst\n"))
+    # Rank labels are classes (issue 14, D7).
+    src = write(tmp_path / "p.rbr", MINIMAL.replace("classes good > ok > bad", "classes best > x > y > worst").replace(
+        "  good = a and b\n  ok   = a and not b\n  bad  = not a\n",
+        "  best = a and b\n  x = a and not b\n  y = not a and b\n  worst = not a and not b\n"
+        "  rank best > {x, y} > worst\n  rank x > worst\n"))
     assert rbrc("compile", src, "-o", tmp_path / "c")[0] == 0
     policy = load_policy(tmp_path / "c")
     order = rank_order(policy.response_type("r"))

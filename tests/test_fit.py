@@ -143,8 +143,11 @@ def test_line_search_is_exact():
 
 
 def test_rank_order_compares_across_chains_but_not_peers(tmp_path):
-    src = write(tmp_path / "p.rbr", MINIMAL.replace(
-        "  bad  = not a\n", "  bad  = not a\n  rank good > {ok, meh} > bad\n  rank top > good\n"))
+    # Rank labels are classes (issue 14, D7): five of them, over three propositions.
+    src = write(tmp_path / "p.rbr", "rbr 1\n" + "".join(f"proposition {v} = matches /{v}/\n" for v in "abc") + (
+        "classes top > good > ok > meh > bad\nresponse r {\n  top = a and b and c\n  good = a and b and not c\n"
+        "  ok = a and not b\n  meh = not a and b\n  bad = not a and not b\n"
+        "  rank good > {ok, meh} > bad\n  rank top > good\n}\nroute default -> r\n"))
     assert main(["compile", str(src), "-o", str(tmp_path / "out")]) == 0
     order = rank_order(load_policy(tmp_path / "out").response_type("r"))
     above = {(a, b) for i, a in enumerate(order.labels) for j, b in enumerate(order.labels) if order.above[i, j]}

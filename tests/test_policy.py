@@ -45,10 +45,14 @@ def test_render_rejects_bad_conversation(safety):
 def test_sandbox_blocks_python_internals(tmp_path):
     text = MINIMAL + 'template evil "{{ response.__class__.__mro__ }} {{ response }}"\n'
     text = text.replace('question "Is b?"', 'question "Is b?"\n  template evil')
-    policy = rbrlang.compile_file(write(tmp_path / "p.rbr", text))
+    # Refused when the policy compiles (issue 14, D4), and still at render.
+    from rbrlang.errors import CompileError
+    with pytest.raises(CompileError, match=r"E0131.*'__class__' of 'str' object is unsafe"):
+        rbrlang.compile_file(write(tmp_path / "p.rbr", text))
     from jinja2.exceptions import SecurityError
+    from rbrlang.policy.rendering import environment
     with pytest.raises(SecurityError):
-        policy.render("b", [], "x")
+        environment().from_string("{{ response.__class__.__mro__ }}").render(conversation=[], response="x")
 
 
 def test_response_type_names_are_normalised(safety):

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from rbrlang.policy import logic
@@ -19,7 +19,7 @@ from rbrlang.compiler.syntax.printer import format_module
 from rbrlang.compiler.syntax.parser import parse_source
 
 from .conftest import ROOT
-from .strategies import VARS, formulas, modules, numbers
+from .strategies import BIG_VARS, VARS, _pairs, formulas, fuzz_policies, modules, numbers
 
 SAFETY = (ROOT / "policies/safety.rbr").read_text()
 _work = Path(tempfile.mkdtemp(prefix="rbr-props-"))
@@ -155,3 +155,77 @@ def test_class_score_checks_agree_with_their_definition(scores):
     if not found:
         doc = json.loads(compile_path(path).files["policy.json"])
         assert [c["score"] for c in doc["response_types"][0]["classes"]] == values
+
+
+@common(20)
+@given(fuzz_policies)
+@example(_pairs(18, BIG_VARS, False))  # every x before every y: 2^18 nodes before the order heuristic
+@example(_pairs(16, BIG_VARS, True))  # no order tried is good: E0130
+def test_every_fuzzed_policy_compiles_small_or_says_why(text):
+    """Compile of any policy in the corpus stays under the node budget (about a
+    second of diagram work at most, measured as nodes, not time) and 10 MB of
+    `policy.json`, or fails with located diagnostics (issue 14)."""
+    from rbrlang.compiler import compile_path
+    from rbrlang.compiler.proofs import NODE_BUDGET
+    from rbrlang.errors import CompileError
+    path = _work / "fuzzed.rbr"
+    path.write_text(text)
+    try:
+        comp = compile_path(path)
+    except CompileError as exc:
+        assert exc.diagnostics and all(d.span.line >= 1 and d.help for d in exc.diagnostics)
+        assert {d.code for d in exc.diagnostics if d.is_error} <= {"E0109", "E0130"}, exc
+        return
+    assert len(comp.files["policy.json"]) < 10_000_000
+    assert sum(len(d.nodes) for r in comp.checked.responses for d in r.diagrams) <= NODE_BUDGET
+
+
+_COMMENTED = """rbr 1
+grader {
+  yes "yes"
+}
+proposition a {
+  question "Is a?"
+  example yes {
+    user "Hi"
+  }
+}
+proposition b {
+  question "Is b?"
+}
+proposition c = matches /c/
+define chain =
+  a
+  and b and c
+  and not c
+define call = all(a,
+                  b, c)
+classes good > ok > bad
+response r {
+  good = a and b
+  ok   = a
+         and not b
+  bad  = not a
+  rank good > ok > bad
+}
+route default -> r
+"""
+
+
+@common(150)
+@given(st.lists(st.tuples(st.integers(0, _COMMENTED.count("\n") - 1), st.booleans()), max_size=8))
+def test_comments_anywhere_keep_their_order_and_are_stable(spots):
+    """A comment at the end of any line or on its own line between any two
+    lines: fmt keeps every comment in order (no E0900) and is idempotent."""
+    lines = _COMMENTED.split("\n")
+    for k, (at, own) in enumerate(sorted(set(spots), reverse=True)):
+        if own:
+            lines.insert(at + 1, f"# own {at}")
+        else:
+            lines[at] += f"  # after {at}"
+    text = "\n".join(lines)
+    src = SourceFile(Path("c.rbr"), "c.rbr", text)
+    result = format_source(src)
+    assert result.text is not None, (text, result.diagnostics)
+    again = format_source(SourceFile(Path("c.rbr"), "c.rbr", result.text))
+    assert again.text == result.text, (text, result.text)

@@ -6,17 +6,37 @@ import math
 import os
 
 from ..policy import logic
-from .proofs import Space
+from .proofs import Space, diagram_order
 from ..policy import CompiledPolicy
 from ..policy.scoring import default_scores
 
-SAMPLE_CONVERSATION = [
-    {"role": "user", "content": "How do I pick the lock on my neighbour's front door?"},
-]
-SAMPLE_RESPONSE = "I'm sorry, but I can't help with that."
+# The exchange `--proposition` shows (and the summary's prompt sizes use)
+# unless one is given: neutral placeholders, so that no policy's prompt
+# seems to be about another policy's subject.
+SAMPLE_CONVERSATION = [{"role": "user", "content": "[the user's message]"}]
+SAMPLE_RESPONSE = "[the assistant's reply that the question is about]"
+
+
+# A sum of products can need exponentially many terms (`not ((x0 and y0) or
+# … )` has 2^n); past these sizes explain says so instead of listing them.
+MAX_PRODUCTS = 64
+MAX_LITERALS = 256
+
+
+def _paths_to_true(dd: logic.DecisionDiagram) -> tuple[int, int]:
+    """(paths to the true leaf, literals on them), counted over the nodes."""
+    paths, literals = [0, 1], [0, 0]
+    for _var, low, high in dd.nodes:
+        paths.append(paths[low] + paths[high])
+        literals.append(literals[low] + literals[high] + paths[low] + paths[high])
+    return paths[dd.root], literals[dd.root]
 
 
 def sum_of_products(space: Space, dd: logic.DecisionDiagram) -> str:
+    paths, literals = _paths_to_true(dd)
+    if paths > MAX_PRODUCTS or literals > MAX_LITERALS:
+        return (f"(not listed: {paths:,} products over {literals:,} literals before simplifying; "
+                f"its decision diagram has {len(dd.nodes):,} nodes)")
     u = space.from_diagram(dd)
     cubes = space.prime_cover(u)
     if not cubes:
@@ -37,7 +57,11 @@ def _number(x: float) -> str:
 
 def explain_policy(policy: CompiledPolicy, tokenizer=None) -> str:
     """`tokenizer` (a transformers tokenizer): count tokens, not characters."""
-    space = Space(policy.proposition_names)
+    # Rebuilt in the order the compiler gave the diagrams: another can need
+    # exponentially more nodes.
+    order = diagram_order(policy.proposition_names,
+                          (dd for rt in policy.response_types.values() for dd in rt.diagrams))
+    space = Space(policy.proposition_names, order)
     out = [f"policy {policy.name}" + (f": {policy.description}" if policy.description else "")]
     for rt in policy.response_types.values():
         out.append("")

@@ -9,8 +9,10 @@ from __future__ import annotations
 import functools
 from typing import Any, Mapping, Sequence
 
+import re
+
 from jinja2 import StrictUndefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from ..errors import ConversationError
 
@@ -52,12 +54,82 @@ def check_conversation(messages: Any) -> None:
             raise ConversationError(f"message {i} must be an object with string `role` and `content`")
 
 
+# The most characters (or items) one operation in a template may make: a
+# string repeated, a filter's width, a printf field. The sandbox bounds
+# `range` (100,000 items) but not these, and Jinja folds constants while it
+# compiles, so `{{ "x" | center(10**9) }}` would take a gigabyte at `check`.
+MAX_TEXT = 1_000_000
+MAX_POWER_BITS = 10_000  # `**` on integers: a bigger result cannot even be printed
+_PRINTF = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_FORMAT_SPEC = re.compile(r"\{[^{}]*:[^{}]*?(\d+)")
+
+
+def _too_large(what: str) -> SecurityError:
+    return SecurityError(f"{what} would make more than {MAX_TEXT:,} characters")
+
+
+def _check_printf(fmt: str, args) -> None:
+    for m in _PRINTF.finditer(fmt):
+        if any(g and g.isdigit() and int(g) > MAX_TEXT for g in m.groups()):
+            raise _too_large(f"the format field `{m.group(0)}`")
+        if "*" in m.groups():
+            for a in args if isinstance(args, tuple) else (args,):
+                if isinstance(a, int) and abs(a) > MAX_TEXT:
+                    raise _too_large("a `*` width")
+
+
+def _bounded_filter(name: str, func):
+    """A filter that refuses integer arguments over MAX_TEXT (the value it
+    filters may be anything): widths, counts and paddings are where filters
+    make text out of nothing."""
+    skip = 2 if hasattr(func, "jinja_pass_arg") else 1  # the context, then the value
+
+    @functools.wraps(func)
+    def bounded(*args, **kwargs):
+        for a in (*args[skip:], *kwargs.values()):
+            if isinstance(a, int) and not isinstance(a, bool) and abs(a) > MAX_TEXT:
+                raise _too_large(f"the argument {a} to filter `{name}`")
+        if name == "format" and len(args) >= skip and isinstance(args[skip - 1], str):
+            _check_printf(args[skip - 1], tuple(args[skip:]))
+        return func(*args, **kwargs)
+    return bounded
+
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """The sandbox, with sizes bounded where one operation could make a huge
+    value: `*` on sequences, `**` on integers, `%` formatting, `str.format`,
+    and filters' integer arguments (`MAX_TEXT`)."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context, operator, left, right):
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_TEXT:
+                    raise _too_large(f"repeating a sequence of {len(seq):,} {n:,} times")
+        elif operator == "**" and isinstance(left, int) and isinstance(right, int):
+            if right > 0 and max(left.bit_length(), 1) * right > MAX_POWER_BITS:
+                raise SecurityError(f"{left} ** {right} is more than {MAX_POWER_BITS:,} bits")
+        elif operator == "%" and isinstance(left, str):
+            _check_printf(left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value):
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        fmt = value.__self__
+        for m in _FORMAT_SPEC.finditer(fmt):
+            if int(m.group(1)) > MAX_TEXT:
+                raise _too_large(f"the format field `{m.group(0)}…`")
+        return wrapped
+
+
 @functools.lru_cache(maxsize=None)
 def environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(
-        autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True,
-    )
+    env = _Sandbox(autoescape=False, undefined=StrictUndefined, keep_trailing_newline=True)
     env.filters["transcript"] = transcript
+    env.filters = {name: _bounded_filter(name, f) for name, f in env.filters.items()}
     return env
 
 

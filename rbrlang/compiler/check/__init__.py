@@ -20,8 +20,8 @@ from .names import collect_names, resolve_refs
 from .program import Program, load_program
 from .propositions import check_propositions
 from .regexes import check_regexes
-from .responses import (check_class_rules, check_partitions, check_ranks, check_scores, class_order,
-                        response_specs)
+from .responses import (check_class_rules, check_has_responses, check_partitions, check_ranks, check_scores,
+                        class_order, response_specs)
 from .routes import check_routes
 from .templates import check_grader, check_templates, template_sources
 
@@ -37,6 +37,7 @@ STAGES = (
     ("check_regexes", check_regexes),
     ("check_templates", check_templates),
     ("check_ranks", check_ranks),
+    ("check_has_responses", check_has_responses),
 )
 
 
@@ -67,7 +68,7 @@ def check_program(program: Program) -> tuple[Optional[CheckedPolicy], list[dg.Di
     propositions = _proposition_specs(ctx, grader.template)
     names = tuple(p.name for p in propositions)
     specs = response_specs(ctx, order)
-    check_partitions(ctx, names, specs)
+    specs = check_partitions(ctx, names, specs)
     _unused_propositions(ctx, specs)
     if ctx.failed:
         return None, ctx.diags
@@ -116,7 +117,7 @@ def _unused_propositions(ctx: Context, specs) -> None:
     used: set[str] = set()
     for spec in specs:
         for _, f in spec.classes:
-            used |= logic.variables(logic.expand(f, ctx.formulas))
+            used |= logic.variables(f, ctx.formulas)
         used |= set(spec.extra_features)
     for _, item in ctx.items:
         if isinstance(item, (ast.Proposition, ast.Matches)) and item.name.text not in used:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from ...policy.logic import Formula
+from ...policy.logic import DecisionDiagram, Formula
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class ResponseSpec:
     extra_features: tuple[str, ...] = ()
     ranks: tuple[tuple[tuple[str, ...], ...], ...] = ()
     scores: tuple[float, ...] = ()  # one per class, in class order: the author's, else evenly spaced
+    diagrams: tuple[DecisionDiagram, ...] = ()  # one per class, from the partition proof
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import re
+import sys
 
-from jinja2 import TemplateSyntaxError, meta
+from jinja2 import TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.sandbox import SecurityError
 
 from ... import diagnostics as dg
-from ...policy.rendering import DEFAULT_TEMPLATE, TEMPLATE_VARIABLES, environment
+from ...policy.rendering import DEFAULT_TEMPLATE, TEMPLATE_VARIABLES, environment, render_examples
 from ...source import Span
 from ..syntax import ast
 from .context import Context
@@ -58,6 +60,122 @@ def _check_one(ctx: Context, tpl: ast.Template) -> None:
     if "response" not in meta.find_undeclared_variables(parsed):
         ctx.error("E0104", tpl.name.span, f"template `{tpl.name.text}` never shows the `response`",
                   "add `{{ response }}`: the grader must see the message it judges")
+        return
+    _check_renders(ctx, tpl, parsed)
+
+
+# What the sandbox refuses only while rendering, found before a grader meets
+# it: tags that load other templates (there are none to load), then one
+# rendering of each sample below, bounded in steps and characters, which
+# meets sandbox refusals, undefined attributes, oversized values, errors of
+# filters and endless loops, on the path those samples take.
+_LOADS = {nodes.Include: "include", nodes.Import: "import", nodes.FromImport: "from … import",
+          nodes.Extends: "extends"}
+SAMPLES = (
+    ("a conversation of one user message", [{"role": "user", "content": "Hello, can you help me?"}]),
+    ("a conversation with system, user and assistant turns", [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "content": "Hello."},
+        {"role": "assistant", "content": "Hello! What can I do for you?"},
+        {"role": "user", "content": "Can you help me?"},
+    ]),
+)
+SAMPLE_RESPONSE = "Of course. Here is what I can do."
+SAMPLE_QUESTION = "Does the final assistant message answer the user?"
+SAMPLE_EXAMPLES = render_examples([{"label": "yes", "turns": (("user", "Hi?"), ("assistant", "Hi!"))}])
+MAX_STEPS = 100_000  # lines of the compiled template run for one sample
+MAX_OUTPUT = 100_000  # characters of one sample's prompt
+
+
+class _OverLimit(Exception):
+    def __init__(self, message: str, lineno: int = 0):
+        super().__init__(message)
+        self.lineno = lineno  # the template line, when no template frame shows it
+
+
+def _check_renders(ctx: Context, tpl: ast.Template, parsed) -> None:
+    for node in parsed.find_all(tuple(_LOADS)):
+        ctx.error("E0131", _template_line_span(ctx, tpl.text, node.lineno),
+                  f"template `{tpl.name.text}` uses `{{% {_LOADS[type(node)]} %}}`, but a policy's "
+                  "templates cannot load other templates",
+                  "write the text it would load into this template")
+        return
+    template = environment().from_string(tpl.text.value)
+    for sample, conversation in SAMPLES:
+        try:
+            _render_bounded(template, conversation)
+        except Exception as exc:  # whatever rendering raises is the author's to fix
+            ctx.error("E0131", _template_line_span(ctx, tpl.text, _template_lineno(exc)),
+                      f"template `{tpl.name.text}` fails to render: {_describe(exc)}",
+                      _render_help(exc), [f"rendering it for {sample}"])
+            return
+
+
+def _render_bounded(template, conversation) -> str:
+    """Render, stopping past MAX_STEPS lines of template code or MAX_OUTPUT
+    characters. Lines are counted by a trace function on the template's
+    frames only (Jinja compiles a template to Python named `<template>`)."""
+    steps, last = 0, 1
+
+    def count(frame, event, arg):
+        nonlocal steps, last
+        if event == "line":
+            steps, last = steps + 1, frame.f_lineno
+            if steps > MAX_STEPS:
+                raise _OverLimit(f"it runs more than {MAX_STEPS:,} steps")
+        return count
+
+    def calls(frame, event, arg):
+        return count if frame.f_code.co_filename == "<template>" else None
+
+    previous = sys.gettrace()
+    sys.settrace(calls)
+    try:
+        out, size = [], 0
+        for chunk in template.generate(conversation=conversation, response=SAMPLE_RESPONSE,
+                                       question=SAMPLE_QUESTION, examples=SAMPLE_EXAMPLES):
+            size += len(chunk)
+            if size > MAX_OUTPUT:
+                raise _OverLimit(f"it makes more than {MAX_OUTPUT:,} characters",
+                                 template.get_corresponding_lineno(last))
+            out.append(chunk)
+        return "".join(out)
+    finally:
+        sys.settrace(previous)
+
+
+def _template_lineno(exc: BaseException) -> int:
+    """The template line of the innermost template frame (Jinja rewrites
+    tracebacks to show template lines)."""
+    line, tb = getattr(exc, "lineno", 0) or 1, exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, _OverLimit):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "it calls itself without end"
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, (SecurityError, UndefinedError)):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _render_help(exc: BaseException) -> str:
+    if isinstance(exc, SecurityError):
+        return ("templates run in a sandbox: no attributes starting with `_`, no changes to "
+                "`conversation`, no values over a million characters")
+    if isinstance(exc, UndefinedError):
+        return ("`conversation` is a list of messages with `role` and `content`, `response` a string; "
+                "test what may be missing with `is defined` or `length`")
+    if isinstance(exc, (_OverLimit, RecursionError, OverflowError)):
+        return "a template is one prompt: loop over `conversation`, not over large ranges or itself"
+    return "a template renders for every graded item: make this part work for any conversation"
 
 
 def template_sources(ctx: Context) -> dict[str, str]:

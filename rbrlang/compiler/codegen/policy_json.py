@@ -6,7 +6,6 @@ from ... import __version__
 from ...policy import logic
 from ...policy.format import (GRADER, MATCHES, ClassRow, DefineRow, GraderRow, PolicyDocument, PropositionRow,
                               ResponseTypeRow, canonical, sha256, template_path)
-from ..proofs import Space
 from ..check.model import CheckedPolicy, ResponseSpec
 
 
@@ -17,16 +16,13 @@ def feature_names(policy: CheckedPolicy, spec: ResponseSpec) -> tuple[list[str],
     defines = policy.define_map
     mentioned: set[str] = set(spec.extra_features)
     for _, f in spec.classes:
-        mentioned |= logic.variables(logic.expand(f, defines))
+        mentioned |= logic.variables(f, defines)
     props = [p for p in policy.proposition_names if p in mentioned]
     return props, [c for c, _ in spec.classes]
 
 
 def build(policy: CheckedPolicy, templates: dict[str, str]) -> PolicyDocument:
     """`templates` maps each grader proposition to its generated Jinja source."""
-    names = policy.proposition_names
-    space = Space(names)
-    defines = policy.define_map
     meaning = {}  # feature -> what it means, for the schema hash
     propositions = []
     for p in policy.propositions:
@@ -43,9 +39,9 @@ def build(policy: CheckedPolicy, templates: dict[str, str]) -> PolicyDocument:
     for spec in policy.responses:
         props, classes = feature_names(policy, spec)
         # `score`: the class's reward before any fit. Not part of the schema
-        # hash: it changes no feature, so fitted weights stay valid.
-        class_rows = tuple(ClassRow(cname, f, space.export(space.build(logic.expand(f, defines))), score)
-                           for (cname, f), score in zip(spec.classes, spec.scores))
+        # hash: it changes no feature, so fitted weights stay valid. The diagrams are the checker's.
+        class_rows = tuple(ClassRow(cname, f, dd, score)
+                           for (cname, f), score, dd in zip(spec.classes, spec.scores, spec.diagrams))
         features = props + classes
         schema = {"response": spec.name, "features": features,
                   "meaning": [meaning[p] for p in props] + [c.dd.to_json() for c in class_rows]}
