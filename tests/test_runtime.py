@@ -15,6 +15,7 @@ import rbrlang
 from rbrlang.policy import load_policy
 from rbrlang.runtime import GradeCache, GraderError, GraderWarning, HFGrader
 from rbrlang.runtime.batching import plan_batches
+from tests.support.policies import STATIC_FIRST
 from tests.support.reference import full_forward
 from rbrlang.runtime.tiny import build_tiny_grader
 
@@ -81,25 +82,6 @@ def trie_size(rows) -> int:
         total += len(r) - common
         prev = r
     return total
-
-
-STATIC_FIRST = """\
-rbr 1
-
-template first \"\"\"
-  Answer one question about the assistant's final message.
-  Question: {{ question }}
-  {{ examples }}
-  The conversation:
-  {{ conversation | transcript }}
-  ASSISTANT: {{ response }}
-  Answer yes or no.
-  \"\"\"
-
-grader {
-  template first
-}
-""" + MINIMAL[len("rbr 1\n"):].replace('question "Is a?"', 'question "Is a?"\n  example yes "A!"')
 
 
 @needs_data
