@@ -28,7 +28,7 @@ import math
 import os
 import sys
 import warnings
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Protocol, Sequence, runtime_checkable
 
@@ -231,7 +231,6 @@ class BaseGrader:
         self.encoder = PromptEncoder(tokenizer, options.use_chat_template, max_length, options.truncate)
         self.cache = GradeCache(options.cache) if isinstance(options.cache, (str, Path)) else options.cache
         self.min_answer_mass = options.min_answer_mass
-        self.options = replace(options, cache=self.cache, max_length=max_length)
         self.stats = GradeStats()  # running totals over the grader's lifetime (Grader)
         self._answers: dict[tuple, AnswerTokens] = {}
 
