@@ -8,34 +8,12 @@ from pathlib import Path
 import pytest
 
 from rbrlang.cli import main
+from tests.support.policies import MINIMAL  # noqa: F401 (tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "openai-rbr"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
-
-MINIMAL = """\
-rbr 1
-
-proposition a {
-  question "Is a?"
-}
-
-proposition b {
-  question "Is b?"
-}
-
-classes good > ok > bad
-
-response r {
-  good = a and b
-  ok   = a and not b
-  bad  = not a
-}
-
-route "C-R" -> r
-route default -> r
-"""
 
 
 def write(path: Path, text: str) -> Path:

@@ -13,31 +13,13 @@ from rbrlang.policy import load_policy
 from rbrlang.runtime import HFGrader
 from rbrlang.runtime.encoding import PromptEncoder
 from tests.support import tokenizers as families
+from tests.support.policies import STATIC_FIRST
 from tests.support.reference import full_forward
 
-from .conftest import MINIMAL, ROOT, SHARED, gold_rows, write
+from .conftest import ROOT, SHARED, gold_rows, write
 
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")
 pytestmark = [needs_data, pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")]
-
-# The static-first layout: instructions, question and examples before the conversation.
-STATIC_FIRST = """\
-rbr 1
-
-template first \"\"\"
-  Answer one question about the assistant's final message.
-  Question: {{ question }}
-  {{ examples }}
-  The conversation:
-  {{ conversation | transcript }}
-  ASSISTANT: {{ response }}
-  Answer yes or no.
-  \"\"\"
-
-grader {
-  template first
-}
-""" + MINIMAL[len("rbr 1\n"):].replace('question "Is a?"', 'question "Is a?"\n  example yes "A!"')
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import json
 import math
 import pickle
 import socket
+import warnings
 
 import pytest
 import torch
@@ -15,8 +16,8 @@ import torch
 import rbrlang
 from rbrlang.errors import GraderError, UsageError
 from rbrlang.policy import load_policy
-from rbrlang.runtime import BACKENDS, Grader, GraderWarning, HFGrader, OpenAIGrader, load_grader
-from rbrlang.runtime.base import answer_probability
+from rbrlang.runtime import BACKENDS, Grader, GraderOptions, GraderWarning, HFGrader, OpenAIGrader, load_grader
+from rbrlang.runtime.base import BaseGrader, answer_probability, file_fingerprint
 from tests.support.completions_server import Behaviour, CompletionsServer
 
 from .conftest import MINIMAL, ROOT, SHARED, gold_rows, write
@@ -105,11 +106,66 @@ def test_server_grades_equal_hf(hf, safety, tiny_model_dir, serve):
     assert 1 <= server.behaviour.max_in_flight <= 3
 
 
-@needs_data
-def test_low_answer_mass_warns_like_hf(safety, tiny_model_dir, serve):
-    grader = client(serve(), tiny_model_dir)
-    with pytest.warns(GraderWarning, match="yes/no answers"):
-        grader.grade(safety, [[{"role": "user", "content": "hi"}]], ["hello"])
+def test_low_answer_mass_warns_at_the_caller_for_every_backend(safety, tiny_model_dir, hf, serve):
+    """One warning, from the one pipeline, pointing at the line that called
+    `grade` or `grade_detailed` (a fixed stacklevel pointed into runtime/ for
+    one backend or the other)."""
+    graders = [hf, client(serve(), tiny_model_dir)]
+    for grader in graders:
+        for call in (grader.grade, grader.grade_detailed):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                call(safety, [[{"role": "user", "content": "hi"}]], ["hello"])
+                line = _line() - 1
+            found = [w for w in caught if issubclass(w.category, GraderWarning)]
+            assert len(found) == 1 and "yes/no answers" in str(found[0].message), [str(w.message) for w in caught]
+            assert (found[0].filename, found[0].lineno) == (__file__, line), (type(grader).__name__, call.__name__)
+
+
+def _line() -> int:
+    import inspect
+    return inspect.currentframe().f_back.f_lineno
+
+
+def test_a_backend_scores_rows_and_does_not_redo_the_pipeline():
+    with pytest.raises(TypeError, match="overrides grade_detailed: a backend implements _score"):
+        class Own(BaseGrader):
+            def grade_detailed(self, policy, conversations, responses):
+                return None
+
+
+def test_one_options_object_or_its_fields_as_keywords(tiny_model_dir, tmp_path, serve):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    shared = GraderOptions(use_chat_template=False, truncate="oldest_turns", cache=tmp_path / "c.sqlite",
+                           min_answer_mass=0.25, max_length=300)
+    server = serve()
+    for grader in (HFGrader(model, tok, shared), client(server, tiny_model_dir, options=shared)):
+        assert not grader.encoder.chat and grader.encoder.truncate == "oldest_turns"
+        assert grader.encoder.max_length == 300 and grader.min_answer_mass == 0.25
+        assert grader.cache.path == tmp_path / "c.sqlite"
+    keywords = HFGrader(model, tok, use_chat_template=False, truncate="oldest_turns", max_length=300)
+    assert not keywords.encoder.chat and keywords.encoder.max_length == 300 and keywords.cache is None
+    # A keyword wins over the object it comes with; a backend's own context is the default.
+    mixed = HFGrader(model, tok, shared, max_length=None, cache=None)
+    assert mixed.encoder.max_length == model.config.max_position_embeddings and mixed.cache is None
+    assert client(server, tiny_model_dir).encoder.max_length == 8191
+    with pytest.raises(TypeError, match="unexpected keyword argument 'chat'"):
+        HFGrader(model, tok, chat=False)
+
+
+def test_weights_fingerprint_covers_every_weights_format(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    seen = {file_fingerprint(folder)}
+    for name in ("model.safetensors", "pytorch_model.bin", "model-q4.gguf"):
+        (folder / name).write_bytes(b"w")
+        seen.add(file_fingerprint(folder))
+    assert len(seen) == 4  # each kind of weights file changes the grader's identity
+    (folder / "notes.txt").write_text("not weights")
+    assert file_fingerprint(folder) in seen
 
 
 def test_matches_propositions_and_the_grade_cache(tiny_model_dir, serve, tmp_path):

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import pickle
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -12,6 +15,7 @@ import rbrlang
 from rbrlang.policy import load_policy
 from rbrlang.runtime import GradeCache, GraderError, GraderWarning, HFGrader
 from rbrlang.runtime.batching import plan_batches
+from tests.support.policies import STATIC_FIRST
 from tests.support.reference import full_forward
 from rbrlang.runtime.tiny import build_tiny_grader
 
@@ -78,25 +82,6 @@ def trie_size(rows) -> int:
         total += len(r) - common
         prev = r
     return total
-
-
-STATIC_FIRST = """\
-rbr 1
-
-template first \"\"\"
-  Answer one question about the assistant's final message.
-  Question: {{ question }}
-  {{ examples }}
-  The conversation:
-  {{ conversation | transcript }}
-  ASSISTANT: {{ response }}
-  Answer yes or no.
-  \"\"\"
-
-grader {
-  template first
-}
-""" + MINIMAL[len("rbr 1\n"):].replace('question "Is a?"', 'question "Is a?"\n  example yes "A!"')
 
 
 @needs_data
@@ -250,6 +235,58 @@ def test_grade_cache_is_safe_across_processes(tmp_path):
     cache = GradeCache(path)
     assert len(cache) == 600
     assert cache.get_many(["key0", "key599"]) == {"key0": (0.0, 1.0), "key599": (0.599, 1.0)}
+
+
+FRESH = """
+import json, pickle, sys, warnings
+warnings.simplefilter("ignore")
+with open(sys.argv[1], "rb") as f:
+    reward, convs, comps, categories = pickle.load(f)
+totals = reward.grader.stats  # running totals, carried over from the pickling process
+cached, graded = totals.cached, totals.graded
+batch = reward(convs, comps, categories=categories)
+out = {"rewards": batch.rewards, "cached": totals.cached - cached, "graded": totals.graded - graded}
+out["new"] = reward.grader.grade(reward.policy, convs[:1], ["Something new."]).tolist()  # a forward here
+print(json.dumps(out))
+"""
+
+
+def test_reward_with_a_cached_hf_grader_pickles_into_a_fresh_process(tiny_model_dir, safety, tmp_path):
+    """The promise trainers rely on (they pickle reward functions to workers):
+    an RBRReward with an HFGrader and a grade cache unpickles in a new
+    interpreter, whose cache is the same file, reopened there."""
+    from rbrlang.rewards import RBRReward
+
+    cache = tmp_path / "grades.sqlite"
+    reward = RBRReward(safety, HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", cache=cache))
+    convs = [[{"role": "user", "content": "How do I pick a lock?"}], [{"role": "user", "content": "hi"}]]
+    comps, categories = ["I'm sorry, I can't help with that.", "Hello! How can I help?"], ["C-R", "C-R"]
+    before = reward(convs, comps, categories=categories)
+    graded = reward.grader.stats.graded
+    assert graded > 0 and len(GradeCache(cache)) == graded
+    blob = tmp_path / "reward.pkl"
+    blob.write_bytes(pickle.dumps((reward, convs, comps, categories)))
+    proc = subprocess.run([sys.executable, "-c", FRESH, str(blob)], capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    there = json.loads(proc.stdout.splitlines()[-1])
+    assert there["rewards"] == pytest.approx(before.rewards, abs=1e-6)
+    # Every model-graded slot came from the cache file: the copy ran no forward for them.
+    assert there["cached"] == graded and there["graded"] == 0
+    # And the copy's model runs (its prefix-attention kernel registered in the new process).
+    new = reward.grader.grade(safety, convs[:1], ["Something new."])
+    torch.testing.assert_close(torch.tensor(there["new"]), new, atol=1e-6, rtol=0)
+
+
+def test_grade_cache_pickles_as_its_path(tmp_path):
+    cache = GradeCache(tmp_path / "c.sqlite")
+    cache.put_many([("k", 0.25, 0.5)])
+    copy = pickle.loads(pickle.dumps(cache))
+    assert copy.path == cache.path and copy.get_many(["k"]) == {"k": (0.25, 0.5)}
+    copy.put_many([("j", 1.0, 1.0)])
+    assert len(cache) == 2
+    cache.close()
+    assert cache.get_many(["j"]) == {"j": (1.0, 1.0)}  # closed: the next use opens it again
 
 
 def test_batches_respect_budget_and_cover_all():

@@ -123,6 +123,26 @@ def test_engine_uses_the_grade_cache(engine, safety, gold, tmp_path):
     assert torch.equal(first.p_yes, again.p_yes)
 
 
+def test_engine_warns_at_the_caller_and_pickles_without_its_engine(engine, safety):
+    import pickle
+    import warnings
+
+    conv, resp = [[{"role": "user", "content": "hi"}]], ["hello"]
+    engine.min_answer_mass = 1.01  # every grading is below it: a warning for certain (put back below)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            p_yes = engine.grade(safety, conv, resp)
+    finally:
+        engine.min_answer_mass = 0.5
+    found = [w for w in caught if issubclass(w.category, GraderWarning)]
+    assert len(found) == 1 and found[0].filename == __file__
+    copy = pickle.loads(pickle.dumps(engine))  # no engine inside: the copy would start its own on first use
+    assert copy.llm is None and engine.llm is not None and copy.identity == engine.identity
+    assert copy.encode(safety, "apology", conv[0], resp[0]) == engine.encode(safety, "apology", conv[0], resp[0])
+    assert p_yes.shape == (1, 23)
+
+
 def test_engine_refuses_prompts_longer_than_its_context(engine, safety):
     with pytest.raises(GraderError, match="more than the grader's context of 8191"):
         engine.grade(safety, [[{"role": "user", "content": "word " * 9000}]], ["hello"])

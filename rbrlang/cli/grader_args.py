@@ -9,7 +9,8 @@ Three steps, so each command can put the slow work last:
    that do not go with the backend (exit 2), the backend's libraries installed,
    the device exists, a local model path is a folder;
 3. `load_grader(args)`: the model folder holds a model, then
-   `rbrlang.runtime.load_grader` with the options the backend takes; what
+   `rbrlang.runtime.load_grader` with one `GraderOptions` (the options every
+   backend takes) and the options this backend takes besides; what
    transformers or the server says when that fails becomes one line.
 
 The per-backend options default to None so a check can tell "given" from
@@ -24,9 +25,9 @@ from pathlib import Path
 
 from .. import diagnostics as dg
 from ..errors import GraderError, PathError, RbrError, UsageError
+from ..runtime.loading import BACKENDS  # no torch: the parser is built on the base install too
 from .output import first_line
 
-BACKENDS = ("hf", "vllm", "openai")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 # The options only some backends take, with their defaults and who takes them.
 BACKEND_OPTIONS = {"device": ("auto", ("hf",)), "dtype": ("auto", ("hf", "vllm")),
@@ -178,13 +179,14 @@ def model_files(option: str, name: str, what: str) -> None:
 def load_grader(args, cache=None):
     """The grader `args` name, built by `rbrlang.runtime.load_grader` with the
     options its backend takes. Call `check_grader_options` first."""
-    from ..runtime import load_grader as load
+    from ..runtime import GraderOptions, load_grader as load
 
     backend = args.backend
     # openai: the served model's weights are on the server; here only its tokenizer is loaded.
     model_files("--grader", args.grader, "the served model's tokenizer" if backend == "openai" else "grader")
-    options = {"cache": cache, "use_chat_template": False if args.no_chat_template else None,
-               "truncate": args.truncate.replace("-", "_")}
+    shared = GraderOptions(cache=cache, use_chat_template=False if args.no_chat_template else None,
+                           truncate=args.truncate.replace("-", "_"))
+    options = {"options": shared}
     for name in args.grader_options:
         default, takers = BACKEND_OPTIONS[name]
         if backend in takers:

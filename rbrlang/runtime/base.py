@@ -1,4 +1,4 @@
-"""One grader interface, whatever runs the model.
+"""One grader interface, whatever runs the model, and one grading pipeline.
 
 Every grader maps (policy, conversations, responses) to P(yes) for each of the
 policy's propositions, reading the grader model's next-token probabilities of
@@ -12,12 +12,13 @@ the policy's yes and no tokens after the exact prompt ids that
   ids (vLLM's server; a judge served with tensor/pipeline parallelism or Ray).
 
 `RBRReward`, `rbrc grade`, fitting and evaluation take any `Grader`;
-`load_grader(spec, backend=...)` builds one by name.
+`loading.load_grader(spec, backend=...)` builds one by name.
 
-`IdsGrader` is what the two vLLM-based backends share: the `matches`
-propositions, the grade cache, the shared prompt encoder, the answer-mass
-warning. A subclass only turns prompt ids into the log-probabilities of the
-answer token ids (`_logprobs`).
+`BaseGrader.grade_detailed` is the pipeline, once for every backend: the
+`matches` propositions, the grade cache, the prompt ids, the answer-mass
+warning, the stats. A backend supplies only how rows ((item, proposition)
+prompts) are scored (`_score`); `IdsGrader` does that for the engines that
+take prompt ids and return log-probabilities of named ids (`_logprobs`).
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 import warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,13 +34,12 @@ from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 
-from ..errors import GraderError, UsageError
+from ..errors import GraderError
 from ..policy import CompiledPolicy
 from .answers import AnswerTokens, answer_tokens
 from .cache import GradeCache, item_key
-from .encoding import PromptEncoder
-
-BACKENDS = ("hf", "vllm", "openai")
+from .encoding import Encoded, PromptEncoder
+from .options import GraderOptions
 
 
 @dataclass
@@ -132,15 +133,28 @@ def answer_probability(yes: Sequence[float], no: Sequence[float]) -> tuple[float
     return math.exp(y - both), math.exp(both)
 
 
-def warn_low_mass(mass: torch.Tensor, minimum: float, stats: GradeStats, stacklevel: int = 3) -> None:
-    """The `GraderWarning` every backend gives when little probability is on yes/no."""
+_RUNTIME = str(Path(__file__).resolve().parent) + os.sep
+
+
+def _outside_runtime() -> int:
+    """The `stacklevel` of the first frame outside runtime/: whoever called
+    `grade` or `grade_detailed` (a backend or a subclass adds frames of its
+    own, so a fixed number would point into the runtime for some of them)."""
+    frame, level = sys._getframe(1), 1  # level 1: the function that calls warnings.warn
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(_RUNTIME):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def warn_low_mass(mass: torch.Tensor, minimum: float, stats: GradeStats) -> None:
+    """The `GraderWarning` when little probability is on yes/no, pointing at the grader's caller."""
     low = mass < minimum
     stats.low_mass = int(low.sum())
     if stats.low_mass:
         warnings.warn(f"the grader put less than {minimum:.0%} of its next-token probability on "
                       f"yes/no answers for {stats.low_mass} of {low.numel()} gradings (lowest "
                       f"{float(mass.min()):.2e}); check the grader model and the policy's yes/no spellings",
-                      GraderWarning, stacklevel=stacklevel)
+                      GraderWarning, stacklevel=_outside_runtime())
 
 
 def cached_slots(cache: Optional[GradeCache], identity: str, policy: CompiledPolicy, conversations, responses,
@@ -167,22 +181,70 @@ def cached_slots(cache: Optional[GradeCache], identity: str, policy: CompiledPol
     return todo, keys
 
 
-def file_fingerprint(path: str) -> str:
+WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf")
+
+
+def file_fingerprint(path) -> str:
     """Names, sizes and modification times of a local model folder's weights
-    (cheap; a changed file is a different grader identity)."""
+    (cheap; a changed file is a different grader identity). A hub id or a
+    path that is no folder has no files here: the digest of nothing."""
     digest = hashlib.sha256()
-    folder = Path(path)
+    folder = Path(str(path))
     if folder.is_dir():
-        for f in sorted(folder.glob("*.safetensors")) + sorted(folder.glob("*.bin")) + sorted(folder.glob("*.gguf")):
-            st = f.stat()
-            digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        for pattern in WEIGHT_FILES:
+            for f in sorted(folder.glob(pattern)):
+                st = f.stat()
+                digest.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
     return digest.hexdigest()
 
 
-class EncodedGrader:
-    """What every grader built on the shared prompt encoder has in common: its
-    answer token ids, the exact prompt ids, and `grade` from `grade_detailed`.
-    Subclasses set `tokenizer`, `encoder` (a PromptEncoder) and `_answers` ({})."""
+@dataclass(frozen=True)
+class Row:
+    """One (item, proposition) prompt for a backend to score."""
+
+    item: int
+    prop: int  # index in the policy's proposition order
+    name: str
+    enc: Encoded
+
+    @property
+    def where(self) -> str:
+        return f"item {self.item} (proposition `{self.name}`)"
+
+
+class BaseGrader:
+    """The grading pipeline every backend shares, and `encode` / `answer_tokens`.
+
+    A backend calls `__init__` with its tokenizer, its options and its context
+    length, sets `identity` (the grade cache keys on it), and implements
+    `_score`. It does not override `grade_detailed` (refused at class
+    creation), so the cache, the warning and the stats are the same for all.
+    """
+
+    identity: str = ""
+
+    def __init__(self, tokenizer, options: GraderOptions, max_length: Optional[int] = None):
+        """`max_length`: the backend's context for a prompt; `options.max_length` wins when given."""
+        if options.max_length is not None:
+            max_length = options.max_length
+        self.tokenizer = tokenizer
+        self.encoder = PromptEncoder(tokenizer, options.use_chat_template, max_length, options.truncate)
+        self.cache = GradeCache(options.cache) if isinstance(options.cache, (str, Path)) else options.cache
+        self.min_answer_mass = options.min_answer_mass
+        self.stats = GradeStats()  # running totals over the grader's lifetime (Grader)
+        self._answers: dict[tuple, AnswerTokens] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "grade_detailed" in cls.__dict__:
+            raise TypeError(f"{cls.__name__} overrides grade_detailed: a backend implements _score(rows, answers, "
+                            "stats), and the pipeline in runtime/base.py stays the same for every backend")
+
+    def _score(self, rows: list[Row], answers: AnswerTokens, stats: GradeStats) -> tuple[torch.Tensor, torch.Tensor]:
+        """P(yes) and the answer mass of each row, `[R]` float64 each, in
+        `rows` order (item-major: an item's propositions follow each other).
+        Add what scoring cost to `stats` (all but `graded`, counted here)."""
+        raise NotImplementedError
 
     def answer_tokens(self, policy: CompiledPolicy) -> AnswerTokens:
         key = (policy.yes, policy.no)
@@ -200,33 +262,8 @@ class EncodedGrader:
         """`[N, P]` P(yes) in the policy's proposition order."""
         return self.grade_detailed(policy, conversations, responses).p_yes
 
-
-class IdsGrader(EncodedGrader):
-    """A grader that hands the shared encoder's exact prompt ids to an engine
-    and gets back the log-probabilities of the answer token ids.
-
-    Subclasses set `self.identity` and implement `_logprobs`."""
-
-    identity: str = ""
-
-    def __init__(self, tokenizer, *, use_chat_template: Optional[bool] = None, max_length: Optional[int] = None,
-                 truncate: str = "error", cache: GradeCache | str | Path | None = None,
-                 min_answer_mass: float = 0.5):
-        self.tokenizer = tokenizer
-        self.encoder = PromptEncoder(tokenizer, use_chat_template, max_length, truncate)
-        self.cache = GradeCache(cache) if isinstance(cache, (str, Path)) else cache
-        self.min_answer_mass = min_answer_mass
-        self.stats = GradeStats()
-        self._answers: dict[tuple, AnswerTokens] = {}
-
-    def _logprobs(self, prompts: list[tuple[int, ...]], token_ids: list[int],
-                  stats: GradeStats) -> list[list[float]]:
-        """For each prompt, the full-vocabulary log-probability of each of
-        `token_ids` as the next token, in that order."""
-        raise NotImplementedError
-
-
     def grade_detailed(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> Grades:
+        """P(yes), the answer mass and what the call cost."""
         if len(conversations) != len(responses):
             raise GraderError(f"{len(conversations)} conversations but {len(responses)} responses")
         n, names = len(responses), policy.proposition_names
@@ -246,25 +283,15 @@ class IdsGrader(EncodedGrader):
         order = sorted(by_item)
         encoded = self.encoder.encode_items(policy, [conversations[i] for i in order],
                                             [responses[i] for i in order], order)
-        # Item-major: an item's prompts share its conversation (conversation-first
-        # templates), so they follow each other and the engine's prefix cache keeps it.
-        slots, prompts = [], []
-        for i, rows in zip(order, encoded):
-            stats.dropped_turns += next(iter(rows.values())).dropped_turns
-            for j in by_item[i]:
-                slots.append((i, j))
-                prompts.append(rows[names[j]].ids)
-        if prompts:
-            ids = list(answers.yes) + list(answers.no)
-            k = len(answers.yes)
-            for slot, lps in zip(slots, self._logprobs(prompts, ids, stats), strict=True):
-                p, m = answer_probability(lps[:k], lps[k:])
-                if math.isnan(p):
-                    raise GraderError(f"the grader gave the yes and no tokens no probability at all for item "
-                                      f"{slot[0]} (proposition `{names[slot[1]]}`); no reward is given for it")
-                p_yes[slot], mass[slot] = p, m
-            stats.graded += len(prompts)
-            stats.prompt_tokens += sum(len(p) for p in prompts)
+        rows = []
+        for i, prompts in zip(order, encoded):
+            stats.dropped_turns += next(iter(prompts.values())).dropped_turns
+            rows += [Row(i, j, names[j], prompts[names[j]]) for j in by_item[i]]
+        if rows:
+            p, m = self._score(rows, answers, stats)
+            items, props = torch.tensor([r.item for r in rows]), torch.tensor([r.prop for r in rows])
+            p_yes[items, props], mass[items, props] = p.double(), m.double()
+            stats.graded += len(rows)
         if self.cache is not None and todo:
             self.cache.put_many((keys[s], float(p_yes[s]), float(mass[s])) for s in todo)
         warn_low_mass(mass, self.min_answer_mass, stats)
@@ -272,39 +299,29 @@ class IdsGrader(EncodedGrader):
         return Grades(p_yes.float(), mass.float(), stats)
 
 
-def load_grader(spec, backend: str = "hf", base_url: Optional[str] = None, **kwargs) -> Grader:
-    """A grader by name.
+class IdsGrader(BaseGrader):
+    """A grader that hands the exact prompt ids to an engine and gets back the
+    log-probabilities of the answer token ids. Subclasses implement `_logprobs`."""
 
-    - `backend="hf"`: `HFGrader.from_pretrained(spec, **kwargs)` (a local folder or hub id);
-    - `backend="vllm"`: `VLLMGrader(spec, **kwargs)`, vLLM's offline engine on that model;
-    - `backend="openai"`: `OpenAIGrader(base_url, spec, **kwargs)`, a running
-      OpenAI-compatible server serving model `spec` (which also names the
-      tokenizer unless `tokenizer=` is given).
+    def _logprobs(self, prompts: list[tuple[int, ...]], token_ids: list[int],
+                  stats: GradeStats) -> list[list[float]]:
+        """For each prompt, the full-vocabulary log-probability of each of
+        `token_ids` as the next token, in that order."""
+        raise NotImplementedError
 
-    A grader object (anything with `grade_detailed`) is returned as it is.
-    """
-    if not isinstance(spec, (str, os.PathLike)):
-        if isinstance(spec, Grader):
-            return spec
-        raise UsageError(f"a grader is a model name or path, or a grader object; got {type(spec).__name__}")
-    if backend not in BACKENDS:
-        raise UsageError(f"unknown grader backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend != "openai" and base_url is not None:
-        raise UsageError(f"a base URL is for the `openai` backend (a server); backend {backend!r} runs the model here")
-    if backend == "hf":
-        from .hf import HFGrader
-
-        return HFGrader.from_pretrained(str(spec), **kwargs)
-    if backend == "vllm":
-        from .vllm import VLLMGrader
-
-        return VLLMGrader(str(spec), **kwargs)
-    if base_url is None:
-        raise UsageError("the `openai` backend needs the server's base URL (--base-url http://HOST:PORT/v1)")
-    from .openai import OpenAIGrader
-
-    return OpenAIGrader(base_url, str(spec), **kwargs)
+    def _score(self, rows, answers, stats):
+        prompts = [r.enc.ids for r in rows]
+        ids, k = list(answers.yes) + list(answers.no), len(answers.yes)
+        p_yes, mass = torch.empty(len(rows), dtype=torch.float64), torch.empty(len(rows), dtype=torch.float64)
+        for n, (row, lps) in enumerate(zip(rows, self._logprobs(prompts, ids, stats), strict=True)):
+            p, m = answer_probability(lps[:k], lps[k:])
+            if math.isnan(p):
+                raise GraderError(f"the grader gave the yes and no tokens no probability at all for {row.where}; "
+                                  "no reward is given for it")
+            p_yes[n], mass[n] = p, m
+        stats.prompt_tokens += sum(len(p) for p in prompts)
+        return p_yes, mass
 
 
-__all__ = ["BACKENDS", "Grader", "Grades", "GradeStats", "GraderWarning", "IdsGrader", "answer_probability",
-           "load_grader"]
+__all__ = ["BaseGrader", "Grader", "Grades", "GradeStats", "GraderWarning", "IdsGrader", "Row", "answer_probability",
+           "file_fingerprint"]

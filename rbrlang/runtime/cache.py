@@ -8,6 +8,10 @@ Where it lives (`default_cache_path`), as pip and transformers keep theirs:
 `$RBRLANG_CACHE` (the file) if set, else `$XDG_CACHE_HOME/rbrlang/grades.sqlite`,
 else `~/.cache/rbrlang/grades.sqlite`. A cache that cannot be opened or written
 is a `PathError` naming its path.
+
+A `GradeCache` pickles as its path, and a process other than the one that
+opened it (a pickled copy, a forked worker) opens its own connection on first
+use: an SQLite connection neither pickles nor survives a fork.
 """
 from __future__ import annotations
 
@@ -58,7 +62,20 @@ def default_cache_path(environ: Optional[Mapping[str, str]] = None) -> Path:
 class GradeCache:
     def __init__(self, path):
         self.path = Path(path)
-        self._db = None
+        self._db, self._pid = None, None
+        self._connect()  # a cache that cannot be opened is an error now, not at the first grade
+
+    def __getstate__(self):
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.path, self._db, self._pid = state["path"], None, None
+
+    def _connect(self) -> sqlite3.Connection:
+        """This process's connection, opened on first use."""
+        if self._db is not None and self._pid == os.getpid():
+            return self._db
+        db = None
         try:
             if self.path.is_dir():
                 raise PathError(self.path, "cannot open the grade cache: it is a folder", CACHE_HELP)
@@ -66,16 +83,18 @@ class GradeCache:
             if not above.is_dir():
                 raise PathError(self.path, f"cannot create the grade cache: {above} is a file", CACHE_HELP)
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._retry(lambda: self._db.execute(SCHEMA))
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._retry(lambda: db.execute(SCHEMA))
         except (OSError, sqlite3.Error) as exc:
-            if self._db is not None:
-                self._db.close()
+            if db is not None:
+                db.close()
             if isinstance(exc, PathError):
                 raise
             raise self._error(exc, "cannot open the grade cache") from None
+        self._db, self._pid = db, os.getpid()
+        return db
 
     def _error(self, exc: Exception, doing: str) -> PathError:
         reason = (getattr(exc, "strerror", None) or str(exc)).lower()
@@ -87,7 +106,7 @@ class GradeCache:
             chunk = list(keys[start:start + 500])
             marks = ",".join("?" * len(chunk))
             try:
-                rows = self._retry(lambda: self._db.execute(
+                rows = self._retry(lambda: self._connect().execute(
                     f"SELECT key, p_yes, answer_mass FROM grades WHERE key IN ({marks})", chunk).fetchall())
             except sqlite3.Error as exc:
                 raise self._error(exc, "cannot read the grade cache") from None
@@ -101,19 +120,23 @@ class GradeCache:
             return
 
         def write():
-            with self._db:  # one transaction
-                self._db.execute("BEGIN IMMEDIATE")
-                self._db.executemany("INSERT OR REPLACE INTO grades VALUES (?, ?, ?, ?)", data)
+            db = self._connect()
+            with db:  # one transaction
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT OR REPLACE INTO grades VALUES (?, ?, ?, ?)", data)
         try:
             self._retry(write)
         except sqlite3.Error as exc:  # a full disk, a cache made read-only meanwhile
             raise self._error(exc, "cannot write the grade cache") from None
 
     def __len__(self) -> int:
-        return self._retry(lambda: self._db.execute("SELECT COUNT(*) FROM grades").fetchone()[0])
+        return self._retry(lambda: self._connect().execute("SELECT COUNT(*) FROM grades").fetchone()[0])
 
     def close(self) -> None:
-        self._db.close()
+        """Close this process's connection (a later use opens a new one)."""
+        if self._db is not None and self._pid == os.getpid():
+            self._db.close()
+        self._db = None
 
     @staticmethod
     def _retry(fn, attempts: int = 20):

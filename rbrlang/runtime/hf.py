@@ -15,39 +15,49 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 
-from ..policy import CompiledPolicy
 from .answers import AnswerTokens, GraderError, yes_probability
-from .attention import use_fused_prefix_attention
-from .base import EncodedGrader, Grades, GradeStats, GraderWarning, device_and_dtype  # shared by every backend
+from .attention import register, use_fused_prefix_attention
+from .base import BaseGrader, Grades, GradeStats, GraderWarning, Row, device_and_dtype, file_fingerprint
 from .batching import plan_batches
-from .cache import GradeCache, item_key
-from .encoding import Encoded, PromptEncoder
+from .options import GraderOptions
 
 
-class HFGrader(EncodedGrader):
-    def __init__(self, model, tokenizer, *, use_chat_template: Optional[bool] = None, token_budget: int = 16384,
-                 max_batch: int = 64, cache: GradeCache | str | Path | None = None, truncate: str = "error",
-                 min_answer_mass: float = 0.5, model_id: Optional[str] = None, fused_attention: bool = True):
+class HFGrader(BaseGrader):
+    """Grade with a transformers causal LM in this process.
+
+    Args:
+        model, tokenizer: a loaded causal LM and its tokenizer
+            (`HFGrader.from_pretrained` loads both).
+        options: the options every backend takes (`GraderOptions`); its
+            fields also work as keyword arguments (`cache=`, `truncate=`, ...).
+            `max_length` defaults to the model's `max_position_embeddings`.
+        token_budget: padded tokens per forward batch; max_batch: rows per batch.
+        model_id: the grader's identity for the grade cache (default: from the
+            config, the weights' files and the dtype).
+        fused_attention: rows after a cached prefix use a fused SDPA kernel
+            (attention.py).
+
+    Pickles with its model and tokenizer (as large as the model); its grade
+    cache goes as its path and the prefix key/values are not kept.
+    """
+
+    def __init__(self, model, tokenizer, options: Optional[GraderOptions] = None, *, token_budget: int = 16384,
+                 max_batch: int = 64, model_id: Optional[str] = None, fused_attention: bool = True, **option_values):
         self.model = model.eval()
         # Rows continue a cached prefix; give SDPA a fused kernel for that (see attention.py).
         self.fused_attention = fused_attention and use_fused_prefix_attention(model)
-        self.tokenizer = tokenizer
         self.device = next(model.parameters()).device
-        limit = getattr(model.config, "max_position_embeddings", None)
-        self.encoder = PromptEncoder(tokenizer, use_chat_template, limit, truncate)
+        super().__init__(tokenizer, GraderOptions.of(options, **option_values),
+                         getattr(model.config, "max_position_embeddings", None))
         self.token_budget = token_budget
         self.max_batch = max_batch
-        self.cache = GradeCache(cache) if isinstance(cache, (str, Path)) else cache
-        self.min_answer_mass = min_answer_mass
         self._kv: dict[tuple, tuple] = {}  # a proposition's prefix -> its key/values, kept for our lifetime
-        self._answers: dict[tuple, AnswerTokens] = {}
         self._base = model.base_model
         self._head = model.get_output_embeddings()
         self._softcap = getattr(model.config, "final_logit_softcapping", None)
@@ -55,7 +65,6 @@ class HFGrader(EncodedGrader):
         self._cache_arg = "cache" if "cache" in params else "past_key_values"
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
         self.identity = model_id or _identity(model, self.encoder.chat)
-        self.stats = GradeStats()  # running totals over the grader's lifetime (base.Grader)
 
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: str = "auto", dtype: str | torch.dtype = "auto",
@@ -67,68 +76,27 @@ class HFGrader(EncodedGrader):
         model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, attn_implementation=attn_implementation)
         return cls(model.to(device), tokenizer, **kwargs)
 
-    # --- grading ----------------------------------------------------------------------
-    @torch.no_grad()
-    def grade_detailed(self, policy: CompiledPolicy, conversations: Sequence, responses: Sequence[str]) -> Grades:
-        if len(conversations) != len(responses):
-            raise GraderError(f"{len(conversations)} conversations but {len(responses)} responses")
-        n, names = len(responses), policy.proposition_names
-        job = _Job(names, self.answer_tokens(policy), GradeStats(items=n),
-                   torch.zeros(n, len(names), dtype=torch.float64), torch.ones(n, len(names), dtype=torch.float64))
-        for j, prop in enumerate(policy.propositions):
-            if not prop.graded:
-                for i, r in enumerate(responses):
-                    job.p_yes[i, j] = float(policy.matches(prop.name, r))
-                job.stats.matched += n
-        todo, keys = self._lookup(policy, conversations, responses, job)
-        by_item: dict[int, list[int]] = {}
-        for i, j in todo:
-            by_item.setdefault(i, []).append(j)
-        rows = []
-        order = sorted(by_item)
-        encoded_items = self.encoder.encode_items(policy, [conversations[i] for i in order],
-                                                  [responses[i] for i in order], order)
-        for i, encoded in zip(order, encoded_items):
-            job.stats.dropped_turns += next(iter(encoded.values())).dropped_turns
-            rows += [_Row(i, j, encoded[names[j]]) for j in by_item[i]]
-        if rows:
-            job.stats.layout = self._layout(rows)
-            (self._grade_by_item if job.stats.layout == "item" else self._grade_by_proposition)(rows, job)
-        if self.cache is not None and todo:
-            self.cache.put_many((keys[s], float(job.p_yes[s]), float(job.mass[s])) for s in todo)
-        low = job.mass < self.min_answer_mass
-        job.stats.low_mass = int(low.sum())
-        if job.stats.low_mass:
-            warnings.warn(f"the grader put less than {self.min_answer_mass:.0%} of its next-token probability on "
-                          f"yes/no answers for {job.stats.low_mass} of {low.numel()} gradings (lowest "
-                          f"{float(job.mass.min()):.2e}); check the grader model and the policy's yes/no spellings",
-                          GraderWarning, stacklevel=2)
-        self.stats.add(job.stats)
-        return Grades(job.p_yes.float(), job.mass.float(), job.stats)
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_kv"] = {}  # tensors as large as the prompts' prefixes; recomputed on first use
+        return state
 
-    def _lookup(self, policy, conversations, responses, job):
-        """The (item, proposition) slots still to grade, after the grade cache."""
-        todo, keys = [], {}
-        for j, prop in enumerate(policy.propositions):
-            if not prop.graded:
-                continue
-            slots = [(i, j) for i in range(len(responses))]
-            if self.cache is not None:
-                # P(yes) depends on the whole prompt and on which tokens count as answers.
-                sha = hashlib.sha256(json.dumps([prop.template, policy.yes, policy.no]).encode()).hexdigest()
-                for i, s in enumerate(slots):
-                    keys[s] = item_key(self.identity, sha, conversations[i], responses[i])
-                hits = self.cache.get_many([keys[s] for s in slots])
-                for s in slots:
-                    if keys[s] in hits:
-                        job.p_yes[s], job.mass[s] = hits[keys[s]]
-                        job.stats.cached += 1
-                slots = [s for s in slots if keys[s] not in hits]
-            todo += slots
-        return todo, keys
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        if self.fused_attention:  # the model's config names our kernel; a fresh process has not registered it
+            register()
+
+    # --- scoring rows (base.BaseGrader runs the rest) ---------------------------------------
+    def _score(self, rows, answers, stats):
+        job = _Job(rows, answers, stats, torch.zeros(len(rows), dtype=torch.float64),
+                   torch.ones(len(rows), dtype=torch.float64))
+        stats.layout = self._layout(rows)
+        with torch.no_grad():
+            (self._grade_by_item if stats.layout == "item" else self._grade_by_proposition)(job)
+        return job.p_yes, job.mass
 
     @staticmethod
-    def _layout(rows: list["_Row"]) -> str:
+    def _layout(rows: list[Row]) -> str:
         """Share per proposition (static-first templates) or per item
         (conversation-first templates): whichever forwards fewer tokens."""
         by_prop = sum(len(r.enc.ids) - r.enc.prop_prefix for r in rows) + sum(
@@ -138,28 +106,30 @@ class HFGrader(EncodedGrader):
             e.item_prefix - e.head for e in items.values()) + sum(len(h) for h in {r.enc.ids[:r.enc.head] for r in rows})
         return "item" if by_item < by_prop else "proposition"
 
-    def _grade_by_proposition(self, rows, job):
-        groups: dict[tuple, list[_Row]] = {}
-        for r in rows:
-            groups.setdefault(r.enc.ids[:r.enc.prop_prefix], []).append(r)
+    # A row's place in `job.rows` is its slot: where _forward_batch writes its answer.
+    def _grade_by_proposition(self, job):
+        groups: dict[tuple, list[int]] = {}
+        for k, r in enumerate(job.rows):
+            groups.setdefault(r.enc.ids[:r.enc.prop_prefix], []).append(k)
         for prefix, group in groups.items():
             kv = self._prefix_kv(prefix, job.stats) if prefix else None
-            self._run([r.enc.ids[len(prefix):] for r in group], [r.slot for r in group], kv, len(prefix), job)
+            self._run([job.rows[k].enc.ids[len(prefix):] for k in group], group, kv, len(prefix), job)
 
-    def _grade_by_item(self, rows, job):
-        heads: dict[tuple, dict[int, list[_Row]]] = {}
-        for r in rows:
-            heads.setdefault(r.enc.ids[:r.enc.head], {}).setdefault(r.item, []).append(r)
+    def _grade_by_item(self, job):
+        heads: dict[tuple, dict[int, list[int]]] = {}
+        for k, r in enumerate(job.rows):
+            heads.setdefault(r.enc.ids[:r.enc.head], {}).setdefault(r.item, []).append(k)
         for head, items in heads.items():
             kv_head = self._prefix_kv(head, job.stats) if head else None
             order = list(items)
-            middles = [items[i][0].enc.ids[len(head):items[i][0].enc.item_prefix] for i in order]
+            firsts = [job.rows[items[i][0]].enc for i in order]
+            middles = [e.ids[len(head):e.item_prefix] for e in firsts]
             for batch in plan_batches([len(m) for m in middles], self.token_budget, self.max_batch):
                 kvs = self._extend(kv_head, len(head), [middles[b] for b in batch], job.stats)
                 for b, kv in zip(batch, kvs):
                     group = items[order[b]]
                     offset = len(head) + len(middles[b])
-                    self._run([r.enc.ids[offset:] for r in group], [r.slot for r in group], kv, offset, job)
+                    self._run([job.rows[k].enc.ids[offset:] for k in group], group, kv, offset, job)
 
     def _prefix_kv(self, ids: tuple, stats) -> tuple:
         """Key/values of a shared prefix, computed once and kept for the grader's lifetime."""
@@ -197,7 +167,7 @@ class HFGrader(EncodedGrader):
             logits = self._last_logits(rows, kv, offset)
         except torch.OutOfMemoryError:
             if len(rows) == 1:
-                raise GraderError(f"out of memory grading {job.where(slots[0])} even alone; "
+                raise GraderError(f"out of memory grading {job.rows[slots[0]].where} even alone; "
                                   "use a smaller dtype or a larger device")
             self._free()
             job.stats.oom_splits += 1
@@ -208,14 +178,14 @@ class HFGrader(EncodedGrader):
             return
         bad = ~torch.isfinite(logits).all(dim=-1)
         if bool(bad.any()):
-            raise GraderError(f"the grader produced NaN or infinite logits for {job.where(slots[int(bad.nonzero()[0])])}; "
+            raise GraderError(f"the grader produced NaN or infinite logits for "
+                              f"{job.rows[slots[int(bad.nonzero()[0])]].where}; "
                               "no reward is given for it")
         p, m = yes_probability(logits, job.answers)
         for k, slot in enumerate(slots):
             job.p_yes[slot], job.mass[slot] = float(p[k]), float(m[k])
         stats = job.stats
         stats.batches += 1
-        stats.graded += len(rows)
         stats.suffix_tokens += sum(len(r) for r in rows)
         stats.padded_tokens += max(len(r) for r in rows) * len(rows)
 
@@ -251,47 +221,30 @@ class HFGrader(EncodedGrader):
         return logits
 
 
-@dataclass(frozen=True)
-class _Row:
-    """One (item, proposition) prompt to grade."""
-
-    item: int
-    prop: int
-    enc: Encoded
-
-    @property
-    def slot(self) -> tuple[int, int]:
-        return (self.item, self.prop)
-
-
 @dataclass
 class _Job:
-    """One grade call in progress: where answers go, and what it cost."""
+    """One `_score` call in progress: the rows, where their answers go, what it cost."""
 
-    names: tuple
+    rows: list[Row]
     answers: AnswerTokens
     stats: GradeStats
-    p_yes: torch.Tensor  # [N, P]
+    p_yes: torch.Tensor  # [R]
     mass: torch.Tensor
-
-    def where(self, slot) -> str:
-        return f"item {slot[0]} (proposition `{self.names[slot[1]]}`)"
 
 
 def _identity(model, chat: bool) -> str:
     """What makes two graders give the same answers: weights, config, dtype, prompt form."""
     config = model.config.to_json_string(use_diff=False)
-    fingerprint = hashlib.sha256()
     path = Path(str(getattr(model.config, "_name_or_path", "") or ""))
     if path.is_dir():
-        for f in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")):
-            st = f.stat()
-            fingerprint.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+        weights = file_fingerprint(path)
     else:  # weights in memory only: hash a sample of every parameter
+        sample = hashlib.sha256()
         for name, p in model.named_parameters():
             flat = p.detach().reshape(-1)
-            fingerprint.update(name.encode() + flat[:: max(1, flat.numel() // 64)].float().cpu().numpy().tobytes())
-    return json.dumps({"config": hashlib.sha256(config.encode()).hexdigest(), "weights": fingerprint.hexdigest(),
+            sample.update(name.encode() + flat[:: max(1, flat.numel() // 64)].float().cpu().numpy().tobytes())
+        weights = sample.hexdigest()
+    return json.dumps({"config": hashlib.sha256(config.encode()).hexdigest(), "weights": weights,
                        "dtype": str(next(model.parameters()).dtype), "chat": chat, "path": str(path)})
 
 

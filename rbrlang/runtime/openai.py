@@ -33,7 +33,7 @@ from typing import Optional
 
 from ..errors import GraderError
 from .base import GradeStats, IdsGrader
-from .cache import GradeCache
+from .options import GraderOptions
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -52,15 +52,21 @@ class OpenAIGrader(IdsGrader):
         prompts_per_request: prompts batched into one completions request.
         timeout: seconds for one request (connecting: at most 10).
         retries, backoff: how often and how patiently to retry.
-        max_length: the longest prompt (default: the server's `max_model_len`
-            from `/v1/models`, less one for the answer token, when it says).
-        use_chat_template, truncate, cache, min_answer_mass: as for `HFGrader`.
+        options: the options every backend takes (`GraderOptions`); its
+            fields also work as keyword arguments (`cache=`, `truncate=`, ...).
+            `max_length` defaults to the server's `max_model_len` from
+            `/v1/models`, less one for the answer token, when it says.
+
+    The served model's weights are on the server: the identity names the
+    server, the model and the `root` it reports, not a fingerprint of files.
+    Pickles without its HTTP client; the copy opens its own.
     """
 
-    def __init__(self, base_url: str, model: str, *, tokenizer: Optional[str] = None, api_key: Optional[str] = None,
-                 concurrency: int = 8, prompts_per_request: int = 32, timeout: float = 300.0, retries: int = 4,
-                 backoff: float = 0.5, max_length: Optional[int] = None, use_chat_template: Optional[bool] = None,
-                 truncate: str = "error", cache=None, min_answer_mass: float = 0.5):
+    def __init__(self, base_url: str, model: str, options: Optional[GraderOptions] = None, *,
+                 tokenizer: Optional[str] = None, api_key: Optional[str] = None, concurrency: int = 8,
+                 prompts_per_request: int = 32, timeout: float = 300.0, retries: int = 4, backoff: float = 0.5,
+                 **option_values):
+        options = GraderOptions.of(options, **option_values)
         _http()  # fail now, not at the first request
         from transformers import AutoTokenizer
 
@@ -73,16 +79,15 @@ class OpenAIGrader(IdsGrader):
         self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
         self._lock, self._http_client = threading.Lock(), None
         served = self._served_model()
-        if max_length is None and isinstance(served.get("max_model_len"), int):
-            max_length = served["max_model_len"] - 1  # room for the answer token
+        limit = served.get("max_model_len")
+        limit = limit - 1 if isinstance(limit, int) else None  # room for the answer token
         try:
             tok = AutoTokenizer.from_pretrained(tokenizer or model)
         except (OSError, ValueError) as exc:
             raise GraderError(f"cannot load the tokenizer `{tokenizer or model}` for the served model: "
                               f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}; "
                               "pass tokenizer= (a local folder or hub id of the served model's tokenizer)") from None
-        super().__init__(tok, use_chat_template=use_chat_template, max_length=max_length, truncate=truncate,
-                         cache=cache, min_answer_mass=min_answer_mass)
+        super().__init__(tok, options, limit)
         self.identity = json.dumps({"backend": "openai", "url": self.base_url, "model": model,
                                     "root": served.get("root"), "chat": self.encoder.chat})
 
@@ -175,16 +180,12 @@ class OpenAIGrader(IdsGrader):
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_lock"], state["_http_client"] = None, None
-        if isinstance(self.cache, GradeCache):
-            state["cache"] = str(self.cache.path)  # an open SQLite connection does not pickle
+        state["_lock"], state["_http_client"] = None, None  # neither pickles
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.Lock()
-        if isinstance(self.cache, str):
-            self.cache = GradeCache(self.cache)
 
 
 def _http():

@@ -30,6 +30,7 @@ from typing import Optional
 
 from ..errors import GraderError
 from .base import GradeStats, IdsGrader, file_fingerprint
+from .options import GraderOptions
 
 
 class VLLMGrader(IdsGrader):
@@ -38,24 +39,30 @@ class VLLMGrader(IdsGrader):
     Args:
         model: what `vllm.LLM(model=...)` loads; its tokenizer is loaded with
             transformers' `AutoTokenizer` from `tokenizer` or this.
+        options: the options every backend takes (`GraderOptions`); its
+            fields also work as keyword arguments (`cache=`, `truncate=`, ...).
+            `max_length` defaults to the engine's context less the answer token.
         dtype: vLLM's `dtype` ("auto", "float32", "bfloat16", "float16").
         enable_prefix_caching: vLLM's automatic prefix caching (on: an item's
             propositions share its conversation).
         gpu_memory_utilization, kv_cache_memory_bytes: vLLM's memory settings.
         max_model_len: vLLM's context length (default: the model's).
-        use_chat_template, truncate, cache, min_answer_mass: as for `HFGrader`.
         **engine_kwargs: anything else `vllm.LLM` takes (tensor_parallel_size,
             enforce_eager, quantization, ...).
+
+    Pickles without its engine (worker processes do not pickle): the copy
+    starts its own engine, with the same settings, when it first grades.
     """
 
-    def __init__(self, model: str, *, tokenizer: Optional[str] = None, dtype: str = "auto",
-                 use_chat_template: Optional[bool] = None, truncate: str = "error", cache=None,
-                 min_answer_mass: float = 0.5, enable_prefix_caching: bool = True,
+    def __init__(self, model: str, options: Optional[GraderOptions] = None, *, tokenizer: Optional[str] = None,
+                 dtype: str = "auto", enable_prefix_caching: bool = True,
                  gpu_memory_utilization: Optional[float] = None, kv_cache_memory_bytes: Optional[int] = None,
                  max_model_len: Optional[int] = None, seed: int = 0, **engine_kwargs):
+        option_values, engine_kwargs = GraderOptions.split(engine_kwargs)
+        options = GraderOptions.of(options, **option_values)
         try:
             import vllm
-            from vllm import LLM, SamplingParams
+            from vllm import SamplingParams
             from vllm.inputs import TokensPrompt
         except ImportError as exc:
             raise GraderError(f"the vllm backend needs vLLM ({exc}); on a GPU machine `pip install "
@@ -67,36 +74,49 @@ class VLLMGrader(IdsGrader):
 
         self._SamplingParams, self._TokensPrompt = SamplingParams, TokensPrompt
         tok = AutoTokenizer.from_pretrained(tokenizer or model)
-        options = dict(engine_kwargs)
-        options.update(model=model, tokenizer=tokenizer or model, dtype=dtype, seed=seed,
-                       enable_prefix_caching=enable_prefix_caching)
+        engine = dict(engine_kwargs)
+        engine.update(model=model, tokenizer=tokenizer or model, dtype=dtype, seed=seed,
+                      enable_prefix_caching=enable_prefix_caching)
         if max_model_len is not None:
-            options["max_model_len"] = max_model_len
+            engine["max_model_len"] = max_model_len
         if gpu_memory_utilization is not None:
-            options["gpu_memory_utilization"] = gpu_memory_utilization
+            engine["gpu_memory_utilization"] = gpu_memory_utilization
         if kv_cache_memory_bytes is not None:
-            options["kv_cache_memory_bytes"] = kv_cache_memory_bytes
+            engine["kv_cache_memory_bytes"] = kv_cache_memory_bytes
         elif gpu_memory_utilization is None and _on_cpu():
-            options["kv_cache_memory_bytes"] = _cpu_kv_bytes()
+            engine["kv_cache_memory_bytes"] = _cpu_kv_bytes()
         _check_cpu_head_size(model)
-        try:
-            self.llm = LLM(**options)
-        except Exception as exc:  # vLLM raises many kinds; its log above has the detail
-            raise GraderError(f"vLLM could not start an engine for `{model}`: {_first_line(exc)}") from exc
-        config = self.llm.llm_engine.model_config
-        # A prompt must leave room for the one generated token.
-        super().__init__(tok, use_chat_template=use_chat_template, max_length=config.max_model_len - 1,
-                         truncate=truncate, cache=cache, min_answer_mass=min_answer_mass)
         self.model = model
+        self._engine_options = engine
+        self.llm = None
+        config = self._engine().llm_engine.model_config
+        # A prompt must leave room for the one generated token.
+        super().__init__(tok, options, config.max_model_len - 1)
         self.identity = json.dumps({"backend": "vllm", "model": str(model), "weights": file_fingerprint(model),
                                     "dtype": str(config.dtype), "chat": self.encoder.chat,
                                     "vllm": vllm.__version__})
+
+    def _engine(self):
+        """The engine: started here, or, in a copy unpickled elsewhere, on first use."""
+        if self.llm is None:
+            from vllm import LLM
+
+            try:
+                self.llm = LLM(**self._engine_options)
+            except Exception as exc:  # vLLM raises many kinds; its log above has the detail
+                raise GraderError(f"vLLM could not start an engine for `{self.model}`: {_first_line(exc)}") from exc
+        return self.llm
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["llm"] = None  # an engine is processes and sockets; the copy starts its own (_engine)
+        return state
 
     def _logprobs(self, prompts, token_ids, stats: GradeStats):
         params = self._SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=list(token_ids),
                                       detokenize=False)
         try:
-            outputs = self.llm.generate([self._TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
+            outputs = self._engine().generate([self._TokensPrompt(prompt_token_ids=list(p)) for p in prompts], params,
                                         use_tqdm=False)
         except Exception as exc:
             raise GraderError(f"the vLLM engine failed: {_first_line(exc)}") from exc
