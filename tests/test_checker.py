@@ -399,8 +399,9 @@ def test_rank_labels_are_the_responses_classes_in_class_order(tmp_path):
 
 
 def test_a_file_with_no_response_types_compiles_with_a_warning(tmp_path):
-    from rbrlang.compiler import compile_path
-    comp = compile_path(write(tmp_path / "p.rbr", "# a policy, one day\nrbr 1  # header\n"))
+    from rbrlang.compiler import compile_policy
+    comp = compile_policy(write(tmp_path / "p.rbr", "# a policy, one day\nrbr 1  # header\n"))
+    assert not comp.failed  # a warning: the files are generated
     (d,) = comp.diagnostics
     assert d.code == "W0134" and not d.is_error and (d.span.line, d.span.column, d.span.end_column) == (2, 1, 6)
     _, diags, _ = check_file(write(tmp_path / "lib.rbr", 'rbr 1\nproposition a {\n  question "A?"\n}\n'))
