@@ -70,6 +70,8 @@ CODES: dict[str, str] = {
     "W0309": "response type with no comparison pairs",
     "E0310": "no comparison pairs at all: nothing to fit",
     "E0311": "a prompt longer than the grader's context",
+    "W0313": "comparison line repeated (counted once) or labelled two ways",
+    "W0314": "a given value for a `matches` proposition (its pattern decides)",
     "E0900": "internal error: formatter would change the meaning",
 }
 

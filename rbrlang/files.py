@@ -59,6 +59,38 @@ def _temp_name(target: Path, tag: str) -> Path:
     return target.parent / f".{target.name}.{tag}.{os.getpid()}.{secrets.token_hex(4)}"
 
 
+def sweep_stale_temporaries(target: Path, tag: str) -> list[Path]:
+    """Remove what a killed writer of `target` left: files named exactly as `_temp_name`
+    names them for this target, whose process is gone. Provably ours (the name holds the
+    target's name, our tag, a pid and 8 hex digits), so nothing of the user's is touched;
+    a live writer's temporary (its pid still running) is left alone."""
+    removed = []
+    prefix = f".{target.name}.{tag}."
+    try:
+        entries = list(target.parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        rest = entry.name[len(prefix):] if entry.name.startswith(prefix) else ""
+        pid, _, token = rest.partition(".")
+        if not (pid.isdigit() and len(token) == 8 and all(c in "0123456789abcdef" for c in token)):
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # its writer still runs
+        except ProcessLookupError:
+            pass
+        except (PermissionError, OverflowError, ValueError):
+            continue  # someone else's process, or no such pid to ask about
+        try:
+            if entry.is_file() and not entry.is_symlink():
+                entry.unlink()
+                removed.append(entry)
+        except OSError:
+            pass
+    return removed
+
+
 def make_parents(folder: Path) -> list[Path]:
     """Create `folder` and its missing ancestors (umask modes); returns those it made, deepest last."""
     missing = []
@@ -222,6 +254,7 @@ class AtomicFile:
         self.path = Path(path)
         self._made: list[Path] = []
         self._tmp = _temp_name(self.path, "partial")
+        sweep_stale_temporaries(self.path, "partial")  # a killed earlier run's leftovers (issue 14 D8)
         try:
             self._made = make_parents(self.path.parent)
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies

@@ -17,7 +17,7 @@ ELSEWHERE = {"E0001": "test_cli", "E0002": "test_cli", "E0900": "formatter self-
              "E0301": "test_yaml_import", "E0302": "test_yaml_import", "E0303": "test_yaml_import",
              "E0304": "test_yaml_import", "E0305": "test_fit", "E0306": "test_fit", "E0307": "test_fit",
              "W0308": "test_fit", "W0309": "test_fit", "E0310": "test_fit",
-             "E0311": "test_cli"}
+             "E0311": "test_cli", "W0313": "test_fit", "W0314": "test_fit"}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])

@@ -483,3 +483,37 @@ def test_matches_propositions_come_from_the_completion_text(tmp_path):
     column = policy.proposition_names.index("empty")
     assert data.probs[:, column].tolist() == [1.0] + [0.0] * 5
     assert not data.to_grade.any() and data.sha256 and len(data) == 6
+
+
+def test_fit_data_quality_warnings(two, tmp_path, rbrc):
+    """Issue 14 D8: a repeated file does not multiply the pairs, a completion labelled two ways
+    and a value given for a `matches` proposition are named, and an absurd rm_score is refused."""
+    policy = load_policy(two)
+    once = read_comparisons(policy, write(tmp_path / "once.jsonl", lines_of(usable())))
+    twice = read_comparisons(policy, write(tmp_path / "twice.jsonl", lines_of(usable() + usable())))
+    assert len(twice) == len(once) == 6
+    repeats = [d for d in twice.warnings if d.code == "W0313"]
+    assert [(d.span.line, d.message) for d in repeats][:1] == [(7, "the same line as line 1: counted once")]
+    assert len(repeats) == 6
+    contradiction = usable() + [row("p1", "bad", rm=0.7)]  # p1's good completion (same P(yes)), now labelled bad
+    data = read_comparisons(policy, write(tmp_path / "c.jsonl", lines_of(contradiction)))
+    (d,) = [d for d in data.warnings if d.code == "W0313"]
+    assert d.span.line == 7 and "labelled `good` there and `bad` here" in d.message
+    code, _, err = rbrc("fit", two, "--data", write(tmp_path / "big.jsonl", lines_of(usable()[:-1] + [
+        row("p2", "bad", rm=1e308)])))
+    assert code == 1 and "big.jsonl:6:" in err and "error[E0306]" in err and "1e+308" in err
+
+
+def test_a_given_value_for_a_matches_proposition_does_not_override_its_pattern(tmp_path):
+    src = write(tmp_path / "m.rbr", MINIMAL.replace("classes", "proposition empty = matches /^$/\n\nclasses", 1))
+    assert main(["compile", str(src), "-o", str(tmp_path / "out")]) == 0
+    policy = load_policy(tmp_path / "out")
+    rt = next(iter(policy.response_types.values()))
+    labels = [c for c in rt.classes]
+    rows = [{"prompt": [{"role": "user", "content": "q"}], "completion": f"c{k}", "response_type": rt.name,
+             "completion_label": lab, "propositions": {n: 0.5 for n in policy.proposition_names if n != "empty"}
+             | ({"empty": True} if k == 0 else {})} for k, lab in enumerate(labels)]
+    data = read_comparisons(policy, write(tmp_path / "d.jsonl", lines_of(rows)))
+    (d,) = [d for d in data.warnings if d.code == "W0314"]
+    assert d.span.line == 1 and "its pattern decides" in d.message
+    assert data.probs[0, policy.proposition_names.index("empty")] == 0.0  # "c0" is not empty: the pattern's answer

@@ -260,3 +260,24 @@ def test_rbrc_grade_with_a_server(rbrc, tiny_model_dir, hf, safety, serve, tmp_p
     code, _, err = rbrc("grade", ROOT / "compiled/safety", "--data", data, "--grader", tiny_model_dir,
                         "--base-url", server.url, "-o", tmp_path / "o2.jsonl")
     assert code == 2 and "--base-url is for --backend openai" in err
+
+
+def test_answer_mass_warning_counts_only_the_models_gradings(tiny_model_dir, tmp_path):
+    """A `matches` proposition is answered by its pattern (mass 1): it is not a grading the
+    warning counts, in the low ones or in the total."""
+    import warnings as _warnings
+
+    import rbrlang
+    from rbrlang.runtime import HFGrader
+    from rbrlang.runtime.base import GraderWarning
+
+    from .conftest import MINIMAL, write
+
+    policy = rbrlang.compile_file(write(tmp_path / "m.rbr", MINIMAL.replace(
+        "classes", "proposition empty = matches /^$/\n\nclasses", 1)))
+    grader = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", min_answer_mass=1.01)  # every grading is low
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        grades = grader.grade_detailed(policy, [[{"role": "user", "content": "hi"}]] * 3, ["a", "b", ""])
+    (w,) = [w for w in caught if issubclass(w.category, GraderWarning)]
+    assert "for 6 of 6 gradings" in str(w.message) and grades.stats.low_mass == 6

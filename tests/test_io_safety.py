@@ -444,3 +444,24 @@ def test_a_fitted_file_that_cannot_be_replaced_is_one_path_error(graded):
         write_calibration(folder, _calibration(policy, 2.0))
     assert sorted(os.listdir(folder)) == ["calibration.json", "policy.json", "templates"]
     assert os.listdir(folder / "calibration.json") == []
+
+
+def test_a_killed_writers_temporary_is_swept_by_the_next_write(tmp_path):
+    """Issue 14 D8: `.OUT.partial.PID.HEX` left by a killed run goes at the next write of OUT;
+    a running writer's temporary and anything else of the user's stay."""
+    import subprocess
+    import sys
+
+    from rbrlang.files import AtomicFile
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()  # a pid whose process has ended
+    left = write(tmp_path / f".out.jsonl.partial.{dead}.0badf00d", "half a run\n")
+    live = write(tmp_path / f".out.jsonl.partial.{os.getpid()}.00c0ffee", "a writer at work\n")
+    mine = write(tmp_path / ".out.jsonl.partial.notes", "the user's\n")
+    other = write(tmp_path / f".other.jsonl.partial.{dead}.0badf00d", "another output's\n")
+    out = AtomicFile(tmp_path / "out.jsonl")
+    out.write("{}\n")
+    out.commit()
+    assert not left.exists() and live.exists() and mine.exists() and other.exists()
+    assert (tmp_path / "out.jsonl").read_text() == "{}\n"

@@ -99,4 +99,4 @@ def test_answer_mass_warning_fires_exactly_where_the_mass_is_low(graded, safety_
     assert grades.stats.low_mass == low
     assert (len(caught) == 1) == (low > 0)
     if low:
-        assert f"for {low} of" in str(caught[0].message)
+        assert f"for {low} of {len(graded_cols)} gradings" in str(caught[0].message)

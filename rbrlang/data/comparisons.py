@@ -44,6 +44,7 @@ from .records import LINE_SHAPE, LineError, read_line
 
 SHAPE = LINE_SHAPE + ', "completion_label": "…", optional "rm_score" and "propositions"'
 GROUP_WARNINGS = 10  # prompts without pairs named one by one; the rest in one summary
+RM_LIMIT = 1e6  # |rm_score| above this is a unit mistake, not a reward model's score
 
 
 @dataclass(frozen=True, eq=False)
@@ -182,6 +183,9 @@ def read_comparisons(policy: CompiledPolicy, path, grader: bool = False) -> Comp
     texts: dict[int, str] = {}
     unrouted = 0
     seen = 0
+    quality: list[dg.Diagnostic] = []  # warnings on lines that are read: repeats, contradictions, overrides
+    repeated: dict[str, int] = {}  # a line's canonical JSON -> where it first stood
+    first_label: dict[tuple, tuple[int, str]] = {}  # (prompt, completion, P(yes)) -> (first line, its label)
     for number, text, record in read_jsonl(path):
         seen += 1
         if isinstance(record, dg.Diagnostic):
@@ -198,9 +202,30 @@ def read_comparisons(policy: CompiledPolicy, path, grader: bool = False) -> Comp
             continue
         if parsed is None:
             unrouted += 1
-        else:
-            rows.append((number, *parsed))
-            texts[number] = text
+            continue
+        texts[number] = text
+        whole = canonical(record)
+        if whole in repeated:  # the very same line again would count its pairs twice
+            quality.append(dg.warning("W0313", key_span(name, number, text, None),
+                                      f"the same line as line {repeated[whole]}: counted once",
+                                      "remove the repeated line"))
+            continue
+        repeated[whole] = number
+        for key in parsed[-1]:
+            quality.append(dg.warning("W0314", key_span(name, number, text, key),
+                                      f"`{key}` is a `matches` proposition: its pattern decides, not the given "
+                                      f"value ({json.dumps(record['propositions'][key])}), which is not used",
+                                      "leave `matches` propositions out of `propositions`"))
+        # The same completion with the same given P(yes) has the same features: two labels
+        # cannot both be right (given P(yes) that differ describe different gradings).
+        same = (parsed[2], parsed[8], canonical(record.get("propositions")))
+        labelled = first_label.setdefault(same, (number, parsed[1]))
+        if labelled[1] != parsed[1]:
+            quality.append(dg.warning("W0313", key_span(name, number, text, "completion_label"),
+                                      f"the same prompt and completion as line {labelled[0]}, labelled "
+                                      f"`{labelled[1]}` there and `{parsed[1]}` here: the fit cannot rank a "
+                                      "completion against itself", "give the completion the one label it deserves"))
+        rows.append((number, *parsed))
     source = {name: raw.decode("utf-8", errors="replace")}
     if not diags:
         diags += _rm_consistency(name, rows, texts)
@@ -222,6 +247,7 @@ def read_comparisons(policy: CompiledPolicy, path, grader: bool = False) -> Comp
         to_grade=np.array([r[7] for r in rows], dtype=bool),
         conversations=tuple(r[8] for r in rows), completions=tuple(r[9] for r in rows), unrouted=unrouted)
     warnings, any_pairs = _pair_warnings(policy, data, texts)
+    warnings = quality[:MAX_REPORTED] + warnings
     if not any_pairs:
         raise DataError(warnings + [dg.error(
             "E0310", Span.point(name), "no usable pairs: no prompt has two completions whose labels the rank "
@@ -241,7 +267,7 @@ def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bo
         raise LineError("E0305", "the line has no `completion_label`", None,
                    f"add the completion's label: one of {', '.join(known)}")
     if not isinstance(label, str) or label not in known:
-        near = dg.closest(str(label), known) if hasattr(dg, "closest") else None
+        near = dg.closest(str(label), known)
         raise LineError("E0305", f"`completion_label` {json.dumps(label)} is no label of response type `{rt.name}`",
                    "completion_label", (f"did you mean `{near}`? " if near else "") + f"labels: {', '.join(known)}")
     rm = row.get("rm_score")
@@ -250,8 +276,12 @@ def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bo
     elif isinstance(rm, bool) or not isinstance(rm, (int, float)) or not math.isfinite(rm):
         raise LineError("E0306", f"`rm_score` is {json.dumps(rm)}; it must be a finite number", "rm_score",
                    "give the reward model's score as a number, or leave `rm_score` out on every line")
+    elif abs(rm) > RM_LIMIT:  # finite but beyond any reward model's scale: the losses would print as 300 digits
+        raise LineError("E0306", f"`rm_score` is {rm:.6g}, beyond ±{RM_LIMIT:.0e}", "rm_score",
+                        "give the reward model's raw score (scale it down if it is in other units)")
     probs = [math.nan] * len(index)
     soft = [False] * len(index)
+    overridden: list[str] = []
     for prop in policy.propositions:  # deterministic propositions need no grader
         if not prop.graded:
             probs[index[prop.name]] = float(policy.matches(prop.name, completion))
@@ -266,8 +296,14 @@ def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bo
         if not isinstance(props, dict):
             raise LineError("E0301", "`propositions` must be an object of P(yes) or true/false", "propositions")
         for key, value in props.items():
+            if key in index and not policy.proposition(key).graded:
+                # The pattern decides a `matches` proposition, in fitting as in serving: a given value
+                # that disagrees with it is reported (W0314) and not used.
+                if isinstance(value, (bool, int, float)) and float(value) != probs[index[key]]:
+                    overridden.append(key)
+                continue
             if key not in index:
-                near = dg.closest(key, index) if hasattr(dg, "closest") else None
+                near = dg.closest(key, index)
                 raise LineError("E0301", f"`{key}` is no proposition of policy `{policy.name}`", key,
                            f"did you mean `{near}`?" if near else "use the policy's proposition names")
             if isinstance(value, bool):
@@ -283,7 +319,7 @@ def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bo
                        f"response type `{rt.name}` needs every proposition its classes use; or leave "
                        "`propositions` out and give a grader")
     group = canonical([row.get("prompt"), rt.name])
-    return rt.name, label, group, float(rm), probs, soft, to_grade, conversation, completion
+    return rt.name, label, group, float(rm), probs, soft, to_grade, conversation, completion, overridden
 
 
 def _rm_consistency(name: str, rows: list, texts: dict) -> list:

@@ -294,7 +294,9 @@ class BaseGrader:
             stats.graded += len(rows)
         if self.cache is not None and todo:
             self.cache.put_many((keys[s], float(p_yes[s]), float(mass[s])) for s in todo)
-        warn_low_mass(mass, self.min_answer_mass, stats)
+        # Only the model's answers count: a `matches` proposition's mass of 1 is no grading.
+        graded = [j for j, prop in enumerate(policy.propositions) if prop.graded]
+        warn_low_mass(mass[:, graded], self.min_answer_mass, stats)
         self.stats.add(stats)
         return Grades(p_yes.float(), mass.float(), stats)
 
