@@ -478,3 +478,23 @@ def test_the_fitted_files_are_read_only_when_asked_for(safety_copy):
     assert dict(policy.weights) == {} and policy.calibration is None
     with pytest.raises(ValueError, match="weights='skip'; expected 'check' or 'ignore'"):
         load_policy(safety_copy, weights="skip")
+
+
+def test_a_template_failing_only_on_real_data_is_a_policy_error(tmp_path):
+    """The checker renders templates on samples (E0131); a branch only real data reaches can
+    still hit the sandbox: a PolicyError naming the proposition (exit 1), never exit 70."""
+    import dataclasses
+
+    import rbrlang
+    from rbrlang.errors import PolicyError
+
+    from .conftest import MINIMAL, write
+
+    policy = rbrlang.compile_file(write(tmp_path / "m.rbr", MINIMAL))
+    bomb = dataclasses.replace(policy.propositions[0],
+                               template="{% if response == 'boom' %}{{ 10 ** 1000000 }}{% endif %}ok")
+    policy = dataclasses.replace(policy, propositions=(bomb,) + policy.propositions[1:])
+    conv = [{"role": "user", "content": "hi"}]
+    assert policy.render("a", conv, "fine") == "ok"
+    with pytest.raises(PolicyError, match=r"grader prompt of `a` cannot be rendered .*SecurityError"):
+        policy.render("a", conv, "boom")

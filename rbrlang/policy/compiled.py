@@ -12,6 +12,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
+from jinja2 import TemplateError
+
 from ..diagnostics import did_you_mean
 from ..errors import PolicyError
 from . import logic, patterns, scoring
@@ -129,7 +131,14 @@ class CompiledPolicy:
         if not isinstance(response, str):
             raise PolicyError(f"the response must be a string, not {type(response).__name__}")
         check_conversation(conversation)  # a string would otherwise render as one message per character
-        return _compiled(prop.template).render(conversation=list(conversation), response=response)
+        try:
+            return _compiled(prop.template).render(conversation=list(conversation), response=response)
+        except (TemplateError, ArithmeticError, RecursionError, MemoryError) as exc:
+            # The checker renders every template on samples (E0131); a branch only real data reaches
+            # can still hit the sandbox's limits: the user's template, not a bug in rbrlang.
+            raise PolicyError(f"the grader prompt of `{proposition}` cannot be rendered for this conversation "
+                              f"({type(exc).__name__}: {exc}); simplify the proposition's template in the "
+                              "`.rbr` source and recompile") from None
 
     def static_prefix(self, proposition: str) -> str:
         """The start of this proposition's prompt that no conversation or
