@@ -463,3 +463,23 @@ def test_the_first_ctrl_c_stops_within_the_grace_period_and_exits_130(tiny_model
     assert code == 130 and "Traceback" not in err, err
     # Past the grace period the request is told, not dropped.
     assert answer["r"].status_code == 503 and "shutting down" in answer["r"].json()["error"]
+
+
+def test_an_integer_no_float_holds_is_a_located_error_not_an_overflow(rbrc, tmp_path):
+    """A label, P(yes) or score of 1 followed by 400 zeros is read as an integer, which no float
+    holds: each field's check says so at its place (it was an OverflowError, exit 70, in classify and fit)."""
+    from rbrlang.data.jsonl import finite_number
+
+    huge = "1" + "0" * 400
+    assert finite_number(int(huge)) is None and finite_number(10 ** 300) == 1e300 and finite_number(True) is None
+    folder = tmp_path / "c"
+    assert rbrc("compile", write(tmp_path / "p.rbr", MINIMAL), "-o", folder)[0] == 0
+    labels = write(tmp_path / "l.jsonl", '{"response_type": "r", "propositions": {"a": ' + huge + ', "b": true}}\n')
+    code, _, err = rbrc("classify", folder, "--labels", labels)
+    assert code == 1 and "l.jsonl:1:" in err and "error[E0304]" in err and "Traceback" not in err, err
+    assert huge not in err  # the number is shown cut short
+    comparisons = write(tmp_path / "c.jsonl", json.dumps({
+        "prompt": [{"role": "user", "content": "q"}], "completion": "x", "response_type": "r",
+        "completion_label": "good", "propositions": {"a": 1, "b": 1}})[:-1] + ', "rm_score": ' + huge + "}\n")
+    code, _, err = rbrc("fit", folder, "--data", comparisons)
+    assert code == 1 and "c.jsonl:1:" in err and "error[E0306]" in err and "Traceback" not in err, err

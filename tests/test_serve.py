@@ -318,3 +318,24 @@ def test_rbrc_serve_finishes_a_request_in_flight_on_sigterm(tiny_model_dir, text
     expected = reward([samples[0]["messages"]], [samples[0]["completion"]], categories=[samples[0]["category"]])
     assert answer["r"].status_code == 200
     assert answer["r"].json()["rewards"] == pytest.approx(expected.rewards, abs=1e-6)
+
+
+def test_rbrc_serve_serves_the_fitted_reward_and_refuses_stale_weights(rbrc, tmp_path, tiny_model_dir):
+    """The server reads weights.json as load_policy does: a stale one stops it before the
+    model loads (it used to serve the unfitted expected class score without a word)."""
+    import shutil
+
+    from rbrlang.policy import load_policy
+    from rbrlang.policy.weights import FittedWeights, write_weights
+
+    folder = tmp_path / "safety"
+    shutil.copytree(SAFETY, folder)
+    policy = load_policy(folder)
+    rt = policy.response_type("comply")
+    write_weights(folder, policy, [FittedWeights("comply", rt.schema_hash, rt.features,
+                                                 (0.5,) * len(rt.features), 0.0, 1.0, 0.01, "")])
+    assert "comply" in load_policy(folder).weights
+    weights = folder / "weights.json"
+    weights.write_text(weights.read_text().replace(rt.schema_hash, "0" * 64))  # as if the policy changed since
+    code, _, err = rbrc("serve", folder, "--grader", tiny_model_dir, "--port", "1")
+    assert code == 1 and "weights.json" in err and "Traceback" not in err, err

@@ -115,7 +115,9 @@ def cmd_serve(args) -> int:
         raise UsageError("--max-samples must be at least 1")
     if not args.grace_s >= 0:
         raise UsageError("--grace-s cannot be negative")
-    policy = open_policy(args.compiled)
+    # The reward served is the one trained on: fitted weights and calibration are read, and a
+    # stale one is refused here, before the model loads, as `load_policy` refuses it.
+    policy = open_policy(args.compiled, weights="check", calibration="check")
     if args.rm:
         model_path("--rm", args.rm, "reward model")
         model_files("--rm", args.rm, "reward model")

@@ -8,14 +8,13 @@ probabilities under independence.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Union
 
 from .. import diagnostics as dg
 from ..policy import CompiledPolicy
-from .jsonl import read_jsonl
+from .jsonl import finite_number, read_jsonl, shown
 from .records import LineError, response_type_of
 
 
@@ -66,11 +65,11 @@ def classify_record(policy: CompiledPolicy, record: Any, line: int = 0) -> Class
         v = labels[p]
         if isinstance(v, bool):
             values[p] = float(v)
-        elif isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0:
+        elif finite_number(v) is not None and 0.0 <= v <= 1.0:
             values[p] = float(v)
             soft = True
         else:
-            raise LineError("E0304", f"label `{p}` is {json.dumps(v)}; labels are true, false or a probability in [0, 1]",
+            raise LineError("E0304", f"label `{p}` is {shown(v)}; labels are true, false or a probability in [0, 1]",
                             p, "use a boolean or a number between 0 and 1")
     if not soft:
         cls = policy.classify(rt.name, {p: bool(v) for p, v in values.items()})

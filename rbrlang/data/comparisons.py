@@ -38,7 +38,7 @@ from ..files import open_input
 from ..policy import CompiledPolicy, ResponseType
 from ..policy.format import canonical
 from ..source import Span
-from .jsonl import MAX_REPORTED, key_span, read_jsonl, stopped
+from .jsonl import MAX_REPORTED, finite_number, key_span, read_jsonl, shown, stopped
 from .probabilities import Given
 from .records import LINE_SHAPE, LineError, read_line
 
@@ -273,8 +273,8 @@ def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bo
     rm = row.get("rm_score")
     if rm is None:
         rm = math.nan
-    elif isinstance(rm, bool) or not isinstance(rm, (int, float)) or not math.isfinite(rm):
-        raise LineError("E0306", f"`rm_score` is {json.dumps(rm)}; it must be a finite number", "rm_score",
+    elif finite_number(rm) is None:
+        raise LineError("E0306", f"`rm_score` is {shown(rm)}; it must be a finite number", "rm_score",
                    "give the reward model's score as a number, or leave `rm_score` out on every line")
     elif abs(rm) > RM_LIMIT:  # finite but beyond any reward model's scale: the losses would print as 300 digits
         raise LineError("E0306", f"`rm_score` is {rm:.6g}, beyond ±{RM_LIMIT:.0e}", "rm_score",
@@ -308,10 +308,10 @@ def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bo
                            f"did you mean `{near}`?" if near else "use the policy's proposition names")
             if isinstance(value, bool):
                 probs[index[key]] = float(value)
-            elif isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0:
+            elif finite_number(value) is not None and 0.0 <= value <= 1.0:
                 probs[index[key]], soft[index[key]] = float(value), True
             else:
-                raise LineError("E0304", f"`{key}` is {json.dumps(value)}; give true, false or P(yes) in [0, 1]", key,
+                raise LineError("E0304", f"`{key}` is {shown(value)}; give true, false or P(yes) in [0, 1]", key,
                            "a probability is a number between 0 and 1")
         missing = [p for p in rt.propositions if math.isnan(probs[index[p]])]
         if missing:

@@ -19,7 +19,7 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Iterator, Union
+from typing import Iterator, Optional, Union
 
 from .. import diagnostics as dg
 from ..diagnostics import key_span  # noqa: F401 (the readers of data lines import it from here)
@@ -104,6 +104,25 @@ def _has_lone_surrogate(value) -> bool:
         elif isinstance(v, list):
             stack.extend(v)
     return False
+
+
+def finite_number(value) -> Optional[float]:
+    """A JSON number as a float, or None where it is none: booleans, text, NaN,
+    ±Infinity, and integers too large for a float (`float()` would raise
+    OverflowError on them: one check here, at every field that takes a number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def shown(value, width: int = 40) -> str:
+    """A value as JSON for a message, cut to `width` characters (a 400-digit number stays readable)."""
+    text = json.dumps(value)
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def parse_json(text: str, finite: bool = True):

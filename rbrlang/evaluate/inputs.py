@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -19,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import diagnostics as dg
-from ..data.jsonl import MAX_REPORTED, key_span, read_jsonl, stopped
+from ..data.jsonl import MAX_REPORTED, finite_number, key_span, read_jsonl, shown, stopped
 from ..data.records import LineError, read_line, response_type_of
 from ..errors import DataError, PathError
 from ..policy import CompiledPolicy
@@ -189,8 +188,8 @@ def _prob_line(policy, row: Any, index: dict):
             raise LineError("E0301", f"`{name}` is no proposition of policy `{policy.name}`", "propositions")
         if isinstance(v, bool):
             v = float(v)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and 0.0 <= v <= 1.0):
-            raise LineError("E0304", f"P(yes) of `{name}` is {json.dumps(v)}; a probability is a number in [0, 1]",
+        if finite_number(v) is None or not 0.0 <= v <= 1.0:
+            raise LineError("E0304", f"P(yes) of `{name}` is {shown(v)}; a probability is a number in [0, 1]",
                        name, "give P(yes) between 0 and 1")
         values[index[name]] = float(v)
     return named, values
