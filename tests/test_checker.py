@@ -6,7 +6,8 @@ from pathlib import Path
 from rbrlang import diagnostics as dg
 from rbrlang.compiler.check import STAGES, check_file
 
-from .conftest import MINIMAL, write
+from tests.support.files import write
+from tests.support.policies import MINIMAL
 
 
 def codes(tmp_path: Path, text: str, name: str = "p.rbr") -> list[str]:

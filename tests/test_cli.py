@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from .conftest import MINIMAL, ROOT, write
+from tests.support.files import ROOT, SAFETY, write
+from tests.support.policies import MINIMAL
 
 LOCATED = re.compile(r"^\S+:\d+:\d+: (error|warning)\[[EW]\d{4}\]: ", re.M)
 
@@ -169,7 +170,7 @@ def test_warnings_pass_unless_denied(tmp_path, rbrc):
 
 
 def test_explain_safety(rbrc):
-    code, out, _ = rbrc("explain", ROOT / "compiled/safety")
+    code, out, _ = rbrc("explain", SAFETY)
     assert code == 0
     assert "response hard_refuse  (routes: C-R, H-R, K-R)" in out
     assert "  disallowed\n    = disallowed_content\n" in out
@@ -194,7 +195,7 @@ def test_explain_sum_of_products_is_equivalent():
     from rbrlang.compiler.explain import sum_of_products
     from rbrlang.policy import load_policy
 
-    policy = load_policy(ROOT / "compiled/safety")
+    policy = load_policy(SAFETY)
     space = Space(policy.proposition_names)
     rng = random.Random(0)
     for rt in policy.response_types.values():
@@ -564,18 +565,16 @@ def test_the_vllm_backend_without_vllm_names_what_to_install(tmp_path, rbrc, com
 
 
 def test_the_openai_backend_grades_fits_and_evaluates_through_a_real_server(tmp_path, rbrc, compiled,
-                                                                             tiny_model_dir):
+                                                                             tiny_model_dir, grader):
     """`--backend openai` in grade, fit and eval against a completions server on
     127.0.0.1 running the tiny model: the same P(yes) as the grader in process."""
     import shutil
 
-    from rbrlang.runtime import HFGrader
     from tests.support.completions_server import CompletionsServer
 
-    hf = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
     fitted = tmp_path / "fitted"
     shutil.copytree(compiled, fitted)
-    with CompletionsServer(hf.model, str(tiny_model_dir)) as server:
+    with CompletionsServer(grader.model, str(tiny_model_dir)) as server:
         remote = ("--grader", tiny_model_dir, "--backend", "openai", "--base-url", server.url, "--no-cache")
         code, _, err = rbrc(*with_grader("grade", tmp_path, compiled, *remote))
         assert code == 0, err
@@ -628,8 +627,6 @@ def test_fit_and_serve_on_the_base_install_name_the_missing_extra(tmp_path, comp
 
 
 def test_every_grader_command_has_the_same_grader_options_and_the_docs_name_them(rbrc, capsys):
-    from .conftest import ROOT
-
     docs = (ROOT / "docs/COMMANDS.md").read_text()
     shared = docs[docs.index("## The grader options"):docs.index("## rbrc grade")]
     options = ["--grader", "--backend", "--base-url", "--device", "--dtype", "--token-budget", "--truncate",
@@ -687,15 +684,14 @@ def test_a_conversation_over_the_context_suggests_dropping_its_oldest_turns(tmp_
 
 
 @pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")
-def test_library_callers_get_every_over_long_item_before_any_grading(tmp_path, compiled, tiny_model_dir):
+def test_library_callers_get_every_over_long_item_before_any_grading(tmp_path, compiled, fresh_grader):
     from rbrlang.data.probabilities import require_context, too_long
     from rbrlang.data.records import PromptTooLong
     from rbrlang.errors import DataError
     from rbrlang.fit import fit_policy
     from rbrlang.policy import load_policy
-    from rbrlang.runtime import HFGrader
 
-    policy, grader = load_policy(compiled), HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
+    policy, grader = load_policy(compiled), fresh_grader()  # its own: counts its gradings from zero
     convs = [[{"role": "user", "content": "hi"}]] * 3
     problems = too_long(policy, grader, convs, ["fine", LONG, "fine"])
     assert list(problems) == [1] and problems[1].limit == 8192 and problems[1].alone > 8192

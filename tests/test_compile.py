@@ -9,22 +9,23 @@ import sys
 import rbrlang
 from rbrlang.compiler import compile_path
 
-from .conftest import MINIMAL, ROOT, write
+from tests.support.files import ROOT, SAFETY, write
+from tests.support.policies import MINIMAL
 
 
 def test_committed_safety_output_is_fresh(rbrc):
-    code, _, err = rbrc("compile", ROOT / "policies/safety.rbr", "-o", ROOT / "compiled/safety", "--check")
+    code, _, err = rbrc("compile", ROOT / "policies/safety.rbr", "-o", SAFETY, "--check")
     assert code == 0, err
 
 
 def test_compile_reproduces_committed_bytes(tmp_path, rbrc):
     out = tmp_path / "safety"
     assert rbrc("compile", ROOT / "policies/safety.rbr", "-o", out)[0] == 0
-    committed = sorted(p.relative_to(ROOT / "compiled/safety") for p in (ROOT / "compiled/safety").rglob("*") if p.is_file())
+    committed = sorted(p.relative_to(SAFETY) for p in SAFETY.rglob("*") if p.is_file())
     fresh = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert fresh == committed
     for rel in fresh:
-        assert (out / rel).read_bytes() == (ROOT / "compiled/safety" / rel).read_bytes(), rel
+        assert (out / rel).read_bytes() == (SAFETY / rel).read_bytes(), rel
 
 
 def test_output_does_not_depend_on_location(tmp_path):
@@ -109,7 +110,7 @@ def test_jinja_in_questions_and_examples_is_literal(tmp_path):
 def test_trainer_side_does_not_import_the_compiler():
     code = (
         "import sys, rbrlang\n"
-        f"p = rbrlang.load_policy({str(ROOT / 'compiled/safety')!r})\n"
+        f"p = rbrlang.load_policy({str(SAFETY)!r})\n"
         "p.render('apology', [{'role': 'user', 'content': 'hi'}], 'sorry')\n"
         "bad = [m for m in sys.modules if m == 'lark' or m.startswith(('lark.', 'rbrlang.compiler', 'dd'))]\n"
         "assert not bad, bad\n"
@@ -118,7 +119,7 @@ def test_trainer_side_does_not_import_the_compiler():
 
 
 def test_copied_compiled_folder_loads_anywhere(tmp_path):
-    shutil.copytree(ROOT / "compiled/safety", tmp_path / "s")
+    shutil.copytree(SAFETY, tmp_path / "s")
     policy = rbrlang.load_policy(tmp_path / "s")
     assert len(policy.propositions) == 23
 
@@ -142,7 +143,7 @@ def test_every_class_row_has_a_score(tmp_path):
 
 
 def test_committed_safety_policy_has_scores():
-    doc = json.loads((ROOT / "compiled/safety/policy.json").read_text())
+    doc = json.loads((SAFETY / "policy.json").read_text())
     for rt in doc["response_types"]:
         assert [c["score"] for c in rt["classes"]] == [1.0, 0.75, 0.5, 0.25, 0.0]
 
@@ -154,7 +155,7 @@ def test_explain_shows_scores_and_ranks(tmp_path, rbrc):
     assert code == 0, err
     assert "  scores (reward before fitting): good 1, ok 0.7, bad 0.2\n" in out
     assert "  rank good > {ok, bad}\n" in out
-    code, out, _ = rbrc("explain", ROOT / "compiled/safety")
+    code, out, _ = rbrc("explain", SAFETY)
     assert ("  scores (reward before fitting, evenly spaced): ideal 1, minimum_acceptable_style 0.75, "
             "unacceptable 0.5, illogical 0.25, disallowed 0\n") in out
     assert "  rank ideal > minimum_acceptable_style > unacceptable > illogical > disallowed\n" in out

@@ -8,7 +8,7 @@ import pytest
 from rbrlang import diagnostics as dg
 from rbrlang.compiler.check import check_file
 
-from .conftest import GOLDEN, golden
+from tests.support.files import GOLDEN, ROOT, golden
 
 CASES = sorted((GOLDEN / "diagnostics").glob("*.rbr"))
 # Codes tested elsewhere because their input cannot live as a small text file.
@@ -90,8 +90,6 @@ def test_one_did_you_mean_for_names_and_keywords():
 def test_every_code_is_documented():
     import re
 
-    from .conftest import ROOT
-
     table = (ROOT / "docs/LANGUAGE.md").read_text().split("## Diagnostic codes", 1)[1]
     documented: set[str] = set()
     for cell in re.findall(r"^\| ([EW][0-9][^|]*?) \|", table, re.M):
@@ -109,8 +107,6 @@ def test_error_classes_render_lazily_and_the_base_modules_form_no_circle():
     import pickle
 
     from rbrlang.errors import CompileError, SourceError
-
-    from .conftest import ROOT
 
     d = dg.error("E0102", _span(1, 1, 2), "undefined name `x`", "declare it")
     exc = CompileError([d], {"p.rbr": "x"})

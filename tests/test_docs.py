@@ -10,7 +10,7 @@ import warnings
 
 import pytest
 
-from .conftest import ROOT, write
+from tests.support.files import ROOT, write
 
 LANGUAGE = (ROOT / "docs/LANGUAGE.md").read_text()
 COMMANDS = (ROOT / "docs/COMMANDS.md").read_text()

@@ -9,22 +9,15 @@ import pytest
 import torch
 
 import rbrlang
-from rbrlang.policy import load_policy
 from rbrlang.runtime import HFGrader
 from rbrlang.runtime.encoding import PromptEncoder
 from tests.support import tokenizers as families
 from tests.support.policies import STATIC_FIRST
-from tests.support.reference import full_forward
-
-from .conftest import ROOT, SHARED, gold_rows, write
+from tests.support.files import SHARED, gold_rows, write
+from tests.support.reference import full_forward, trie_size
 
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")
 pytestmark = [needs_data, pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")]
-
-
-@pytest.fixture(scope="module")
-def safety():
-    return load_policy(ROOT / "compiled/safety")
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +54,6 @@ def whole_prompt_ids(tokenizer, prompt: str, chat: bool) -> tuple[int, ...]:
         return tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
     start = () if tokenizer.bos_token_id is None else (tokenizer.bos_token_id,)
     return start + tuple(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-
-
-def trie_size(rows) -> int:
-    """Distinct prefixes among id sequences: the fewest tokens any sharing forwards."""
-    total, prev = 0, ()
-    for r in sorted(rows):
-        common = next((k for k, (a, b) in enumerate(zip(prev, r)) if a != b), min(len(prev), len(r)))
-        total += len(r) - common
-        prev = r
-    return total
 
 
 def check_exact_and_shared(tokenizer, policy, items, chat: bool, layout: str):

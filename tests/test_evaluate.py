@@ -6,7 +6,6 @@ import json
 import math
 import os
 import random
-import shutil
 import subprocess
 import sys
 import warnings
@@ -24,20 +23,11 @@ from rbrlang.evaluate.metrics import ece, tune_threshold
 from rbrlang.policy import load_policy
 from rbrlang.policy.calibration import read_calibration
 
-from .conftest import MINIMAL, ROOT, SHARED, gold_rows, write
+from tests.support.files import ROOT, SHARED, gold_rows, write
+from tests.support.policies import MINIMAL
 
 GOLD = SHARED / "gold_train.jsonl"
 needs_data = pytest.mark.skipif(not GOLD.exists(), reason="shared gold data not present")
-
-
-@pytest.fixture
-def safety(tmp_path) -> Path:
-    """A private copy of compiled/safety (policy.json and templates only): tests write calibration.json."""
-    out = tmp_path / "safety"
-    out.mkdir()
-    shutil.copy(ROOT / "compiled/safety/policy.json", out / "policy.json")
-    shutil.copytree(ROOT / "compiled/safety/templates", out / "templates")
-    return out
 
 
 def _jsonl(path: Path, rows) -> Path:
@@ -81,11 +71,11 @@ def _assert_real_plot(path: Path):
 
 
 @needs_data
-def test_report_from_gold_labels_as_probabilities_is_perfect(safety, tmp_path, rbrc):
+def test_report_from_gold_labels_as_probabilities_is_perfect(safety_dir, tmp_path, rbrc):
     rows = gold_rows(shortest=False)
     probs = _jsonl(tmp_path / "probs.jsonl", _label_probs(rows))
     report = tmp_path / "report"
-    code, out, err = rbrc("eval", safety, "--report", report, "--gold", GOLD, "--probs", probs)
+    code, out, err = rbrc("eval", safety_dir, "--report", report, "--gold", GOLD, "--probs", probs)
     assert code == 0, err
     assert "class accuracy 100.0%" in out
     page = (report / "report.html").read_text(encoding="utf-8")
@@ -98,7 +88,7 @@ def test_report_from_gold_labels_as_probabilities_is_perfect(safety, tmp_path, r
     assert page.count("data:image/png;base64,") == len(pngs)
     assert "http://" not in page and "https://" not in page and "<script" not in page
     # every response type of the gold set has its confusion matrix, diagonal only
-    policy = load_policy(safety)
+    policy = load_policy(safety_dir)
     ev = evaluate(policy, gold=GOLD, probs=probs)
     assert ev.gold.class_accuracy == 1.0 and sum(c.n for c in ev.gold.confusions) == len(rows)
     for c in ev.gold.confusions:
@@ -107,16 +97,16 @@ def test_report_from_gold_labels_as_probabilities_is_perfect(safety, tmp_path, r
     assert set(scores) == set(policy.proposition_names)
     assert all(s.accuracy == 1.0 and s.ece == 0.0 and s.brier == 0.0 for s in scores.values())
     assert all(s.auroc == 1.0 for s in scores.values() if s.auroc is not None)
-    assert not (safety / "calibration.json").exists()  # only --calibrate writes it
+    assert not (safety_dir / "calibration.json").exists()  # only --calibrate writes it
 
 
 @needs_data
-def test_noisy_probabilities_lower_the_scores(safety, tmp_path):
+def test_noisy_probabilities_lower_the_scores(safety_dir, tmp_path):
     """The metrics are not constant: a grader that flips labels scores lower."""
     rows = gold_rows(shortest=False)
     flip = _label_probs(rows, noise=lambda v, rng: (1.0 - float(v)) if rng.random() < 0.3 else float(v))
     probs = _jsonl(tmp_path / "probs.jsonl", flip)
-    ev = evaluate(load_policy(safety), gold=GOLD, probs=probs, seed=1)
+    ev = evaluate(load_policy(safety_dir), gold=GOLD, probs=probs, seed=1)
     assert 0.3 < ev.gold.class_accuracy < 0.95
     f1 = [s.f1 for s in ev.gold.propositions if s.positives >= 10]
     assert f1 and max(f1) < 1.0
@@ -151,24 +141,24 @@ def test_threshold_is_tuned_on_the_fit_rows():
 
 
 @needs_data
-def test_calibrate_writes_calibration_json_that_load_policy_applies(safety, tmp_path, rbrc):
+def test_calibrate_writes_calibration_json_that_load_policy_applies(safety_dir, tmp_path, rbrc):
     rows = gold_rows(shortest=False)
     # informative but squeezed toward 0.5: calibration should stretch it
     squeezed = _label_probs(rows, noise=lambda v, rng: 0.35 + 0.3 * float(v) + rng.uniform(-0.1, 0.1), seed=3)
     probs = _jsonl(tmp_path / "probs.jsonl", squeezed)
     old = os.umask(0o022)
     try:
-        code, out, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", GOLD, "--probs", probs,
+        code, out, err = rbrc("eval", safety_dir, "--report", tmp_path / "r", "--gold", GOLD, "--probs", probs,
                               "--calibrate", "--seed", "7")
     finally:
         os.umask(old)
     assert code == 0, err
-    path = safety / "calibration.json"
+    path = safety_dir / "calibration.json"
     assert path.stat().st_mode & 0o777 == 0o644  # the umask's mode, readable by a trainer
-    assert not [p for p in safety.iterdir() if p.name.startswith(".")]  # no temporary left
+    assert not [p for p in safety_dir.iterdir() if p.name.startswith(".")]  # no temporary left
     doc = json.loads(path.read_text())
     assert doc["format"] == 1 and doc["policy"] == "safety" and doc["method"] == "platt"
-    policy = load_policy(safety)
+    policy = load_policy(safety_dir)
     assert policy.calibration is not None and set(policy.calibration.maps) == set(doc["propositions"])
     assert f"calibrated {len(doc['propositions'])} propositions" in out
     page = (tmp_path / "r" / "report.html").read_text()
@@ -190,22 +180,22 @@ def test_calibrate_writes_calibration_json_that_load_policy_applies(safety, tmp_
         else:
             assert torch.equal(cal[:, j], raw[:, j])
     assert np.allclose(policy.calibrate(raw.numpy()), cal.numpy())
-    (safety / "calibration.json").rename(tmp_path / "kept.json")
-    assert load_policy(safety).calibration is None and torch.equal(load_policy(safety).calibrate(raw), raw)
-    (tmp_path / "kept.json").rename(safety / "calibration.json")
+    (safety_dir / "calibration.json").rename(tmp_path / "kept.json")
+    assert load_policy(safety_dir).calibration is None and torch.equal(load_policy(safety_dir).calibrate(raw), raw)
+    (tmp_path / "kept.json").rename(safety_dir / "calibration.json")
     # a later eval without --calibrate scores with the stored calibration
     ev = evaluate(policy, gold=GOLD, probs=probs, seed=7)
     assert "calibration.json" in ev.gold.probabilities and ev.gold.p_cal is not None
 
 
-def test_trainer_side_calibration_needs_no_scikit_learn(safety):
+def test_trainer_side_calibration_needs_no_scikit_learn(safety_dir):
     from rbrlang.policy.calibration import Calibration, PlattMap, template_hash, write_calibration
 
-    policy = load_policy(safety)
-    write_calibration(safety, Calibration("safety", {"apology": PlattMap(
+    policy = load_policy(safety_dir)
+    write_calibration(safety_dir, Calibration("safety", {"apology": PlattMap(
         "apology", template_hash(policy, "apology"), 2.0, -1.0)}))
     code = ("import sys, torch; from rbrlang.policy import load_policy; "
-            f"p = load_policy({str(safety)!r}); x = p.calibrate(torch.full((2, 23), 0.5)); "
+            f"p = load_policy({str(safety_dir)!r}); x = p.calibrate(torch.full((2, 23), 0.5)); "
             "assert abs(float(x[0, 0]) - 1 / (1 + 2.718281828459045)) < 1e-6, x[0, 0]; "
             "bad = [m for m in ('sklearn', 'scipy', 'matplotlib') if m in sys.modules]; "
             "assert not bad, bad")
@@ -213,17 +203,17 @@ def test_trainer_side_calibration_needs_no_scikit_learn(safety):
     assert proc.returncode == 0, proc.stderr
 
 
-def test_calibration_for_another_template_names_both_hashes(safety, rbrc, tmp_path):
+def test_calibration_for_another_template_names_both_hashes(safety_dir, rbrc, tmp_path):
     from rbrlang.policy.calibration import Calibration, PlattMap, write_calibration
 
-    policy = load_policy(safety)
+    policy = load_policy(safety_dir)
     stale = "ab" * 32
-    write_calibration(safety, Calibration("safety", {"apology": PlattMap("apology", stale, 1.5, 0.1)}))
-    current = json.loads((safety / "policy.json").read_text())["propositions"][0]["template_sha256"]
+    write_calibration(safety_dir, Calibration("safety", {"apology": PlattMap("apology", stale, 1.5, 0.1)}))
+    current = json.loads((safety_dir / "policy.json").read_text())["propositions"][0]["template_sha256"]
     with pytest.raises(PolicyError) as info:
-        load_policy(safety)
+        load_policy(safety_dir)
     assert stale in str(info.value) and current in str(info.value) and "`apology`" in str(info.value)
-    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--comparisons", tmp_path / "c.jsonl")
+    code, _, err = rbrc("eval", safety_dir, "--report", tmp_path / "r", "--comparisons", tmp_path / "c.jsonl")
     assert code == 1 and stale in err and "Traceback" not in err
     # other broken files: one-line errors too
     for text, needle in (("{", "not valid JSON"), ('{"format": 9}', "format 1"),
@@ -231,9 +221,9 @@ def test_calibration_for_another_template_names_both_hashes(safety, rbrc, tmp_pa
                           "`other`"),
                          (json.dumps({"format": 1, "policy": "safety", "method": "platt",
                                       "propositions": {"apology": {"coef": "x", "intercept": 0}}}), "finite")):
-        (safety / "calibration.json").write_text(text)
+        (safety_dir / "calibration.json").write_text(text)
         with pytest.raises(PolicyError, match=needle):
-            read_calibration(safety, policy)
+            read_calibration(safety_dir, policy)
 
 
 # --- comparisons and rewards ----------------------------------------------------------------
@@ -272,12 +262,12 @@ def _brute_error(rows, rewards, policy) -> float:
 
 
 @needs_data
-def test_comparisons_error_rates_and_histograms(safety, tmp_path, rbrc):
-    policy = load_policy(safety)
+def test_comparisons_error_rates_and_histograms(safety_dir, tmp_path, rbrc):
+    policy = load_policy(safety_dir)
     rows = _comparisons(policy, gold_rows(shortest=False))
     data = _jsonl(tmp_path / "cmp.jsonl", rows)
     report = tmp_path / "report"
-    code, out, err = rbrc("eval", safety, "--report", report, "--comparisons", data)
+    code, out, err = rbrc("eval", safety_dir, "--report", report, "--comparisons", data)
     assert code == 0, err
     ev = evaluate(policy, comparisons=data)
     by_rt = {r.response_type: r for r in ev.rewards.rows}
@@ -333,22 +323,20 @@ def test_rank_order_with_peers_and_ties_count_as_errors(tmp_path, rbrc):
 
 
 @needs_data
-def test_grader_and_its_grade_output_give_the_same_report(safety, tmp_path, tiny_model_dir, rbrc):
-    from rbrlang.runtime import HFGrader
-
+def test_grader_and_its_grade_output_give_the_same_report(safety_dir, tmp_path, tiny_model_dir, grader, rbrc):
     rows = gold_rows(8)
     gold = _jsonl(tmp_path / "gold.jsonl", rows)
     graded = tmp_path / "graded.jsonl"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a random tiny model puts little mass on yes/no
-        code, _, err = rbrc("grade", safety, "--data", gold, "--grader", tiny_model_dir, "-o", graded,
+        code, _, err = rbrc("grade", safety_dir, "--data", gold, "--grader", tiny_model_dir, "-o", graded,
                             "--no-cache")
         assert code == 0, err
-        code, out, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", gold,
+        code, out, err = rbrc("eval", safety_dir, "--report", tmp_path / "r", "--gold", gold,
                               "--grader", tiny_model_dir, "--no-cache")
         assert code == 0, err
-        policy = load_policy(safety)
-        a = evaluate(policy, gold=gold, grader=HFGrader.from_pretrained(str(tiny_model_dir), device="cpu"))
+        policy = load_policy(safety_dir)
+        a = evaluate(policy, gold=gold, grader=grader)
     b = evaluate(policy, gold=gold, probs=graded)  # `rbrc grade` rows name their gold line
     assert a.gold.source.startswith("grader") and b.gold.source.startswith("probabilities")
     assert a.gold.class_accuracy == b.gold.class_accuracy
@@ -366,17 +354,17 @@ def _no_trace(err: str) -> None:
 
 
 @needs_data
-def test_missing_files_are_one_line_errors(safety, tmp_path, rbrc):
+def test_missing_files_are_one_line_errors(safety_dir, tmp_path, rbrc):
     probs = _jsonl(tmp_path / "probs.jsonl", _label_probs(gold_rows(shortest=False)))
     cases = [
-        (("eval", safety, "--report", tmp_path / "r", "--gold", tmp_path / "none.jsonl", "--probs", probs),
+        (("eval", safety_dir, "--report", tmp_path / "r", "--gold", tmp_path / "none.jsonl", "--probs", probs),
          "none.jsonl: no such file"),
-        (("eval", safety, "--report", tmp_path / "r", "--gold", GOLD, "--probs", tmp_path / "nope.jsonl"),
+        (("eval", safety_dir, "--report", tmp_path / "r", "--gold", GOLD, "--probs", tmp_path / "nope.jsonl"),
          "nope.jsonl: no such file"),
         (("eval", tmp_path / "nothing", "--report", tmp_path / "r", "--gold", GOLD, "--probs", probs),
          "nothing"),
-        (("eval", safety, "--report", tmp_path / "r", "--comparisons", tmp_path / "c.jsonl"), "c.jsonl"),
-        (("eval", safety, "--report", tmp_path / "r", "--gold", GOLD, "--grader", tmp_path / "no-model"),
+        (("eval", safety_dir, "--report", tmp_path / "r", "--comparisons", tmp_path / "c.jsonl"), "c.jsonl"),
+        (("eval", safety_dir, "--report", tmp_path / "r", "--gold", GOLD, "--grader", tmp_path / "no-model"),
          "cannot load grader"),
     ]
     for args, needle in cases:
@@ -393,8 +381,8 @@ def test_missing_files_are_one_line_errors(safety, tmp_path, rbrc):
     (("--probs", "p.jsonl", "--comparisons", "c.jsonl"), "give --gold too"),
     (("--comparisons", "c.jsonl", "--calibrate"), "--calibrate fits on a gold set"),
 ])
-def test_usage_mistakes_exit_2(safety, tmp_path, rbrc, args, needle):
-    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", *args)
+def test_usage_mistakes_exit_2(safety_dir, tmp_path, rbrc, args, needle):
+    code, _, err = rbrc("eval", safety_dir, "--report", tmp_path / "r", *args)
     assert code == 2 and needle in err
     _no_trace(err)
 
@@ -406,7 +394,7 @@ def _gold_line(**change) -> dict:
 
 
 @needs_data
-def test_bad_gold_lines_are_located(safety, tmp_path, rbrc):
+def test_bad_gold_lines_are_located(safety_dir, tmp_path, rbrc):
     good = gold_rows(3)
     props = dict(good[0]["propositions"])
     del props["apology"]
@@ -416,7 +404,7 @@ def test_bad_gold_lines_are_located(safety, tmp_path, rbrc):
     lines[1] = {k: v for k, v in lines[1].items() if v is not None}
     gold = _jsonl(tmp_path / "gold.jsonl", lines)
     probs = _jsonl(tmp_path / "p.jsonl", _label_probs(good[:1] * 4))
-    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", gold, "--probs", probs)
+    code, _, err = rbrc("eval", safety_dir, "--report", tmp_path / "r", "--gold", gold, "--probs", probs)
     assert code == 1
     assert "gold.jsonl:2:1: error[E0303]: the gold line has no `propositions`" in err
     assert "gold.jsonl:3:" in err and "missing label" in err and "apology" in err
@@ -428,37 +416,37 @@ def test_bad_gold_lines_are_located(safety, tmp_path, rbrc):
 
 @needs_data
 @pytest.mark.parametrize("value", [1.5, -0.25, "NaN", "\"high\""])
-def test_probabilities_out_of_range_are_located(safety, tmp_path, rbrc, value):
+def test_probabilities_out_of_range_are_located(safety_dir, tmp_path, rbrc, value):
     rows = gold_rows(4)
     gold = _jsonl(tmp_path / "gold.jsonl", rows)
     lines = [json.dumps(p) for p in _label_probs(rows)]
     lines[2] = lines[2].replace('"judgement": 1.0', f'"judgement": {value}').replace(
         '"judgement": 0.0', f'"judgement": {value}')
     (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
-    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", gold, "--probs", tmp_path / "p.jsonl")
+    code, _, err = rbrc("eval", safety_dir, "--report", tmp_path / "r", "--gold", gold, "--probs", tmp_path / "p.jsonl")
     assert code == 1 and "p.jsonl:3:" in err and "error[E0304]" in err and "`judgement`" in err, err
     _no_trace(err)
 
 
 @needs_data
-def test_probabilities_that_do_not_fit_the_gold_set(safety, tmp_path, rbrc):
+def test_probabilities_that_do_not_fit_the_gold_set(safety_dir, tmp_path, rbrc):
     rows = gold_rows(4)
     gold = _jsonl(tmp_path / "gold.jsonl", rows)
     short = _jsonl(tmp_path / "short.jsonl", _label_probs(rows[:3]))
-    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", gold, "--probs", short)
+    code, _, err = rbrc("eval", safety_dir, "--report", tmp_path / "r", "--gold", gold, "--probs", short)
     assert code == 1 and "3 probability lines for 4 gold lines" in err
     named = _jsonl(tmp_path / "named.jsonl", [dict(p, line=9) for p in _label_probs(rows[:1])])
-    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--gold", gold, "--probs", named)
+    code, _, err = rbrc("eval", safety_dir, "--report", tmp_path / "r", "--gold", gold, "--probs", named)
     assert code == 1 and "named.jsonl:1:" in err and "line 9 of" in err
     _no_trace(err)
 
 
 @needs_data
-def test_report_folder_rules(safety, tmp_path, rbrc):
+def test_report_folder_rules(safety_dir, tmp_path, rbrc):
     rows = gold_rows(20)
     gold = _jsonl(tmp_path / "gold.jsonl", rows)
     probs = _jsonl(tmp_path / "p.jsonl", _label_probs(rows))
-    args = ("eval", safety, "--gold", gold, "--probs", probs, "--report")
+    args = ("eval", safety_dir, "--gold", gold, "--probs", probs, "--report")
     # a folder that cannot be made: under a regular file
     blocker = write(tmp_path / "file.txt", "keep me\n")
     code, _, err = rbrc(*args, blocker / "report")
@@ -489,22 +477,22 @@ def test_report_folder_rules(safety, tmp_path, rbrc):
 
 
 @needs_data
-def test_bad_comparison_lines(safety, tmp_path, rbrc):
-    policy = load_policy(safety)
+def test_bad_comparison_lines(safety_dir, tmp_path, rbrc):
+    policy = load_policy(safety_dir)
     rows = _comparisons(policy, gold_rows(shortest=False), prompts=2, per_prompt=2)
     rows[0] = dict(rows[0], completion_label="superb")
     rows[1] = dict(rows[1], rm_score=float("nan"))
     rows[2] = {k: v for k, v in rows[2].items() if k != "propositions"}
     data = tmp_path / "cmp.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))  # json writes NaN, which json reads back
-    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--comparisons", data)
+    code, _, err = rbrc("eval", safety_dir, "--report", tmp_path / "r", "--comparisons", data)
     assert code == 1
     assert "cmp.jsonl:1:" in err and "`completion_label` \"superb\"" in err
     assert "cmp.jsonl:2:" in err and "`rm_score` is NaN" in err
     _no_trace(err)
     # without propositions and without a grader: says which line and what to give
     _jsonl(data, [r for r in rows[2:]])
-    code, _, err = rbrc("eval", safety, "--report", tmp_path / "r", "--comparisons", data)
+    code, _, err = rbrc("eval", safety_dir, "--report", tmp_path / "r", "--comparisons", data)
     assert code == 1 and "cmp.jsonl:1:1: error[E0303]" in err and "--grader" in err
     _no_trace(err)
     assert not (tmp_path / "r").exists()

@@ -14,10 +14,10 @@ from rbrlang.fit import fit_policy
 from rbrlang.fit.solver import PairProblem, _line_search, _Risk, solve
 from rbrlang.policy import load_policy
 
-from .conftest import MINIMAL, ROOT, gold_rows, write
+from tests.support.files import SAFETY, gold_rows, write
+from tests.support.policies import MINIMAL
 from .support.comparisons import gold_prompts, make_comparisons, write_jsonl
 
-SAFETY = ROOT / "compiled" / "safety"
 TWO = MINIMAL.replace('route "C-R" -> r\n', 'response s {\n  good = a\n  bad  = not a\n}\n\n'
                       'route "C-R" -> r\nroute "C-S" -> s\n')
 
@@ -219,29 +219,23 @@ def test_split_is_by_prompt_and_bias_centres_the_rbr_term(comply_split):
 
 # --- rbrc fit ------------------------------------------------------------------------------
 
-@pytest.fixture
-def safety(tmp_path):
-    folder = tmp_path / "safety"
-    shutil.copytree(SAFETY, folder)  # never write into the repository's compiled/
-    return folder
 
-
-def test_rbrc_fit_on_safety_writes_weights_the_policy_uses(safety, tmp_path, rbrc):
+def test_rbrc_fit_on_safety_writes_weights_the_policy_uses(safety_dir, tmp_path, rbrc):
     import torch
 
-    policy = load_policy(safety)
+    policy = load_policy(safety_dir)
     rows = make_comparisons(policy, seed=21)
     data = write_jsonl(tmp_path / "comparisons.jsonl", rows)
-    code, out, err = rbrc("fit", safety, "--data", data)
+    code, out, err = rbrc("fit", safety_dir, "--data", data)
     assert code == 0, err
     header = out.splitlines()[0].split()
     assert header[:2] == ["response", "type"] and "RM" in header
     for name in policy.response_types:
         assert any(line.startswith(name + " ") for line in out.splitlines()), out
     assert "wrote weights for 4 response types" in err
-    fitted = load_policy(safety)
+    fitted = load_policy(safety_dir)
     assert set(fitted.weights) == set(policy.response_types)
-    doc = json.loads((safety / "weights.json").read_text())
+    doc = json.loads((safety_dir / "weights.json").read_text())
     import hashlib
     assert doc["response_types"]["comply"]["data_sha256"] == hashlib.sha256(data.read_bytes()).hexdigest()
     for name, fw in fitted.weights.items():
@@ -252,14 +246,14 @@ def test_rbrc_fit_on_safety_writes_weights_the_policy_uses(safety, tmp_path, rbr
         assert fw.metrics["val_error"] is not None and fw.metrics["rm_val_error"] is not None
 
 
-def test_rbrc_fit_options_reach_the_weights(safety, tmp_path, rbrc):
-    policy = load_policy(safety)
+def test_rbrc_fit_options_reach_the_weights(safety_dir, tmp_path, rbrc):
+    policy = load_policy(safety_dir)
     data = write_jsonl(tmp_path / "c.jsonl", make_comparisons(policy, seed=2, response_types=["hard_refuse"],
                                                               rm=False))
-    code, out, err = rbrc("fit", safety, "--data", data, "--decay", "0.01", "--margin", "2", "--seed", "4",
+    code, out, err = rbrc("fit", safety_dir, "--data", data, "--decay", "0.01", "--margin", "2", "--seed", "4",
                           "--val-fraction", "0.3")
     assert code == 0, err
-    fw = load_policy(safety).weights["hard_refuse"]
+    fw = load_policy(safety_dir).weights["hard_refuse"]
     assert (fw.decay, fw.margin) == (0.01, 2.0)
     assert fw.metrics["seed"] == 4 and fw.metrics["val_fraction"] == 0.3
     assert fw.metrics["rm_val_error"] is None  # no RM scores in the data: the RBR term alone
@@ -268,9 +262,9 @@ def test_rbrc_fit_options_reach_the_weights(safety, tmp_path, rbrc):
 
 @pytest.mark.parametrize("option, value", [("--decay", "0"), ("--decay", "-1"), ("--decay", "nan"),
                                            ("--margin", "0"), ("--val-fraction", "1"), ("--val-fraction", "-0.1")])
-def test_rbrc_fit_refuses_bad_settings(safety, tmp_path, rbrc, option, value):
+def test_rbrc_fit_refuses_bad_settings(safety_dir, tmp_path, rbrc, option, value):
     data = write_jsonl(tmp_path / "c.jsonl", [])
-    code, _, err = rbrc("fit", safety, "--data", data, option, value)
+    code, _, err = rbrc("fit", safety_dir, "--data", data, option, value)
     assert code == 2 and "rbrc fit: error:" in err and "Traceback" not in err
 
 
@@ -370,20 +364,20 @@ def test_prompts_and_response_types_without_pairs_are_warnings(two, tmp_path, rb
     assert set(load_policy(folder).weights) == {"r"}
 
 
-def test_no_usable_pairs_is_an_error_not_a_zero_weight_file(safety, tmp_path, rbrc):
+def test_no_usable_pairs_is_an_error_not_a_zero_weight_file(safety_dir, tmp_path, rbrc):
     """The gold file: one completion per prompt (labels derived from its propositions)."""
-    policy = load_policy(safety)
+    policy = load_policy(safety_dir)
     rows = []
     for r in gold_rows(40):
         rt = policy.route(r["category"]) if r.get("category") in policy.routes else \
             policy.response_type(r["response_type"]).name
         rows.append({**r, "completion_label": policy.classify(rt, r["propositions"])})
     data = write(tmp_path / "gold.jsonl", lines_of(rows))
-    code, out, err = rbrc("fit", safety, "--data", data)
+    code, out, err = rbrc("fit", safety_dir, "--data", data)
     assert code == 1, err
     assert "error[E0310]" in err and "no usable pairs" in err
     assert "warning[W0308]" in err and "more prompts give no pair" in err
-    assert not (safety / "weights.json").exists()
+    assert not (safety_dir / "weights.json").exists()
     with pytest.raises(DataError):
         read_comparisons(policy, data)
 

@@ -9,7 +9,7 @@ from rbrlang.compiler.fmt import format_source
 from rbrlang.source import SourceFile, read_source
 from rbrlang.compiler.syntax.parser import parse_source
 
-from .conftest import GOLDEN, ROOT, golden, write
+from tests.support.files import GOLDEN, ROOT, golden, write
 
 CASES = sorted((GOLDEN / "format").glob("*.rbr"))
 

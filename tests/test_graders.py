@@ -15,25 +15,20 @@ import torch
 
 import rbrlang
 from rbrlang.errors import GraderError, UsageError
-from rbrlang.policy import load_policy
 from rbrlang.runtime import BACKENDS, Grader, GraderOptions, GraderWarning, HFGrader, OpenAIGrader, load_grader
 from rbrlang.runtime.base import BaseGrader, answer_probability, file_fingerprint
 from tests.support.completions_server import Behaviour, CompletionsServer
-
-from .conftest import MINIMAL, ROOT, SHARED, gold_rows, write
+from tests.support.files import SAFETY, SHARED, gold_rows, write
+from tests.support.policies import MINIMAL
 
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")
 pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")
 
 
 @pytest.fixture(scope="module")
-def safety():
-    return load_policy(ROOT / "compiled/safety")
-
-
-@pytest.fixture(scope="module")
-def hf(tiny_model_dir):
-    return HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", dtype="float32")
+def hf(grader):
+    """The in-process grader (these tests call the clients they make `grader`)."""
+    return grader
 
 
 @pytest.fixture
@@ -248,7 +243,7 @@ def test_rbrc_grade_with_a_server(rbrc, tiny_model_dir, hf, safety, serve, tmp_p
                                         "category": r.get("category", "C-R")}) + "\n" for r in rows))
     out = tmp_path / "out.jsonl"
     server = serve()
-    code, _, err = rbrc("grade", ROOT / "compiled/safety", "--data", data, "--grader", tiny_model_dir,
+    code, _, err = rbrc("grade", SAFETY, "--data", data, "--grader", tiny_model_dir,
                         "--backend", "openai", "--base-url", server.url, "--no-cache", "-o", out)
     assert code == 0, err
     got = [json.loads(line) for line in out.read_text().splitlines()]
@@ -257,25 +252,22 @@ def test_rbrc_grade_with_a_server(rbrc, tiny_model_dir, hf, safety, serve, tmp_p
         assert max(abs(row["propositions"][n] - float(want[i, j]))
                    for j, n in enumerate(safety.proposition_names)) < 1e-5
     assert server.behaviour.requests >= 1
-    code, _, err = rbrc("grade", ROOT / "compiled/safety", "--data", data, "--grader", tiny_model_dir,
+    code, _, err = rbrc("grade", SAFETY, "--data", data, "--grader", tiny_model_dir,
                         "--base-url", server.url, "-o", tmp_path / "o2.jsonl")
     assert code == 2 and "--base-url is for --backend openai" in err
 
 
-def test_answer_mass_warning_counts_only_the_models_gradings(tiny_model_dir, tmp_path):
+def test_answer_mass_warning_counts_only_the_models_gradings(tiny_grader, tmp_path):
     """A `matches` proposition is answered by its pattern (mass 1): it is not a grading the
     warning counts, in the low ones or in the total."""
     import warnings as _warnings
 
     import rbrlang
-    from rbrlang.runtime import HFGrader
     from rbrlang.runtime.base import GraderWarning
-
-    from .conftest import MINIMAL, write
 
     policy = rbrlang.compile_file(write(tmp_path / "m.rbr", MINIMAL.replace(
         "classes", "proposition empty = matches /^$/\n\nclasses", 1)))
-    grader = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", min_answer_mass=1.01)  # every grading is low
+    grader = tiny_grader(min_answer_mass=1.01)  # every grading is low
     with _warnings.catch_warnings(record=True) as caught:
         _warnings.simplefilter("always")
         grades = grader.grade_detailed(policy, [[{"role": "user", "content": "hi"}]] * 3, ["a", "b", ""])

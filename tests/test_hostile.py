@@ -12,10 +12,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
-import threading
-import time
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -24,11 +20,11 @@ from hypothesis import strategies as st
 from rbrlang import diagnostics as dg
 from rbrlang.errors import InputError
 
-from .conftest import MINIMAL, ROOT, write
+from tests.support.files import SAFETY, write
+from tests.support.policies import MINIMAL
 
 pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")  # random weights: low mass
 
-SAFETY = ROOT / "compiled" / "safety"
 LINE = {"prompt": [{"role": "user", "content": "Hello?"}], "completion": "Hi.", "category": "C-R"}
 
 # Text that `json.loads` takes but no reader should: each is refused with a reason.
@@ -60,9 +56,9 @@ def test_parse_json_refuses_what_json_loads_takes_or_crashes_on(name):
     assert says in caught.value.message and 0 <= caught.value.position < len(text)
 
 
-def test_classify_locates_nan_at_its_field(minimal, tmp_path, rbrc):
+def test_classify_locates_nan_at_its_field(minimal_dir, tmp_path, rbrc):
     labels = write(tmp_path / "l.jsonl", '{"response_type": "r", "propositions": {"a": NaN, "b": 1e999}}\n')
-    code, _, err = rbrc("classify", minimal[1], "--labels", labels)
+    code, _, err = rbrc("classify", minimal_dir, "--labels", labels)
     assert code == 1 and f"{labels}:1:41: error[E0304]: label `a` is NaN" in err
 
 
@@ -109,15 +105,6 @@ def test_a_named_pipe_is_refused_not_waited_on(fifo, tmp_path, rbrc):
 
 # --- JSON-lines readers: classify, grade, fit ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def minimal(tmp_path_factory):
-    from rbrlang.cli import main
-    from rbrlang.policy import load_policy
-
-    folder = tmp_path_factory.mktemp("minimal")
-    assert main(["compile", str(write(folder / "p.rbr", MINIMAL)), "-o", str(folder / "compiled")]) == 0
-    return load_policy(folder / "compiled"), folder / "compiled"
-
 
 def readers(policy):
     """Every JSON-lines reader, each as path -> list of results or diagnostics
@@ -145,7 +132,7 @@ def assert_located(results, path, lines: int):
 
 @pytest.mark.parametrize("name", sorted(set(HOSTILE_JSON) - NUMBERS))
 def test_every_reader_locates_a_hostile_line(minimal, tmp_path, name):
-    policy, _ = minimal
+    policy = minimal
     text, says = HOSTILE_JSON[name]
     path = tmp_path / "in.jsonl"
     path.write_text(json.dumps(LINE) + "\n" + text + "\n", encoding="utf-8")
@@ -162,14 +149,14 @@ def test_an_over_long_line_is_one_located_error_and_the_rest_is_read(minimal, tm
     path = tmp_path / "in.jsonl"
     long = dict(LINE, completion="x" * 5000)
     path.write_text("".join(json.dumps(r) + "\n" for r in (LINE, long, LINE)), encoding="utf-8")
-    got = list(read_items(minimal[0], path))
+    got = list(read_items(minimal, path))
     assert isinstance(got[1], dg.Diagnostic) and got[1].span.line == 2 and "longer than" in got[1].message
     assert [g.line for g in (got[0], got[2])] == [1, 3]
 
 
-def test_grade_reports_a_lone_surrogate_at_its_line_and_keep_going_grades_the_rest(minimal, tmp_path, rbrc,
+def test_grade_reports_a_lone_surrogate_at_its_line_and_keep_going_grades_the_rest(minimal_dir, tmp_path, rbrc,
                                                                                  tiny_model_dir):
-    _, compiled = minimal
+    compiled = minimal_dir
     bad = json.dumps(LINE)[:-1] + ', "completion": "\\udcff"}'  # a later key wins: the completion
     data = write(tmp_path / "in.jsonl", "\n".join([json.dumps(LINE), bad, json.dumps(LINE)]) + "\n")
     out = tmp_path / "o.jsonl"
@@ -212,7 +199,7 @@ HOSTILE_LINES = st.one_of(
                                                                    HealthCheck.too_slow])
 @given(lines=st.lists(HOSTILE_LINES, min_size=1, max_size=4))
 def test_property_every_reader_gives_results_or_located_errors(minimal, tmp_path, lines):
-    policy, _ = minimal
+    policy = minimal
     path = tmp_path / "h.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     for reader, read in readers(policy).items():
@@ -222,34 +209,23 @@ def test_property_every_reader_gives_results_or_located_errors(minimal, tmp_path
 # --- the server ---------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def torch_one_thread():
-    torch = pytest.importorskip("torch")
+def torch_one_thread(torch_one_thread):
+    """conftest's one torch thread; the server's tests also need the server's packages."""
     pytest.importorskip("starlette")
     pytest.importorskip("uvicorn")
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a CPU shared with other jobs spin against each other
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def grader(torch_one_thread, tiny_model_dir):
-    from rbrlang.runtime import HFGrader
-
-    return HFGrader.from_pretrained(str(tiny_model_dir))
 
 
 LIMIT = 512 << 10  # the served app's body limit: room for a hopeless response, small enough to pass quickly
 
 
 @pytest.fixture(scope="module")
-def served(minimal, grader):
+def served(torch_one_thread, minimal, grader):
     """The minimal policy (2 propositions: cheap to grade) with small limits, served."""
     from rbrlang.rewards import RBRReward
     from rbrlang.serve import create_app
     from tests.support.serving import running_server
 
-    app = create_app(RBRReward(minimal[0], grader), max_batch=8, batch_window_ms=1, max_body=LIMIT,
+    app = create_app(RBRReward(minimal, grader), max_batch=8, batch_window_ms=1, max_body=LIMIT,
                      max_samples=4)
     with running_server(app) as (url, _):
         yield url, app
@@ -416,13 +392,8 @@ def test_a_causal_lm_as_reward_model_is_refused_unless_allowed(torch_one_thread,
     assert HFRewardModel.from_pretrained(str(build_tiny_rm(tmp_path / "rm", tiny_model_dir))) is not None
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_rbrc_serve_refuses_a_causal_lm_as_rm_in_one_line_before_serving(torch_one_thread, tiny_model_dir, rbrc):
+    from tests.support.serving import free_port
     code, _, err = rbrc("serve", SAFETY, "--grader", tiny_model_dir, "--rm", tiny_model_dir, "--port", free_port())
     lines = [x for x in err.splitlines() if x.startswith("rbrc serve:")]
     assert code == 1 and len(lines) == 1 and "Traceback" not in err, err
@@ -430,36 +401,12 @@ def test_rbrc_serve_refuses_a_causal_lm_as_rm_in_one_line_before_serving(torch_o
 
 
 def test_the_first_ctrl_c_stops_within_the_grace_period_and_exits_130(tiny_model_dir):
-    from tests.support.serving import http
+    from tests.support.serving import signal_with_a_request_in_flight
 
-    port = free_port()
     # A batch window of ten minutes holds the request in the server; the grace period is 1 s.
-    proc = subprocess.Popen([sys.executable, "-m", "rbrlang.cli", "serve", str(SAFETY), "--grader",
-                             str(tiny_model_dir), "--port", str(port), "--batch-window-ms", "600000",
-                             "--grace-s", "1", "--log-level", "warning"],
-                            cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    answer = {}
-    sender = threading.Thread(target=lambda: answer.update(r=post(url, sample_body(1))))
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if http().get(url + "/health", timeout=5).status_code == 200:
-                    break
-            except http().TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.2)
-        sender.start()
-        while http().get(url + "/health", timeout=5).json()["in_flight"] < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=60)  # not the ten-minute window
-    sender.join(timeout=60)
-    err = proc.stderr.read()
+    code, err, answer = signal_with_a_request_in_flight(
+        [SAFETY, "--grader", tiny_model_dir, "--batch-window-ms", "600000", "--grace-s", "1", "--log-level", "warning"],
+        lambda url: post(url, sample_body(1)), signal.SIGINT)
     assert code == 130 and "Traceback" not in err, err
     # Past the grace period the request is told, not dropped.
     assert answer["r"].status_code == 503 and "shutting down" in answer["r"].json()["error"]

@@ -11,23 +11,12 @@ import torch
 
 from rbrlang.errors import PolicyError
 from rbrlang.integrations.trl import reward_function
-from rbrlang.policy import load_policy
-from rbrlang.runtime import HFGrader
 
-from .conftest import ROOT, SHARED, gold_rows
+from tests.support.files import SHARED, gold_rows
+from tests.support.policies import copy_safety
 
 pytestmark = [pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning"),
               pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")]
-
-
-@pytest.fixture(scope="module")
-def safety():
-    return load_policy(ROOT / "compiled/safety")
-
-
-@pytest.fixture(scope="module")
-def grader(tiny_model_dir):
-    return HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
 
 
 def call_like_trl(func, prompts, completions, **columns):
@@ -67,14 +56,7 @@ def test_conversational_and_plain_prompts(safety, grader):
 
 
 def test_unrouted_prompts_are_none_for_trl(tmp_path, grader):
-    import json
-    import shutil
-
-    folder = tmp_path / "safety"
-    shutil.copytree(ROOT / "compiled/safety", folder)
-    doc = json.loads((folder / "policy.json").read_text())
-    doc["default_route"] = None
-    (folder / "policy.json").write_text(json.dumps(doc))
+    folder = copy_safety(tmp_path / "safety", lambda doc: doc.update(default_route=None))
     func = reward_function(folder, grader, name="safety_rbr")
     got, metrics, extra = call_like_trl(func, ["hi", "hello"], ["hey", "yo"], category=["elsewhere", "C-R"])
     assert torch.isnan(got[0]) and not torch.isnan(got[1])

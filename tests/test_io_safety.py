@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MINIMAL, write
+from tests.support.files import SHARED, write
+from tests.support.policies import MINIMAL
 
 ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_non_root = pytest.mark.skipif(ROOT_USER, reason="root writes into read-only folders")
@@ -208,8 +209,6 @@ def test_fmt_of_a_read_only_file_is_one_line(work, rbrc):
 # --- rbrc import-yaml -o ----------------------------------------------------------------
 
 def test_import_yaml_never_overwrites_another_file(work, rbrc):
-    from .conftest import SHARED
-
     yaml = SHARED / "proposition_prompts.yaml"
     if not yaml.is_file():
         pytest.skip("needs the shared YAML policy")
@@ -356,14 +355,12 @@ def test_tiny_grader_writes_a_model_and_refuses_other_folders(work, rbrc, umask_
     assert AutoTokenizer.from_pretrained(folder).chat_template
 
 
-def test_grade_file_library_keeps_the_same_rules(graded, tiny_model_dir):
+def test_grade_file_library_keeps_the_same_rules(graded, grader):
     from rbrlang.data.grade import grade_file
     from rbrlang.errors import PathError
     from rbrlang.policy import load_policy
-    from rbrlang.runtime import HFGrader
 
     policy = load_policy(graded / "compiled")
-    grader = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
     write(graded / "notes.txt", "mine\n")
     with pytest.raises(PathError, match="notes.txt: exists and is not an earlier `rbrc grade` output"):
         grade_file(policy, grader, graded / "in.jsonl", graded / "notes.txt", progress=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from tests.support.files import ROOT, SAFETY
 
 PACKAGE = ROOT / "rbrlang"
 # Which rbrlang packages each may import (besides errors, diagnostics, source).
@@ -100,7 +100,7 @@ def test_trainer_side_imports_neither_lark_nor_dd():
         "import sys\n"
         "import rbrlang.policy, rbrlang.runtime, rbrlang.rewards, rbrlang.data.comparisons, rbrlang.fit\n"
         "import rbrlang.integrations.trl, rbrlang.integrations.verl\n"
-        f"p = rbrlang.policy.load_policy({str(ROOT / 'compiled/safety')!r})\n"
+        f"p = rbrlang.policy.load_policy({str(SAFETY)!r})\n"
         "import torch\n"
         "p.reward('comply', p.features('comply', torch.zeros(1, len(p.proposition_names))))\n"
         "bad = [m for m in sys.modules if m in ('lark', 'dd') or m.startswith(('lark.', 'dd.', 'rbrlang.compiler'))]\n"

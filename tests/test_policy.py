@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,12 +14,8 @@ from rbrlang.policy.patterns import compile_pattern, strip_verbose
 
 REGEX_FLAGS = {"i": re.IGNORECASE, "m": re.MULTILINE, "s": re.DOTALL, "x": re.VERBOSE}
 
-from .conftest import MINIMAL, ROOT, write
-
-
-@pytest.fixture(scope="module")
-def safety():
-    return load_policy(ROOT / "compiled/safety")
+from tests.support.files import SAFETY, write
+from tests.support.policies import MINIMAL, edit_document
 
 
 def test_render_uses_transcript_and_response(safety):
@@ -85,7 +80,7 @@ def test_classify_boolean_labels(safety):
 def test_class_probabilities_exact_and_normalised(safety):
     torch.manual_seed(0)
     probs = torch.rand(16, len(safety.propositions), dtype=torch.float64)
-    doc = json.loads((ROOT / "compiled/safety/policy.json").read_text())
+    doc = json.loads((SAFETY / "policy.json").read_text())
     defines = {d["name"]: logic.from_json(d["expr"]) for d in doc["defines"]}
     for rt in doc["response_types"]:
         out = safety.class_probabilities(rt["name"], probs)
@@ -225,22 +220,12 @@ def test_classify_names_unknown_propositions(safety):
 
 
 # --- loading a compiled folder ----------------------------------------------------------------------------------
-@pytest.fixture
-def safety_copy(tmp_path):
-    import shutil
-    return Path(shutil.copytree(ROOT / "compiled/safety", tmp_path / "safety"))
 
 
-def _edit_document(folder: Path, edit) -> None:
-    doc = json.loads((folder / "policy.json").read_text())
-    edit(doc)
-    (folder / "policy.json").write_text(json.dumps(doc))
-
-
-def test_load_policy_takes_the_folder_or_its_policy_json(safety_copy):
-    by_folder, by_file = load_policy(safety_copy), load_policy(safety_copy / "policy.json")
+def test_load_policy_takes_the_folder_or_its_policy_json(safety_dir):
+    by_folder, by_file = load_policy(safety_dir), load_policy(safety_dir / "policy.json")
     assert by_folder == by_file and by_file.name == "safety"
-    assert load_policy(str(safety_copy / "policy.json")).proposition_names == by_folder.proposition_names
+    assert load_policy(str(safety_dir / "policy.json")).proposition_names == by_folder.proposition_names
 
 
 def test_load_policy_explains_a_source_path(tmp_path):
@@ -272,30 +257,30 @@ def test_a_folder_of_compiled_policies_is_named(tmp_path):
         load_policy(tmp_path / "compiled")
 
 
-def test_load_policy_refuses_an_edited_template(safety_copy):
-    template = safety_copy / "templates" / "apology.jinja"
+def test_load_policy_refuses_an_edited_template(safety_dir):
+    template = safety_dir / "templates" / "apology.jinja"
     template.write_text(template.read_text() + "Answer yes.\n")
     with pytest.raises(PolicyError, match=r"apology\.jinja.*edited after compiling.*recompile"):
-        load_policy(safety_copy)
+        load_policy(safety_dir)
     template.unlink()
     with pytest.raises(PolicyError, match=r"apology\.jinja.*missing"):
-        load_policy(safety_copy)
+        load_policy(safety_dir)
 
 
-def test_load_policy_refuses_template_paths_outside_the_folder(safety_copy):
+def test_load_policy_refuses_template_paths_outside_the_folder(safety_dir):
     def edit(doc):
         doc["propositions"][0]["template"] = "../../etc/passwd"
-    _edit_document(safety_copy, edit)
+    edit_document(safety_dir, edit)
     with pytest.raises(PolicyError, match=r"etc/passwd.*not a path inside the compiled folder"):
-        load_policy(safety_copy)
+        load_policy(safety_dir)
 
 
-def test_load_policy_refuses_a_template_without_its_hash(safety_copy):
+def test_load_policy_refuses_a_template_without_its_hash(safety_dir):
     def edit(doc):
         next(p for p in doc["propositions"] if p["kind"] == "grader").pop("template_sha256")
-    _edit_document(safety_copy, edit)
+    edit_document(safety_dir, edit)
     with pytest.raises(PolicyError, match="template_sha256"):
-        load_policy(safety_copy)
+        load_policy(safety_dir)
 
 
 @pytest.mark.parametrize("text, message", [
@@ -308,18 +293,18 @@ def test_load_policy_refuses_a_template_without_its_hash(safety_copy):
     ('{"format": 0, "propositions": []}', r"format 0.*recompile"),
     ('{"format": 1, "propositions": []}', "malformed"),
 ])
-def test_load_policy_refuses_malformed_documents(safety_copy, text, message):
-    (safety_copy / "policy.json").write_text(text)
+def test_load_policy_refuses_malformed_documents(safety_dir, text, message):
+    (safety_dir / "policy.json").write_text(text)
     with pytest.raises(PolicyError, match=message) as info:
-        load_policy(safety_copy / "policy.json")
-    assert str(safety_copy / "policy.json") in str(info.value)
+        load_policy(safety_dir / "policy.json")
+    assert str(safety_dir / "policy.json") in str(info.value)
 
 
-def test_load_policy_reports_a_wrong_format_before_reading_templates(safety_copy):
-    _edit_document(safety_copy, lambda doc: doc.update(format=2))
-    (safety_copy / "templates" / "apology.jinja").unlink()
+def test_load_policy_reports_a_wrong_format_before_reading_templates(safety_dir):
+    edit_document(safety_dir, lambda doc: doc.update(format=2))
+    (safety_dir / "templates" / "apology.jinja").unlink()
     with pytest.raises(PolicyError, match="format 2"):
-        load_policy(safety_copy)
+        load_policy(safety_dir)
 
 
 # --- `matches` at runtime: RE2 ----------------------------------------------------------------------------------
@@ -372,12 +357,12 @@ def test_matches_takes_text_a_strict_encoder_refuses(tmp_path):
         policy.matches("p", b"ok")
 
 
-def test_a_pattern_re2_cannot_run_is_refused_when_loading(safety_copy):
+def test_a_pattern_re2_cannot_run_is_refused_when_loading(safety_dir):
     def edit(doc):
         doc["propositions"].append({"name": "twice", "kind": "matches", "pattern": "(a)\\1", "flags": ""})
-    _edit_document(safety_copy, edit)
+    edit_document(safety_dir, edit)
     with pytest.raises(PolicyError, match=r"policy\.json: proposition `twice`.*\(a\)\\1.*invalid escape.*recompile"):
-        load_policy(safety_copy)
+        load_policy(safety_dir)
 
 
 def test_strip_verbose_agrees_with_python(tmp_path):
@@ -400,10 +385,10 @@ def test_the_rows_read_back_exactly_what_codegen_wrote():
     the rows are the whole contract, and the loader and codegen share them."""
     from rbrlang.policy.format import PolicyDocument, dump_document
 
-    raw = (ROOT / "compiled/safety/policy.json").read_bytes()
+    raw = (SAFETY / "policy.json").read_bytes()
     doc = PolicyDocument.from_json(json.loads(raw))
     assert dump_document(doc.to_json()) == raw
-    policy = load_policy(ROOT / "compiled/safety")
+    policy = load_policy(SAFETY)
     assert policy.document == doc
     assert [rt.scores for rt in policy.response_types.values()] == [(1.0, 0.75, 0.5, 0.25, 0.0)] * 4
 
@@ -440,44 +425,44 @@ def _set(*path, value=None, drop=False):
     (_set("default_route", value="nowhere"), r"\(default_route: no response type `nowhere`\)"),
     (lambda doc: doc["propositions"].append(doc["propositions"][0]), r"\(propositions: `apology` twice\)"),
 ])
-def test_a_malformed_document_names_the_row_and_key(safety_copy, edit, where):
-    _edit_document(safety_copy, edit)
+def test_a_malformed_document_names_the_row_and_key(safety_dir, edit, where):
+    edit_document(safety_dir, edit)
     with pytest.raises(PolicyError, match=where) as info:
-        load_policy(safety_copy)
+        load_policy(safety_dir)
     message = str(info.value)
-    assert message.startswith(f"{safety_copy / 'policy.json'}: malformed compiled policy (") and \
+    assert message.startswith(f"{safety_dir / 'policy.json'}: malformed compiled policy (") and \
         message.endswith("; recompile it") and "\n" not in message
 
 
-def test_a_document_from_before_class_scores_gets_evenly_spaced_ones(safety_copy):
+def test_a_document_from_before_class_scores_gets_evenly_spaced_ones(safety_dir):
     def unscored(doc):
         for rt in doc["response_types"]:
             for c in rt["classes"]:
                 del c["score"]
-    _edit_document(safety_copy, unscored)
-    rt = load_policy(safety_copy).response_type("comply")
+    edit_document(safety_dir, unscored)
+    rt = load_policy(safety_dir).response_type("comply")
     assert rt.scores == (1.0, 0.75, 0.5, 0.25, 0.0)
 
 
-def test_a_formula_nested_too_deeply_is_a_policy_error(safety_copy):
-    _edit_document(safety_copy, _set("defines", 0, "expr", value="DEEP"))
-    path = safety_copy / "policy.json"
+def test_a_formula_nested_too_deeply_is_a_policy_error(safety_dir):
+    edit_document(safety_dir, _set("defines", 0, "expr", value="DEEP"))
+    path = safety_dir / "policy.json"
     path.write_text(path.read_text().replace('"DEEP"', '{"not": ' * 100_000 + '"apology"' + "}" * 100_000))
     with pytest.raises(PolicyError, match=r"policy\.json: .*nested too deeply.*recompile"):
-        load_policy(safety_copy)
+        load_policy(safety_dir)
 
 
-def test_the_fitted_files_are_read_only_when_asked_for(safety_copy):
-    (safety_copy / "weights.json").write_text('{"format": 1, "policy": "other", "response_types": {}}')
-    (safety_copy / "calibration.json").write_text("{broken")
+def test_the_fitted_files_are_read_only_when_asked_for(safety_dir):
+    (safety_dir / "weights.json").write_text('{"format": 1, "policy": "other", "response_types": {}}')
+    (safety_dir / "calibration.json").write_text("{broken")
     with pytest.raises(PolicyError, match="calibration.json: not valid JSON"):
-        load_policy(safety_copy)
+        load_policy(safety_dir)
     with pytest.raises(PolicyError, match="weights.json: fitted for policy `other`"):
-        load_policy(safety_copy, calibration="ignore")
-    policy = load_policy(safety_copy, weights="ignore", calibration="ignore")
+        load_policy(safety_dir, calibration="ignore")
+    policy = load_policy(safety_dir, weights="ignore", calibration="ignore")
     assert dict(policy.weights) == {} and policy.calibration is None
     with pytest.raises(ValueError, match="weights='skip'; expected 'check' or 'ignore'"):
-        load_policy(safety_copy, weights="skip")
+        load_policy(safety_dir, weights="skip")
 
 
 def test_a_template_failing_only_on_real_data_is_a_policy_error(tmp_path):
@@ -487,8 +472,6 @@ def test_a_template_failing_only_on_real_data_is_a_policy_error(tmp_path):
 
     import rbrlang
     from rbrlang.errors import PolicyError
-
-    from .conftest import MINIMAL, write
 
     policy = rbrlang.compile_file(write(tmp_path / "m.rbr", MINIMAL))
     bomb = dataclasses.replace(policy.propositions[0],

@@ -11,9 +11,7 @@ import torch
 from rbrlang.data.probabilities import Given, probabilities
 from rbrlang.errors import GraderError, PolicyError
 from rbrlang.policy.calibration import Calibration, PlattMap, platt
-from rbrlang.runtime import HFGrader
 
-from .conftest import MINIMAL, write
 
 pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")
 
@@ -21,22 +19,10 @@ CONVERSATIONS = [[{"role": "user", "content": f"Question {i}?"}] for i in range(
 COMPLETIONS = ["Yes.", "No.", "I can't help with that.", "Sure, here it is.", ""]
 
 
-@pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    from rbrlang.compiler import compile_file
-
-    return compile_file(write(tmp_path_factory.mktemp("min") / "min.rbr", MINIMAL))
-
-
-@pytest.fixture(scope="module")
-def grader(tiny_model_dir):
-    return HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
-
-
-def test_chunks_and_one_call_give_the_grader_s_answers(policy, grader):
-    want = grader.grade_detailed(policy, CONVERSATIONS, COMPLETIONS)
-    one = probabilities(policy, grader, CONVERSATIONS, COMPLETIONS, chunk=None, detailed=True)
-    chunked = probabilities(policy, grader, CONVERSATIONS, COMPLETIONS, chunk=2, progress=True)
+def test_chunks_and_one_call_give_the_grader_s_answers(minimal, grader):
+    want = grader.grade_detailed(minimal, CONVERSATIONS, COMPLETIONS)
+    one = probabilities(minimal, grader, CONVERSATIONS, COMPLETIONS, chunk=None, detailed=True)
+    chunked = probabilities(minimal, grader, CONVERSATIONS, COMPLETIONS, chunk=2, progress=True)
     assert one.p_yes.dtype == np.float64 and one.p_yes.shape == (5, 2) and one.graded == chunked.graded == 5
     np.testing.assert_array_equal(one.p_yes, want.p_yes.double().numpy())
     np.testing.assert_array_equal(one.answer_mass, want.answer_mass.double().numpy())
@@ -44,16 +30,16 @@ def test_chunks_and_one_call_give_the_grader_s_answers(policy, grader):
     assert chunked.answer_mass is None
 
 
-def test_given_rows_stay_and_only_a_grader_s_numbers_are_calibrated(policy, grader):
-    cal = Calibration(policy.name, {"a": PlattMap("a", "", coef=2.0, intercept=0.5)})
+def test_given_rows_stay_and_only_a_grader_s_numbers_are_calibrated(minimal, grader):
+    cal = Calibration(minimal.name, {"a": PlattMap("a", "", coef=2.0, intercept=0.5)})
     values = np.full((3, 2), np.nan)
     values[0] = [1.0, 0.0]  # human booleans
     values[1] = [0.3, 0.6]  # a grader's numbers, given on the line
     soft = np.array([[False, False], [True, True], [False, False]])
     given = Given(values, soft, np.array([False, False, True]))  # row 2: graded here
-    raw = probabilities(policy, grader, CONVERSATIONS[:3], COMPLETIONS[:3], given=given, calibration=None)
+    raw = probabilities(minimal, grader, CONVERSATIONS[:3], COMPLETIONS[:3], given=given, calibration=None)
     assert raw.graded == 1
-    graded = grader.grade(policy, CONVERSATIONS[2:3], COMPLETIONS[2:3]).double().numpy()[0]
+    graded = grader.grade(minimal, CONVERSATIONS[2:3], COMPLETIONS[2:3]).double().numpy()[0]
     np.testing.assert_array_equal(raw.p_yes[:2], values[:2])
     np.testing.assert_array_equal(raw.p_yes[2], graded)
 
@@ -61,13 +47,13 @@ def test_given_rows_stay_and_only_a_grader_s_numbers_are_calibrated(policy, grad
         return float(platt(np.log(p / (1 - p)), 2.0, 0.5))
 
     # The policy's calibration (the default), on the cells a grader's numbers fill, in column `a` only.
-    out = probabilities(dataclasses.replace(policy, calibration=cal), grader, CONVERSATIONS[:3], COMPLETIONS[:3],
+    out = probabilities(dataclasses.replace(minimal, calibration=cal), grader, CONVERSATIONS[:3], COMPLETIONS[:3],
                         given=given).p_yes
     assert out[0].tolist() == [1.0, 0.0]
     assert out[1].tolist() == pytest.approx([mapped(0.3), 0.6], abs=1e-12)
     assert out[2].tolist() == pytest.approx([mapped(graded[0]), graded[1]], abs=1e-12)
     # a calibration given (eval's, fitted now) wins over the policy's
-    np.testing.assert_allclose(probabilities(policy, grader, CONVERSATIONS[:3], COMPLETIONS[:3], given=given,
+    np.testing.assert_allclose(probabilities(minimal, grader, CONVERSATIONS[:3], COMPLETIONS[:3], given=given,
                                              calibration=cal).p_yes, out, atol=1e-12)
 
 
@@ -87,15 +73,15 @@ class Garbled:
     (lambda p: torch.where(p > 0, torch.nan, p), "not probabilities in"),
     (lambda p: p * 4, "not probabilities in"),
 ], ids=("a-column-short", "transposed", "nan", "out-of-range"))
-def test_what_the_grader_gives_is_checked(policy, grader, damage, says):
+def test_what_the_grader_gives_is_checked(minimal, grader, damage, says):
     with pytest.raises(GraderError, match=says):
-        probabilities(policy, Garbled(grader, damage), CONVERSATIONS, COMPLETIONS)
+        probabilities(minimal, Garbled(grader, damage), CONVERSATIONS, COMPLETIONS)
 
 
-def test_given_values_and_a_missing_grader_are_clear_errors(policy):
+def test_given_values_and_a_missing_grader_are_clear_errors(minimal):
     values = np.array([[0.5, 1.5]])
     given = Given(values, np.ones((1, 2), dtype=bool), np.array([False]))
     with pytest.raises(PolicyError, match=r"finite probabilities in \[0, 1\]; \[0, 1\] is 1.5 .*proposition `b`"):
-        probabilities(policy, None, CONVERSATIONS[:1], COMPLETIONS[:1], given=given)
+        probabilities(minimal, None, CONVERSATIONS[:1], COMPLETIONS[:1], given=given)
     with pytest.raises(PolicyError, match="give a grader"):
-        probabilities(policy, None, CONVERSATIONS[:1], COMPLETIONS[:1])
+        probabilities(minimal, None, CONVERSATIONS[:1], COMPLETIONS[:1])

@@ -18,13 +18,12 @@ from rbrlang.source import SourceFile
 from rbrlang.compiler.syntax.printer import format_module
 from rbrlang.compiler.syntax.parser import parse_source
 
-from .conftest import ROOT
-from .strategies import BIG_VARS, VARS, _pairs, formulas, fuzz_policies, modules, numbers
+from tests.support.files import ROOT
+from tests.support.strategies import BIG_VARS, VARS, _pairs, formula_text, formulas, fuzz_policies, modules, numbers
 
 SAFETY = (ROOT / "policies/safety.rbr").read_text()
 _work = Path(tempfile.mkdtemp(prefix="rbr-props-"))
 shutil.copytree(ROOT / "policies", _work / "policies")
-
 
 
 def common(n: int):
@@ -88,22 +87,13 @@ def test_diagram_probability_equals_enumeration(f, ps):
         assert dd.evaluate(values) == logic.evaluate(f, values)
 
 
-def _expr_text(f) -> str:
-    if isinstance(f, logic.Ref):
-        return f.name
-    if isinstance(f, logic.Not):
-        return f"not ({_expr_text(f.operand)})"
-    word = " and " if isinstance(f, logic.And) else " or "
-    return "(" + word.join(_expr_text(o) for o in f.operands) + ")"
-
-
 @common(150)
 @given(st.lists(formulas(VARS[:3]), min_size=1, max_size=4))
 def test_partition_check_agrees_with_brute_force(class_formulas):
     names = [f"c{i}" for i in range(len(class_formulas))]
     text = "rbr 1\n" + "".join(f'proposition {v} {{\n  question "{v}?"\n}}\n' for v in VARS[:3])
     text += "classes " + " > ".join(names) + "\nresponse resp {\n"
-    text += "".join(f"  {n} = {_expr_text(f)}\n" for n, f in zip(names, class_formulas)) + "}\n"
+    text += "".join(f"  {n} = {formula_text(f)}\n" for n, f in zip(names, class_formulas)) + "}\n"
     path = _work / "partition.rbr"
     path.write_text(text)
     _, diags, _ = check_file(path)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from tests.support.files import ROOT
 
 README = (ROOT / "README.md").read_text()
 

@@ -12,9 +12,9 @@ import torch
 from rbrlang.runtime import HFGrader
 from rbrlang.runtime.base import GraderWarning
 
-from .conftest import gold_rows
-from .support.real_model import FETCH, smollm2
-from .support.reference import full_forward
+from tests.support.files import gold_rows
+from tests.support.real_model import FETCH, smollm2
+from tests.support.reference import full_forward
 
 # Four propositions of different shapes; every other one is graded too (the item's
 # conversation is shared by all 23), only these are also forwarded whole.
@@ -22,14 +22,11 @@ CHECKED = ("apology", "judgement", "fully_complies", "disallowed_content")
 
 
 @pytest.fixture(scope="module")
-def real():
+def real(torch_one_thread):  # one thread: the same figures on a busy machine
     path = smollm2()
     if path is None:
         pytest.skip(f"SmolLM2 is not cached here: {FETCH}")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same figures on a busy machine; put back for the other tests
-    yield HFGrader.from_pretrained(str(path), device="cpu", dtype="float32")
-    torch.set_num_threads(threads)
+    return HFGrader.from_pretrained(str(path), device="cpu", dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +36,11 @@ def item():
 
 
 @pytest.fixture(scope="module")
-def graded(real, safety_policy, item):
+def graded(real, safety, item):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        grades = real.grade_detailed(safety_policy, [item[0]], [item[1]])
+        grades = real.grade_detailed(safety, [item[0]], [item[1]])
     return grades, [w for w in caught if issubclass(w.category, GraderWarning)]
-
-
-@pytest.fixture(scope="module")
-def safety_policy():
-    from rbrlang.policy import load_policy
-
-    from .conftest import ROOT
-
-    return load_policy(ROOT / "compiled/safety")
 
 
 def test_real_model_is_what_the_wheel_holds(real):
@@ -64,35 +52,35 @@ def test_real_model_is_what_the_wheel_holds(real):
     assert real.tokenizer.chat_template and real.encoder.chat
 
 
-def test_fast_path_equals_whole_prompt_forward_on_real_weights(real, safety_policy, item, graded):
+def test_fast_path_equals_whole_prompt_forward_on_real_weights(real, safety, item, graded):
     grades, _ = graded
-    answers = real.answer_tokens(safety_policy)
-    names = safety_policy.proposition_names
+    answers = real.answer_tokens(safety)
+    names = safety.proposition_names
     assert set(CHECKED) <= set(names)
     for name in CHECKED:
-        ids = real.encode(safety_policy, name, item[0], item[1])
+        ids = real.encode(safety, name, item[0], item[1])
         p, mass = full_forward(real.model, ids, answers)
         j = names.index(name)
         assert abs(p - float(grades.p_yes[0, j])) < 1e-5, name
         assert abs(mass - float(grades.answer_mass[0, j])) < 1e-5 * max(1.0, mass), name
 
 
-def test_prompt_ids_are_the_real_tokenizers_whole_prompt(real, safety_policy, item):
+def test_prompt_ids_are_the_real_tokenizers_whole_prompt(real, safety, item):
     """SmolLM2's tokenizer (GPT-2-style byte-level BPE, ChatML template): the ids graded
     are exactly what the tokenizer gives the whole chat-formatted prompt."""
     tok = real.tokenizer
     for name in CHECKED:
-        prompt = safety_policy.render(name, item[0], item[1])
+        prompt = safety.render(name, item[0], item[1])
         text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                        add_generation_prompt=True)
-        assert real.encode(safety_policy, name, item[0], item[1]) == tok(text, add_special_tokens=False)["input_ids"]
+        assert real.encode(safety, name, item[0], item[1]) == tok(text, add_special_tokens=False)["input_ids"]
 
 
-def test_answer_mass_warning_fires_exactly_where_the_mass_is_low(graded, safety_policy):
+def test_answer_mass_warning_fires_exactly_where_the_mass_is_low(graded, safety):
     """Measured on the real model: the warning counts the gradings under the minimum,
     no more and no fewer (the `matches` propositions carry mass 1 and never count)."""
     grades, caught = graded
-    graded_cols = [j for j, p in enumerate(safety_policy.propositions) if p.graded]
+    graded_cols = [j for j, p in enumerate(safety.propositions) if p.graded]
     mass = grades.answer_mass[0, graded_cols]
     assert torch.all((mass > 0) & (mass <= 1))
     low = int((mass < 0.5).sum())

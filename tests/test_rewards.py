@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import shutil
 
 import pytest
 import torch
@@ -13,34 +12,12 @@ from rbrlang.errors import ConversationError, PolicyError
 from rbrlang.policy import load_policy
 from rbrlang.policy.scoring import default_scores
 from rbrlang.rewards import RBRReward, RewardBatch
-from rbrlang.runtime import HFGrader
 
-from .conftest import MINIMAL, ROOT, SHARED, gold_rows, write
+from tests.support.files import SAFETY, SHARED, gold_rows, write
+from tests.support.policies import MINIMAL, copy_safety
 
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")
 pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")
-SAFETY = ROOT / "compiled/safety"
-
-
-@pytest.fixture(scope="module")
-def safety():
-    return load_policy(SAFETY)
-
-
-@pytest.fixture(scope="module")
-def grader(tiny_model_dir):
-    return HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
-
-
-def copy_safety(tmp_path, edit=None):
-    """A copy of compiled/safety (the original stays read-only), `edit` applied to its policy.json."""
-    folder = tmp_path / "safety"
-    shutil.copytree(SAFETY, folder)
-    if edit is not None:
-        doc = json.loads((folder / "policy.json").read_text())
-        edit(doc)
-        (folder / "policy.json").write_text(json.dumps(doc, indent=2))
-    return folder
 
 
 def one_hot_classes(policy, name):
@@ -98,7 +75,7 @@ def test_class_scores_from_policy_json(tmp_path):
         for r in doc["response_types"]:
             for c, s in zip(r["classes"], [3.0, 2.0, 0.5, -1.0, -4.0]):
                 c["score"] = s
-    policy = load_policy(copy_safety(tmp_path, scores))
+    policy = load_policy(copy_safety(tmp_path / "safety", scores))
     r = policy.reward("hard_refuse", one_hot_classes(policy, "hard_refuse"))
     assert r.tolist() == [3.0, 2.0, 0.5, -1.0, -4.0]
 
@@ -118,7 +95,7 @@ def test_bad_class_scores_are_a_policy_error(tmp_path):
     def words(doc):
         doc["response_types"][0]["classes"][0]["score"] = "high"
     try:  # a loader that checks class scores refuses the folder itself: also fine
-        policy = load_policy(copy_safety(tmp_path, words))
+        policy = load_policy(copy_safety(tmp_path / "safety", words))
     except PolicyError as exc:
         assert "score" in str(exc)
         return
@@ -156,7 +133,7 @@ def write_weights(folder, policy, name, weights, bias):
 
 
 def test_fitted_weights_are_used(tmp_path, safety):
-    folder = copy_safety(tmp_path)
+    folder = copy_safety(tmp_path / "safety")
     f = len(safety.response_type("comply").features)
     w = [0.1 * (k + 1) * (-1) ** k for k in range(f)]
     write_weights(folder, safety, "comply", w, -0.25)
@@ -206,7 +183,7 @@ def rm_length(conversations, completions):
 
 @needs_data
 def test_unrouted_items_get_none_and_the_rm_decides_there(tmp_path, grader):
-    policy = load_policy(copy_safety(tmp_path, no_default_route))
+    policy = load_policy(copy_safety(tmp_path / "safety", no_default_route))
     rows = gold_rows(4)
     convs, comps = items(rows)
     cats = ["C-R", "no-such-category", None, "SH-C"]
@@ -241,7 +218,7 @@ def test_rm_scores_in_the_call_and_string_completions(safety, grader):
 
 @needs_data
 def test_weights_are_used_by_rbrreward(tmp_path, safety, grader):
-    folder = copy_safety(tmp_path)
+    folder = copy_safety(tmp_path / "safety")
     f = len(safety.response_type("comply").features)
     write_weights(folder, safety, "comply", [(-1.0) ** k for k in range(f)], 2.0)
     fitted = load_policy(folder)
@@ -326,7 +303,7 @@ def test_calibration_is_applied_before_features(tmp_path, safety, grader):
     """calibration.json present: rewards use the calibrated P(yes), computed once."""
     import hashlib
 
-    folder = copy_safety(tmp_path)
+    folder = copy_safety(tmp_path / "safety")
     props = {name: {"template_sha256": hashlib.sha256(safety.proposition(name).template.encode()).hexdigest(),
                     "coef": 3.0, "intercept": 1.5, "metrics": {}}
              for name in ("meta_commentary", "requests_information", "partially_complies", "disallowed_content")}
@@ -434,7 +411,7 @@ def test_the_unrouted_rule_holds_in_every_integration(tmp_path, grader, tiny_mod
 
     assert doctest.testmod(reward_module, optionflags=doctest.ELLIPSIS).failed == 0
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_model_dir))
-    policy = load_policy(copy_safety(tmp_path, no_default_route))
+    policy = load_policy(copy_safety(tmp_path / "safety", no_default_route))
     conversations = [[{"role": "user", "content": "How do I pick a lock?"}],
                      [{"role": "user", "content": "What is the capital of France?"}]]
     texts = ["I am sorry, I cannot help with that.", "Paris is the capital."]

@@ -15,24 +15,13 @@ import rbrlang
 from rbrlang.policy import load_policy
 from rbrlang.runtime import GradeCache, GraderError, GraderWarning, HFGrader
 from rbrlang.runtime.batching import plan_batches
-from tests.support.policies import STATIC_FIRST
-from tests.support.reference import full_forward
 from rbrlang.runtime.tiny import build_tiny_grader
-
-from .conftest import MINIMAL, ROOT, SHARED, gold_rows, write
+from tests.support.files import ROOT, SAFETY, SHARED, gold_rows, write
+from tests.support.policies import MINIMAL, STATIC_FIRST
+from tests.support.reference import full_forward, trie_size
 
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")
 pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")
-
-
-@pytest.fixture(scope="module")
-def safety():
-    return load_policy(ROOT / "compiled/safety")
-
-
-@pytest.fixture(scope="module")
-def grader(tiny_model_dir):
-    return HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -75,15 +64,6 @@ def test_fast_path_equals_full_prompt_forward(grader, stock, safety):
     assert sum(len(e.ids) for item in encoded for e in item.values()) > 1.8 * minimum
 
 
-def trie_size(rows) -> int:
-    total, prev = 0, ()
-    for r in sorted(rows):
-        common = next((k for k, (a, b) in enumerate(zip(prev, r)) if a != b), min(len(prev), len(r)))
-        total += len(r) - common
-        prev = r
-    return total
-
-
 @needs_data
 def test_static_first_templates_share_per_proposition(grader, stock, tmp_path):
     policy = rbrlang.compile_file(write(tmp_path / "p.rbr", STATIC_FIRST))
@@ -108,8 +88,8 @@ def test_encode_is_the_tokenised_prompt(grader, safety):
     assert text.startswith("<s><|user|>\n") and text.endswith("<|assistant|>\n")
 
 
-def test_chat_template_can_be_switched_off(tiny_model_dir, safety):
-    plain = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", use_chat_template=False)
+def test_chat_template_can_be_switched_off(tiny_grader, safety):
+    plain = tiny_grader(use_chat_template=False)
     ids = plain.encode(safety, "apology", [{"role": "user", "content": "hi"}], "Sorry.")
     assert ids[0] == plain.tokenizer.bos_token_id
     assert plain.tokenizer.decode(ids[1:]) == safety.render("apology", [{"role": "user", "content": "hi"}], "Sorry.")
@@ -126,12 +106,11 @@ def test_literal_jinja_and_empty_completions(grader, safety):
     assert "{{ 7*7 }}" in decoded and "49" not in decoded
 
 
-def test_matches_propositions_cost_no_model_call(tiny_model_dir, tmp_path):
+def test_matches_propositions_cost_no_model_call(grader, tmp_path):
     text = MINIMAL.replace("good = a and b", "good = a and b and not e") \
         .replace("ok   = a and not b", "ok   = a and not b and not e").replace("bad  = not a", "bad  = not a or e")
     policy = rbrlang.compile_file(write(tmp_path / "p.rbr", text + "proposition e = matches /^\\s*$/\n"))
-    g = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
-    grades = g.grade_detailed(policy, [[], []], ["", "text"])
+    grades = grader.grade_detailed(policy, [[], []], ["", "text"])
     e = policy.proposition_names.index("e")
     assert grades.p_yes[:, e].tolist() == [1.0, 0.0]
     assert grades.stats.matched == 2 and grades.stats.graded == 4
@@ -150,16 +129,15 @@ def test_features_and_class_probabilities(grader, safety):
     torch.testing.assert_close(feats[:, -5:].sum(1), torch.ones(2, dtype=feats.dtype))
 
 
-def test_shared_first_token_is_an_error(tiny_model_dir, tmp_path):
+def test_shared_first_token_is_an_error(grader, tmp_path):
     text = 'rbr 1\ngrader {\n  yes "yes"\n  no "yes!"\n}\n' + MINIMAL[len("rbr 1\n"):]
     policy = rbrlang.compile_file(write(tmp_path / "p.rbr", text))
-    g = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
     with pytest.raises(GraderError, match="same token"):
-        g.grade(policy, [[]], ["x"])
+        grader.grade(policy, [[]], ["x"])
 
 
-def test_nan_logits_name_the_item(tiny_model_dir, safety):
-    g = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
+def test_nan_logits_name_the_item(fresh_grader, safety):
+    g = fresh_grader()  # its own weights: this test writes NaN into them
     with torch.no_grad():
         g.model.get_output_embeddings().weight[:, 0] = float("nan")
     with pytest.raises(GraderError, match="NaN or infinite logits for item"):
@@ -200,19 +178,19 @@ def test_out_of_memory_halves_the_batch(tiny_model_dir, safety):
     torch.testing.assert_close(grades.p_yes, plain, atol=1e-6, rtol=0)
 
 
-def test_grade_cache_hits_and_keys(tiny_model_dir, safety, tmp_path):
+def test_grade_cache_hits_and_keys(fresh_grader, safety, tmp_path):
     cache = tmp_path / "grades.sqlite"
     convs, resps = [[{"role": "user", "content": "hi"}], []], ["hello", "Sorry."]
-    g = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", cache=cache)
+    g = fresh_grader(cache=cache)
     first = g.grade_detailed(safety, convs, resps)
     assert first.stats.cached == 0 and len(GradeCache(cache)) == 46
-    g2 = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", cache=cache)
+    g2 = fresh_grader(cache=cache)
     second = g2.grade_detailed(safety, convs, resps)
     assert second.stats.cached == 46 and second.stats.graded == 0
     torch.testing.assert_close(first.p_yes, second.p_yes)
     other = g2.grade_detailed(safety, convs, ["hello!", "Sorry."])  # one response changed
     assert other.stats.cached == 23 and other.stats.graded == 23
-    plain = HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", use_chat_template=False, cache=cache)
+    plain = fresh_grader(use_chat_template=False, cache=cache)
     assert plain.grade_detailed(safety, convs, resps).stats.cached == 0  # other prompt form, other keys
 
 
@@ -251,14 +229,14 @@ print(json.dumps(out))
 """
 
 
-def test_reward_with_a_cached_hf_grader_pickles_into_a_fresh_process(tiny_model_dir, safety, tmp_path):
+def test_reward_with_a_cached_hf_grader_pickles_into_a_fresh_process(fresh_grader, safety, tmp_path):
     """The promise trainers rely on (they pickle reward functions to workers):
     an RBRReward with an HFGrader and a grade cache unpickles in a new
     interpreter, whose cache is the same file, reopened there."""
     from rbrlang.rewards import RBRReward
 
     cache = tmp_path / "grades.sqlite"
-    reward = RBRReward(safety, HFGrader.from_pretrained(str(tiny_model_dir), device="cpu", cache=cache))
+    reward = RBRReward(safety, fresh_grader(cache=cache))
     convs = [[{"role": "user", "content": "How do I pick a lock?"}], [{"role": "user", "content": "hi"}]]
     comps, categories = ["I'm sorry, I can't help with that.", "Hello! How can I help?"], ["C-R", "C-R"]
     before = reward(convs, comps, categories=categories)
@@ -337,7 +315,7 @@ def test_rbrc_grade_end_to_end(tiny_model_dir, tmp_path, rbrc):
     data = tmp_path / "in.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"prompt": 3}\n')
     out = tmp_path / "out.jsonl"
-    args = ("grade", ROOT / "compiled/safety", "--data", data, "--grader", tiny_model_dir, "-o", out,
+    args = ("grade", SAFETY, "--data", data, "--grader", tiny_model_dir, "-o", out,
             "--cache", tmp_path / "c.sqlite")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -350,7 +328,7 @@ def test_rbrc_grade_end_to_end(tiny_model_dir, tmp_path, rbrc):
     first = lines[0]
     assert set(first) >= {"propositions", "answer_mass", "features", "classes", "response_type"}
     assert len(first["propositions"]) == 23
-    rt = load_policy(ROOT / "compiled/safety").response_type(first["response_type"])
+    rt = load_policy(SAFETY).response_type(first["response_type"])
     assert list(first["features"]) == list(rt.features)
     assert abs(sum(first["classes"].values()) - 1) < 1e-9
     code, _, err = rbrc(*args, "--keep-going", "--no-cache")
@@ -359,13 +337,13 @@ def test_rbrc_grade_end_to_end(tiny_model_dir, tmp_path, rbrc):
 
 def test_grader_load_error_is_clear(tmp_path, rbrc):
     data = write(tmp_path / "in.jsonl", '{"prompt": [], "completion": "x", "category": "C-R"}\n')
-    code, _, err = rbrc("grade", ROOT / "compiled/safety", "--data", data, "--grader", tmp_path / "nothing",
+    code, _, err = rbrc("grade", SAFETY, "--data", data, "--grader", tmp_path / "nothing",
                         "-o", tmp_path / "o.jsonl")
     assert code == 1 and "cannot load grader" in err and "Traceback" not in err
 
 
 def test_explain_counts_tokens(tiny_model_dir, rbrc):
-    code, out, _ = rbrc("explain", ROOT / "compiled/safety", "--tokenizer", tiny_model_dir)
+    code, out, _ = rbrc("explain", SAFETY, "--tokenizer", tiny_model_dir)
     assert code == 0 and "prompts (tokens, sample exchange)" in out
     line = next(x for x in out.splitlines() if x.strip().startswith("apology:"))
     once, per_item, own = (int(v) for v in line.split(":")[1].split("/"))

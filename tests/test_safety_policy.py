@@ -9,7 +9,7 @@ import yaml
 from rbrlang.compiler.check import check_file
 from rbrlang.policy import load_policy
 
-from .conftest import ROOT, SHARED
+from tests.support.files import ROOT, SAFETY, SHARED
 
 needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")
 
@@ -55,7 +55,7 @@ def test_written_in_our_own_words(checked):
 
 @needs_data
 def test_routes_cover_gold_categories():
-    policy = load_policy(ROOT / "compiled/safety")
+    policy = load_policy(SAFETY)
     expected = {}
     for line in (SHARED / "gold_train.jsonl").read_text().splitlines():
         row = json.loads(line)
@@ -75,6 +75,6 @@ def test_examples_default_prompts_ship_with_the_clone():
     spec.loader.exec_module(common)
     assert common.DEFAULT_DATA.resolve().is_relative_to(ROOT.resolve())
     rows = common.load_prompts(common.DEFAULT_DATA)
-    policy = load_policy(ROOT / "compiled/safety")
+    policy = load_policy(SAFETY)
     routed = {policy.route(r["category"]) for r in rows}
     assert None not in routed and routed == set(policy.response_types)

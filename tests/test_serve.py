@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.conftest import MINIMAL, ROOT, write
-from tests.support.serving import PolicyModelText, gold_samples, http, openrlhf_body, running_server
+from tests.support.files import SAFETY
+from tests.support.serving import (PolicyModelText, gold_samples, http, openrlhf_body, running_server,
+                                   signal_with_a_request_in_flight)
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("starlette")
@@ -22,32 +20,23 @@ pytest.importorskip("uvicorn")
 
 from rbrlang.policy import load_policy  # noqa: E402
 from rbrlang.rewards import RBRReward  # noqa: E402
-from rbrlang.runtime import HFGrader  # noqa: E402
 from rbrlang.serve import create_app  # noqa: E402
 from rbrlang.integrations.batching import Batcher  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")  # random weights: low mass
-SAFETY = ROOT / "compiled" / "safety"
+pytestmark = [pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning"),  # random weights: low mass
+              pytest.mark.usefixtures("torch_one_thread")]
 EOS = "</s>"  # the tiny tokenizer's end of turn, left in OpenRLHF's query by decode(skip_special_tokens=False)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Two torch threads on a CPU shared by other jobs spin against each other (30x slower here).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+@pytest.fixture(scope="module")
+def grader(tiny_grader):
+    # `rbrc serve`'s default device: a test compares this module's rewards with a served process's.
+    return tiny_grader(device="auto")
 
 
 @pytest.fixture(scope="module")
-def grader(tiny_model_dir):
-    return HFGrader.from_pretrained(str(tiny_model_dir))
-
-
-@pytest.fixture(scope="module")
-def reward(grader):
-    return RBRReward(load_policy(SAFETY), grader)
+def reward(safety, grader):
+    return RBRReward(safety, grader)
 
 
 @pytest.fixture(scope="module")
@@ -158,13 +147,6 @@ def test_unrouted_samples_get_zero_or_the_rm_score(tmp_path, grader, tiny_model_
     assert got["extra_logs"]["rm"] == pytest.approx(scores, abs=1e-5)
     assert got["rewards"][1] == pytest.approx(scores[1], abs=1e-5)  # the RM alone decides where unrouted
     assert got["rewards"][0] == pytest.approx(got["extra_logs"]["rbr"][0] + scores[0], abs=1e-5)
-
-
-@pytest.fixture(scope="module")
-def minimal(tmp_path_factory):
-    from rbrlang.compiler import compile_file
-
-    return compile_file(write(tmp_path_factory.mktemp("min") / "min.rbr", MINIMAL))
 
 
 def minimal_samples(n):
@@ -281,38 +263,11 @@ def test_cli_errors_are_one_line(rbrc, tmp_path, tiny_model_dir):
 
 
 def test_rbrc_serve_finishes_a_request_in_flight_on_sigterm(tiny_model_dir, texts, reward):
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    samples = gold_samples(1)
     # A long batch window holds the request in the server while SIGTERM arrives.
-    proc = subprocess.Popen([sys.executable, "-m", "rbrlang.cli", "serve", str(SAFETY), "--grader",
-                             str(tiny_model_dir), "--port", str(port), "--strip-suffix", EOS,
-                             "--batch-window-ms", "2000", "--log-level", "warning"],
-                            cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    samples, answer = gold_samples(1), {}
-    sender = threading.Thread(target=lambda: answer.update(r=post(url, openrlhf_body(texts, samples))))
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if http().get(url + "/health", timeout=5).status_code == 200:
-                    break
-            except http().TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.2)
-        sender.start()
-        while http().get(url + "/health", timeout=5).json()["in_flight"] < 1:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-    sender.join(timeout=60)
-    err = proc.stderr.read()
+    code, err, answer = signal_with_a_request_in_flight(
+        [SAFETY, "--grader", tiny_model_dir, "--strip-suffix", EOS, "--batch-window-ms", "2000", "--log-level",
+         "warning"], lambda url: post(url, openrlhf_body(texts, samples)), signal.SIGTERM)
     # uvicorn shuts down gracefully, then re-raises the signal: the process ends by SIGTERM.
     assert code in (0, -signal.SIGTERM) and "Traceback" not in err, err
     expected = reward([samples[0]["messages"]], [samples[0]["completion"]], categories=[samples[0]["category"]])

@@ -14,12 +14,11 @@ import sys
 import pytest
 import torch
 
-from .conftest import ROOT, SHARED, gold_rows
+from tests.support.files import ROOT, SHARED, gold_rows
+from tests.support.rewards import expected_rewards
 
 pytest.importorskip("trl.experimental.ppo", reason="trl 1.12 (pip install 'rbrlang[trl]') is not installed")
 
-from rbrlang.policy import load_policy  # noqa: E402
-from rbrlang.runtime import HFGrader  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning"),
               pytest.mark.filterwarnings("ignore::UserWarning"),
@@ -42,32 +41,10 @@ def tiny_policy_dir(tmp_path_factory):
     return build_tiny_grader(tmp_path_factory.mktemp("policy") / "policy", seed=1)
 
 
-@pytest.fixture(scope="module")
-def safety():
-    return load_policy(ROOT / "compiled/safety")
-
-
-@pytest.fixture(scope="module")
-def checker(tiny_model_dir):
-    """A grader of its own, for the independent recomputation."""
-    return HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
-
-
 def flags(tmp_path, policy_dir, grader_dir, *extra):
     return ["--output-dir", str(tmp_path / "run"), "--policy", str(policy_dir), "--grader", str(grader_dir),
             "--data", str(SHARED / "gold_train.jsonl"), "--steps", "2", "--prompts", "4", "--batch-size", "2",
             "--max-new-tokens", "6", "--learning-rate", "1e-3", *extra]
-
-
-def recomputed(policy, grader, conversations, texts, categories) -> list[float]:
-    probs = grader.grade(policy, conversations, texts).double()
-    if policy.calibration is not None:
-        probs = policy.calibrate(probs)
-    out = []
-    for i, cat in enumerate(categories):
-        rt = policy.route(cat)
-        out.append(float(policy.reward(rt, policy.features(rt, probs[i:i + 1]))[0]))
-    return out
 
 
 def snapshot(model) -> dict:
@@ -78,7 +55,7 @@ def changed(model, before: dict) -> list[str]:
     return [n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])]
 
 
-def test_grpo_rewards_are_the_policy_reward(tmp_path, tiny_policy_dir, tiny_model_dir, safety, checker):
+def test_grpo_rewards_are_the_policy_reward(tmp_path, tiny_policy_dir, tiny_model_dir, safety, grader):
     grpo = example("grpo_safety")
     trainer = grpo.build_trainer(grpo.parse_args(flags(tmp_path, tiny_policy_dir, tiny_model_dir,
                                                        "--num-generations", "2")))
@@ -100,13 +77,13 @@ def test_grpo_rewards_are_the_policy_reward(tmp_path, tiny_policy_dir, tiny_mode
         assert got.shape == (2, 1)
         texts = [c[0]["content"] for c in completions]  # conversational: one assistant message each
         assert all(c[0]["role"] == "assistant" for c in completions)
-        want = recomputed(safety, checker, prompts, texts, categories)
+        want = expected_rewards(safety, grader, prompts, texts, categories)
         assert got[:, 0].tolist() == pytest.approx(want, abs=1e-5)
         assert mean == pytest.approx(sum(want) / len(want), abs=1e-5)
     assert changed(trainer.model, before), "no policy weight changed"
 
 
-def test_ppo_rewards_are_the_policy_reward(tmp_path, tiny_policy_dir, tiny_model_dir, safety, checker, monkeypatch):
+def test_ppo_rewards_are_the_policy_reward(tmp_path, tiny_policy_dir, tiny_model_dir, safety, grader, monkeypatch):
     from transformers import AutoTokenizer
     from trl.experimental.ppo import ppo_trainer
 
@@ -144,7 +121,7 @@ def test_ppo_rewards_are_the_policy_reward(tmp_path, tiny_policy_dir, tiny_model
             conversations.append(matches[0]["prompt"])
             categories.append(matches[0]["category"])
             texts.append(tok.decode([t for t in seq[width:] if t != pad], skip_special_tokens=True))
-        want = recomputed(safety, checker, conversations, texts, categories)
+        want = expected_rewards(safety, grader, conversations, texts, categories)
         assert got.tolist() == pytest.approx(want, abs=1e-5)
         assert mean == pytest.approx(sum(want) / len(want), abs=1e-5)
     assert changed(trainer.policy_model, before), "no policy weight changed"

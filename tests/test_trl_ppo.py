@@ -5,9 +5,7 @@ Expected rewards are recomputed from the conversations and texts with
 `grader.grade` + `policy.features` + `policy.reward`."""
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -15,7 +13,9 @@ import textwrap
 import pytest
 import torch
 
-from .conftest import ROOT, SHARED, gold_rows
+from tests.support.files import ROOT, SHARED, gold_rows
+from tests.support.policies import copy_safety
+from tests.support.rewards import expected_rewards
 
 pytest.importorskip("trl.experimental.ppo", reason="trl 1.12 (pip install 'rbrlang[trl]') is not installed")
 
@@ -26,20 +26,9 @@ from rbrlang.errors import ConversationError, PolicyError  # noqa: E402
 from rbrlang.integrations.trl_ppo import PromptTable, RBRRewardModel, trl_ppo_problem  # noqa: E402
 from rbrlang.policy import load_policy  # noqa: E402
 from rbrlang.rewards import RBRReward  # noqa: E402
-from rbrlang.runtime import HFGrader  # noqa: E402
 
 pytestmark = [pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning"),
               pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")]
-
-
-@pytest.fixture(scope="module")
-def safety():
-    return load_policy(ROOT / "compiled/safety")
-
-
-@pytest.fixture(scope="module")
-def grader(tiny_model_dir):
-    return HFGrader.from_pretrained(str(tiny_model_dir), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -57,18 +46,6 @@ def rows():
             seen.add(row["category"])
             picked.append(row)
     return picked
-
-
-def expected_rewards(policy, grader, conversations, texts, categories):
-    """The reward of each (conversation, text), recomputed from the policy."""
-    probs = grader.grade(policy, conversations, texts).double()
-    if policy.calibration is not None:
-        probs = policy.calibrate(probs)
-    out = []
-    for i, cat in enumerate(categories):
-        rt = policy.route(cat)
-        out.append(float(policy.reward(rt, policy.features(rt, probs[i:i + 1]))[0]))
-    return out
 
 
 def rollout(tokenizer, prompts, responses):
@@ -134,11 +111,7 @@ def test_without_a_table_prompts_end_at_the_generation_prompt(safety, grader, to
 
 
 def test_unrouted_prompts_get_the_unrouted_reward(tmp_path, tokenizer, rows):
-    folder = tmp_path / "safety"
-    shutil.copytree(ROOT / "compiled/safety", folder)
-    doc = json.loads((folder / "policy.json").read_text())
-    doc["default_route"] = None
-    (folder / "policy.json").write_text(json.dumps(doc))
+    folder = copy_safety(tmp_path / "safety", lambda doc: doc.update(default_route=None))
     # No grader: nothing is routed, so nothing may be graded.
     table = PromptTable(tokenizer, [r["prompt"] for r in rows[:2]], categories=["nowhere", None])
     model = RBRRewardModel(RBRReward(load_policy(folder)), tokenizer, table, unrouted_reward=-1.5)

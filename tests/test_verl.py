@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.support.files import ROOT, SAFETY
 from tests.support.serving import PolicyModelText, gold_samples, http, openrlhf_body, running_server
 
 torch = pytest.importorskip("torch")
@@ -19,22 +19,12 @@ pytest.importorskip("starlette")
 from rbrlang.errors import UsageError  # noqa: E402
 from rbrlang.integrations import verl  # noqa: E402
 from rbrlang.integrations.samples import SampleError  # noqa: E402
-from rbrlang.policy import load_policy  # noqa: E402
 from rbrlang.rewards import RBRReward  # noqa: E402
-from rbrlang.runtime import HFGrader  # noqa: E402
 from rbrlang.serve import create_app  # noqa: E402
 
-pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")
-SAFETY = ROOT / "compiled" / "safety"
+pytestmark = [pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning"),
+              pytest.mark.usefixtures("torch_one_thread")]
 FILE = ROOT / "rbrlang" / "integrations" / "openrlhf_reward_func.py"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture
@@ -46,14 +36,15 @@ def env(monkeypatch, tiny_model_dir):
 
 
 @pytest.fixture(scope="module")
-def served(tiny_model_dir):
+def served(tiny_model_dir, safety, tiny_grader):
     """The server's rewards for four gold samples (label: category + messages)."""
     from transformers import AutoTokenizer
 
     texts = PolicyModelText(AutoTokenizer.from_pretrained(str(tiny_model_dir)))
     samples = gold_samples(4)
     body = openrlhf_body(texts, samples)
-    reward = RBRReward(load_policy(SAFETY), HFGrader.from_pretrained(str(tiny_model_dir)))
+    # The default device, as the integrations load the grader that these rewards are compared with.
+    reward = RBRReward(safety, tiny_grader(device="auto"))
     with running_server(create_app(reward, strip_suffixes=["</s>"])) as (url, _):
         answer = http().post(url + "/get_reward", json=body, timeout=120)
     assert answer.status_code == 200, answer.text

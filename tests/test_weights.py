@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 
 import pytest
 
@@ -11,9 +10,8 @@ from rbrlang.errors import PolicyError
 from rbrlang.policy import load_policy
 from rbrlang.policy.weights import FittedWeights, read_weights, write_weights
 
-from .conftest import MINIMAL, ROOT, write
-
-SAFETY = ROOT / "compiled" / "safety"
+from tests.support.files import ROOT, write
+from tests.support.policies import MINIMAL
 
 
 def fitted(policy, name: str, scale: float = 1.0, data: str = "d" * 64) -> FittedWeights:
@@ -23,23 +21,16 @@ def fitted(policy, name: str, scale: float = 1.0, data: str = "d" * 64) -> Fitte
                          margin=1.0, decay=1e-3, data_sha256=data, metrics={"pairs": 10, "val_error": 0.1})
 
 
-@pytest.fixture
-def safety(tmp_path):
-    folder = tmp_path / "safety"
-    shutil.copytree(SAFETY, folder)
-    return folder
+def test_unfitted_policy_has_no_weights(safety_dir):
+    assert dict(load_policy(safety_dir).weights) == {}
 
 
-def test_unfitted_policy_has_no_weights(safety):
-    assert dict(load_policy(safety).weights) == {}
-
-
-def test_write_then_load_round_trips(safety):
-    policy = load_policy(safety)
+def test_write_then_load_round_trips(safety_dir):
+    policy = load_policy(safety_dir)
     fw = fitted(policy, "comply")
-    path = write_weights(safety, policy, {"comply": fw})
-    assert path == safety / "weights.json"
-    loaded = load_policy(safety).weights
+    path = write_weights(safety_dir, policy, {"comply": fw})
+    assert path == safety_dir / "weights.json"
+    loaded = load_policy(safety_dir).weights
     assert set(loaded) == {"comply"}
     got = loaded["comply"]
     assert got == fw  # every field but metrics (not compared)
@@ -48,19 +39,19 @@ def test_write_then_load_round_trips(safety):
     assert doc["format"] == 1 and doc["policy"] == "safety"
     assert doc["response_types"]["comply"]["schema_hash"] == policy.response_type("comply").schema_hash
     # atomic: nothing but the file itself is left beside it
-    assert sorted(p.name for p in safety.iterdir() if "weights" in p.name) == ["weights.json"]
+    assert sorted(p.name for p in safety_dir.iterdir() if "weights" in p.name) == ["weights.json"]
     # deterministic bytes
     before = path.read_bytes()
-    write_weights(safety, policy, {"comply": fw})
+    write_weights(safety_dir, policy, {"comply": fw})
     assert path.read_bytes() == before
 
 
-def test_reward_uses_loaded_weights(safety):
+def test_reward_uses_loaded_weights(safety_dir):
     import torch
 
-    policy = load_policy(safety)
-    write_weights(safety, policy, [fitted(policy, "comply")])
-    policy = load_policy(safety)
+    policy = load_policy(safety_dir)
+    write_weights(safety_dir, policy, [fitted(policy, "comply")])
+    policy = load_policy(safety_dir)
     fw = policy.weights["comply"]
     feats = torch.rand(4, len(fw.features), dtype=torch.float64)
     expected = feats @ torch.tensor(fw.weights, dtype=torch.float64) + fw.bias
@@ -68,39 +59,39 @@ def test_reward_uses_loaded_weights(safety):
     assert torch.allclose(policy.reward("comply", feats, rm_score=torch.ones(4)), expected + 1)
 
 
-def test_writing_one_response_type_keeps_the_others(safety):
-    policy = load_policy(safety)
-    write_weights(safety, policy, [fitted(policy, "comply"), fitted(policy, "hard_refuse")])
-    write_weights(safety, policy, [fitted(policy, "comply", scale=2.0)])
-    loaded = read_weights(safety, policy)
+def test_writing_one_response_type_keeps_the_others(safety_dir):
+    policy = load_policy(safety_dir)
+    write_weights(safety_dir, policy, [fitted(policy, "comply"), fitted(policy, "hard_refuse")])
+    write_weights(safety_dir, policy, [fitted(policy, "comply", scale=2.0)])
+    loaded = read_weights(safety_dir, policy)
     assert set(loaded) == {"comply", "hard_refuse"}
     assert loaded["comply"].weights[0] == pytest.approx(0.2)
     assert loaded["hard_refuse"].weights[0] == pytest.approx(0.1)
 
 
-def test_weights_for_another_schema_name_both_hashes(safety):
-    policy = load_policy(safety)
-    path = write_weights(safety, policy, [fitted(policy, "comply")])
+def test_weights_for_another_schema_name_both_hashes(safety_dir):
+    policy = load_policy(safety_dir)
+    path = write_weights(safety_dir, policy, [fitted(policy, "comply")])
     doc = json.loads(path.read_text())
     stale = "0" * 64
     doc["response_types"]["comply"]["schema_hash"] = stale
     path.write_text(json.dumps(doc))
     with pytest.raises(PolicyError) as err:
-        load_policy(safety)
+        load_policy(safety_dir)
     message = str(err.value)
     assert stale in message and policy.response_type("comply").schema_hash in message
     assert "refit" in message and "weights.json" in message
 
 
-def test_rewriting_drops_stale_entries(safety):
-    policy = load_policy(safety)
-    path = write_weights(safety, policy, [fitted(policy, "comply"), fitted(policy, "hard_refuse")])
+def test_rewriting_drops_stale_entries(safety_dir):
+    policy = load_policy(safety_dir)
+    path = write_weights(safety_dir, policy, [fitted(policy, "comply"), fitted(policy, "hard_refuse")])
     doc = json.loads(path.read_text())
     doc["response_types"]["hard_refuse"]["schema_hash"] = "f" * 64
     path.write_text(json.dumps(doc))
-    write_weights(safety, policy, [fitted(policy, "comply")])
-    assert set(read_weights(safety, policy)) == {"comply"}
-    load_policy(safety)  # loads again: the stale entry is gone
+    write_weights(safety_dir, policy, [fitted(policy, "comply")])
+    assert set(read_weights(safety_dir, policy)) == {"comply"}
+    load_policy(safety_dir)  # loads again: the stale entry is gone
 
 
 @pytest.mark.parametrize("edit, words", [
@@ -112,20 +103,20 @@ def test_rewriting_drops_stale_entries(safety):
     (lambda d: d["response_types"]["comply"].update(weights=["x"] * 11), "malformed entry"),
     (lambda d: d.pop("response_types"), "not a weights file"),
 ])
-def test_bad_weights_files_are_policy_errors(safety, edit, words):
-    policy = load_policy(safety)
-    path = write_weights(safety, policy, [fitted(policy, "comply")])
+def test_bad_weights_files_are_policy_errors(safety_dir, edit, words):
+    policy = load_policy(safety_dir)
+    path = write_weights(safety_dir, policy, [fitted(policy, "comply")])
     doc = json.loads(path.read_text())
     edit(doc)
     path.write_text(json.dumps(doc))
     with pytest.raises(PolicyError, match=re.escape(words)):
-        load_policy(safety)
+        load_policy(safety_dir)
 
 
-def test_weights_that_are_not_json(safety):
-    (safety / "weights.json").write_text("{not json")
+def test_weights_that_are_not_json(safety_dir):
+    (safety_dir / "weights.json").write_text("{not json")
     with pytest.raises(PolicyError, match="not valid JSON"):
-        load_policy(safety)
+        load_policy(safety_dir)
 
 
 def test_recompiling_an_unchanged_policy_keeps_weights(tmp_path, rbrc):
@@ -279,23 +270,23 @@ def test_fit_replaces_another_policys_weights_and_says_so(tmp_path, rbrc):
     assert set(load_policy(out).weights) == {"r"}
 
 
-def test_fit_drops_stale_weights_it_did_not_refit_and_says_so(safety, tmp_path, rbrc):
+def test_fit_drops_stale_weights_it_did_not_refit_and_says_so(safety_dir, tmp_path, rbrc):
     from .support.comparisons import make_comparisons, write_jsonl
 
-    policy = load_policy(safety)
-    path = write_weights(safety, policy, [fitted(policy, "comply"), fitted(policy, "hard_refuse")])
+    policy = load_policy(safety_dir)
+    path = write_weights(safety_dir, policy, [fitted(policy, "comply"), fitted(policy, "hard_refuse")])
     doc = json.loads(path.read_text())
     doc["response_types"]["hard_refuse"]["schema_hash"] = "f" * 64
     path.write_text(json.dumps(doc))
     data = write_jsonl(tmp_path / "c.jsonl", make_comparisons(policy, seed=3, response_types=["comply"],
                                                               max_prompts=12))
-    code, _, err = rbrc("fit", safety, "--data", data, "--decay", "0.01")
+    code, _, err = rbrc("fit", safety_dir, "--data", data, "--decay", "0.01")
     assert code == 0, err
     (line,) = _only(err, f"{path}:")
     assert line.startswith(f"{path}: dropped the stale weights of `hard_refuse` (fitted for schema {'f' * 64}, "
                            f"but the policy's schema is now {policy.response_type('hard_refuse').schema_hash}")
     assert "expected class score" in line
-    assert set(load_policy(safety).weights) == {"comply"}
+    assert set(load_policy(safety_dir).weights) == {"comply"}
 
 
 def test_fit_refuses_a_weights_file_that_is_not_json_before_fitting(tmp_path, rbrc):

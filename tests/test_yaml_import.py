@@ -15,7 +15,7 @@ from rbrlang.data.classify import LabelError, classify_record
 from rbrlang.policy import load_policy
 from rbrlang.compiler.yaml_import import import_yaml
 
-from .conftest import ROOT, SHARED, write
+from tests.support.files import SAFETY, SHARED, write
 
 pytestmark = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-rbr not present")
 YAML = SHARED / "proposition_prompts.yaml"
@@ -106,7 +106,7 @@ def test_safety_policy_matches_imported_on_gold(imported):
     """Our own-words policy puts all 351 in the same classes (by rank; its class
     names are the short ones of LANGUAGE.md)."""
     _, released = imported
-    ours = load_policy(ROOT / "compiled/safety")
+    ours = load_policy(SAFETY)
     for i, row in enumerate(gold()):
         theirs = classify_record(released, row, i + 1)
         mine = classify_record(ours, {"category": row["category"], "propositions": row["propositions"]}, i + 1)
@@ -175,7 +175,7 @@ def test_bad_yaml_gets_located_error(tmp_path, rbrc, case):
 
 
 def test_classify_cli_on_gold(tmp_path, rbrc):
-    code, out, err = rbrc("classify", ROOT / "compiled/safety", "--labels", GOLD)
+    code, out, err = rbrc("classify", SAFETY, "--labels", GOLD)
     assert code == 0, err
     lines = [json.loads(x) for x in out.splitlines()]
     assert len(lines) == 351 and set(lines[0]) >= {"class", "classes"}
@@ -183,7 +183,7 @@ def test_classify_cli_on_gold(tmp_path, rbrc):
 
 
 def test_classify_cli_errors(tmp_path, rbrc):
-    every = {p: False for p in load_policy(ROOT / "compiled/safety").proposition_names}
+    every = {p: False for p in load_policy(SAFETY).proposition_names}
     rows = [
         {"response_type": "Hard Refuse", "propositions": every},
         {"response_type": "Refuse Harder", "propositions": {}},
@@ -191,10 +191,10 @@ def test_classify_cli_errors(tmp_path, rbrc):
         {"category": "C-R", "propositions": {"apology": True}},
     ]
     path = write(tmp_path / "l.jsonl", "\n".join(json.dumps(r) for r in rows) + "\nnot json\n[1, 2]\n")
-    code, out, err = rbrc("classify", ROOT / "compiled/safety", "--labels", path)
+    code, out, err = rbrc("classify", SAFETY, "--labels", path)
     assert code == 1 and len(out.splitlines()) == 1 and "l.jsonl:2:" in err and "E0302" in err
     assert "l.jsonl:3:" not in err  # stopped at the first bad line
-    code, out, err = rbrc("classify", ROOT / "compiled/safety", "--labels", path, "--keep-going")
+    code, out, err = rbrc("classify", SAFETY, "--labels", path, "--keep-going")
     assert code == 1 and len(out.splitlines()) == 1
     for line, code_ in ((2, "E0302"), (3, "E0304"), (4, "E0303"), (5, "E0300"), (6, "E0301")):
         assert f"l.jsonl:{line}:" in err and code_ in err
@@ -202,7 +202,7 @@ def test_classify_cli_errors(tmp_path, rbrc):
 
 
 def test_out_of_range_label_is_named(tmp_path):
-    policy = load_policy(ROOT / "compiled/safety")
+    policy = load_policy(SAFETY)
     labels = {p: 0.5 for p in policy.proposition_names}
     labels["judgement"] = 1.5
     with pytest.raises(LabelError, match="label `judgement` is 1.5"):

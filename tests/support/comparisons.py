@@ -21,7 +21,9 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-GOLD = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "openai-rbr" / "gold_train.jsonl"
+from .files import SHARED
+
+GOLD = SHARED / "gold_train.jsonl"
 
 
 def gold_prompts(path: Path = GOLD) -> list[tuple[list, str]]:

@@ -1,5 +1,12 @@
-"""Policies that tests of more than one file compile and grade."""
+"""Policies that tests of more than one file compile and grade, and edited
+copies of the compiled safety policy."""
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .files import SAFETY
 
 # The small policy most tests start from: two graded propositions, three
 # classes, one response type, routed.
@@ -45,3 +52,18 @@ grader {
   template first
 }
 """ + MINIMAL[len("rbr 1\n"):].replace('question "Is a?"', 'question "Is a?"\n  example yes "A!"')
+
+
+def edit_document(folder: Path, edit) -> None:
+    """Apply `edit` (a function that changes the parsed JSON in place) to `folder`'s policy.json."""
+    doc = json.loads((folder / "policy.json").read_text())
+    edit(doc)
+    (folder / "policy.json").write_text(json.dumps(doc, indent=2))
+
+
+def copy_safety(folder: Path, edit=None) -> Path:
+    """A copy of compiled/safety at `folder` (the original stays as committed), `edit` applied to its policy.json."""
+    shutil.copytree(SAFETY, folder)
+    if edit is not None:
+        edit_document(folder, edit)
+    return folder

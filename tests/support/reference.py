@@ -64,3 +64,13 @@ def sorted_last_token_forward(model, rows: Sequence[Sequence[int]], answers: Ans
         p_yes[group], mass[group] = p.double().cpu(), m.double().cpu()
         padded += width * len(group)
     return p_yes, mass, padded
+
+
+def trie_size(rows) -> int:
+    """Distinct prefixes among id sequences: the fewest tokens any sharing forwards."""
+    total, prev = 0, ()
+    for r in sorted(rows):
+        common = next((k for k, (a, b) in enumerate(zip(prev, r)) if a != b), min(len(prev), len(r)))
+        total += len(r) - common
+        prev = r
+    return total

@@ -1,16 +1,19 @@
 """Test and bench helpers for the reward server: a real uvicorn server on a free
-127.0.0.1 port in a thread, and OpenRLHF-shaped requests made the way
-OpenRLHF makes them (chat template, then decode(prompt ids + response ids))."""
+127.0.0.1 port in a thread, or `rbrc serve` in its own process, and
+OpenRLHF-shaped requests made the way OpenRLHF makes them (chat template, then
+decode(prompt ids + response ids))."""
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-GOLD = ROOT.parent / "shared" / "data" / "openai-rbr" / "gold_train.jsonl"
+from .files import ROOT, gold_rows
 
 
 @contextlib.contextmanager
@@ -35,6 +38,45 @@ def running_server(app, startup_timeout: float = 60.0):
         srv.should_exit = True
         thread.join(timeout=120)
         sock.close()
+
+
+def free_port() -> int:
+    """A 127.0.0.1 port nothing listens on (now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def signal_with_a_request_in_flight(args, send, stop: int) -> tuple[int, str, dict]:
+    """Run `rbrc serve ARGS --port P` in its own process (one OpenMP thread); once it
+    answers /health, call `send(url)` in a thread, and once the server counts that
+    request in flight, send the process the signal `stop`. Returns (exit code,
+    stderr, answer), answer["r"] being what `send` returned."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "rbrlang.cli", "serve", *map(str, args), "--port", str(port)],
+                            cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    answer = {}
+    sender = threading.Thread(target=lambda: answer.update(r=send(url)))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if http().get(url + "/health", timeout=5).status_code == 200:
+                    break
+            except http().TransportError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        sender.start()
+        while http().get(url + "/health", timeout=5).json()["in_flight"] < 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(stop)
+        code = proc.wait(timeout=60)  # not the server's batch window
+    sender.join(timeout=60)
+    return code, proc.stderr.read(), answer
 
 
 def http():
@@ -69,11 +111,8 @@ def completion_text(value) -> str:
 
 def gold_samples(n: int, shortest: bool = True) -> list[dict]:
     """`n` gold rows as {"messages", "completion", "category"} (shortest first)."""
-    rows = [json.loads(line) for line in GOLD.read_text().splitlines()]
-    if shortest:
-        rows.sort(key=lambda r: len(json.dumps(r)))
     return [{"messages": r["prompt"], "completion": completion_text(r["completion"]), "category": r["category"]}
-            for r in rows[:n]]
+            for r in gold_rows(n, shortest)]
 
 
 def openrlhf_body(texts: PolicyModelText, samples, label: str = "json") -> dict:
