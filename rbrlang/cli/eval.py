@@ -45,8 +45,8 @@ def register(sub) -> None:
                         "COMPILED/calibration.json")
     p.add_argument("--seed", type=int, default=0, help="seed of the fit/report split of the gold prompts")
     add_grader_options(p, required=False, group=src,
-                       grader_help="grade the gold set (and unlabelled comparisons) with this model (a local folder "
-                                   "or hub id; served, with --backend openai)")
+                       grader_help="grade the gold set (and unlabelled comparisons) with this model (a local folder, "
+                                   "FILE.gguf or hub id; served, with --backend openai)")
     p.set_defaults(run=cmd_eval)
 
 
@@ -70,7 +70,7 @@ def cmd_eval(args) -> int:
     if args.grader:
         check_grader_options(args)
     with plain_warnings("eval"):
-        grader = load_grader(args, open_cache(args)) if args.grader else None
+        grader = load_grader(args, open_cache(args), policy) if args.grader else None
         ev = evaluate(policy, gold=args.gold, probs=args.probs, grader=grader, comparisons=args.comparisons,
                       calibrate=args.calibrate, seed=args.seed, folder=str(args.compiled),
                       progress=sys.stderr.isatty())

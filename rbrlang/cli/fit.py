@@ -35,7 +35,7 @@ def register(sub) -> None:
     p.add_argument("--val-fraction", type=float, default=0.2, metavar="F",
                    help="fraction of prompts held out for validation (default 0.2)")
     add_grader_options(p, required=False, grader_help="grade lines without `propositions` with this model (a local "
-                                                      "folder or hub id; served, with --backend openai)")
+                                                      "folder, FILE.gguf or hub id; served, with --backend openai)")
     p.set_defaults(run=cmd_fit)
 
 
@@ -72,7 +72,7 @@ def cmd_fit(args) -> int:
               "(no RBR reward there): skipped", file=sys.stderr)
     progress = None if sys.stderr.isatty() else False
     with plain_warnings("fit"):
-        grader = load_grader(args, open_cache(args)) if data.to_grade.any() else None
+        grader = load_grader(args, open_cache(args), policy) if data.to_grade.any() else None
         result = fit_policy(policy, data, grader=grader, decay=args.decay, margin=args.margin, seed=args.seed,
                             val_fraction=args.val_fraction, progress=progress)
     print(_table(result))

@@ -7,7 +7,9 @@ Three steps, so each command can put the slow work last:
    --no-chat-template` and, where the command keeps grades, `--cache/--no-cache`;
 2. `check_grader_options(args)`: everything that costs no model load: options
    that do not go with the backend (exit 2), the backend's libraries installed,
-   the device exists, a local model path is a folder;
+   the device exists, a local model path is a folder or a GGUF file (its
+   header read: GGUF, an architecture transformers loads, a chat template),
+   a hub id can be had (network or the HF cache);
 3. `load_grader(args)`: the model folder holds a model, then
    `rbrlang.runtime.load_grader` with one `GraderOptions` (the options every
    backend takes) and the options this backend takes besides; what
@@ -45,7 +47,7 @@ def positive_int(text: str) -> int:
     return value
 
 
-def add_grader_options(parser, *, required: bool, grader_help: str = "a local model folder or hub id",
+def add_grader_options(parser, *, required: bool, grader_help: str = "a local model folder, FILE.gguf or hub id",
                        group=None, cache: bool = True, max_batch: bool = True) -> None:
     """Add the grader options to a subcommand's parser. `group`: where `--grader`
     goes (eval puts it beside `--probs`); `max_batch=False` where the command's
@@ -96,7 +98,10 @@ def check_grader_options(args) -> None:
     needs_backend_extra(f"rbrc {args.command}", backend)
     if backend == "hf":
         check_device("--device", args.device or "auto")
-    model_path("--grader", args.grader, "grader")
+    header = model_path("--grader", args.grader, "grader", gguf=backend != "openai")
+    if header is not None and not header.chat_template and not args.no_chat_template:
+        raise PathError(args.grader, "cannot load grader: the GGUF file has no chat template "
+                        "(tokenizer.chat_template)", NO_TEMPLATE_HELP)
 
 
 def needs_extra(what: str, modules: tuple[str, ...], extra: str) -> None:
@@ -149,18 +154,111 @@ MODEL_FILES = ("config.json",)
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
-def model_path(option: str, name: str, what: str) -> None:
-    """A model argument that is plainly a local path must be a folder; a hub id is left to transformers."""
+NO_TEMPLATE_HELP = ("pass --no-chat-template to send the prompts as plain text (a base model), or give an "
+                    "instruct model that has one")
+
+
+def model_path(option: str, name: str, what: str, gguf: bool = False):
+    """A model argument that is plainly a local path must be a folder (or, where
+    `gguf`, a GGUF file: its header is checked and returned); any other name is a
+    hub id, checked against the network and the HF cache (`hub_id`)."""
+    from ..runtime.gguf import check_gguf, is_gguf
+
     path = Path(name).expanduser()
-    local = name.startswith(("/", "./", "../", "~")) or path.exists()
+    local = name.startswith(("/", "./", "../", "~")) or path.exists() or (gguf and is_gguf(name))
     if local and not path.exists():
-        raise PathError(name, f"cannot load {what}: no such folder", _takes(option))
+        kind = "file" if gguf and is_gguf(name) else "folder"
+        raise PathError(name, f"cannot load {what}: no such {kind}", _takes(option, gguf))
     if path.exists() and not path.is_dir():
-        raise PathError(name, f"cannot load {what}: it is a file, not a model folder", _takes(option))
+        if gguf and is_gguf(path):
+            return check_gguf(path)
+        raise PathError(name, f"cannot load {what}: it is a file, not a model folder"
+                        + (" or a .gguf file" if gguf else ""), _takes(option, gguf))
+    if not local:
+        hub_id(option, name, what, gguf)
+    return None
 
 
-def _takes(option: str) -> str:
-    return f"{option} takes a model folder (config.json, tokenizer files, weights) or a hub id"
+def _takes(option: str, gguf: bool = False) -> str:
+    return (f"{option} takes a model folder (config.json, tokenizer files, weights)"
+            + (", a GGUF file (FILE.gguf)" if gguf else "") + " or a hub id")
+
+
+HUB_PROBE_S = 3.0
+
+
+def hub_id(option: str, name: str, what: str, gguf: bool = False) -> None:
+    """A name that is no local path is tried as a hub id. Without network that
+    try costs huggingface_hub's five retries per file (about 50 s) and ends in
+    a raw hub message, so: a model in the HF cache loads from it (offline, when
+    the hub cannot be reached); one that is not, with no way to fetch it, is
+    one line now. Behind a proxy the hub is left to try (a direct probe would
+    say nothing about the proxy)."""
+    from huggingface_hub import constants
+
+    offline = constants.HF_HUB_OFFLINE
+    reachable = not offline and (_proxied() or _hub_reachable(constants.ENDPOINT))
+    if _in_hf_cache(name):
+        if not offline and not reachable:
+            # Read the cache without the retries (huggingface_hub reads this flag at each request).
+            os.environ["HF_HUB_OFFLINE"] = "1"
+            constants.HF_HUB_OFFLINE = True
+        return
+    if reachable:
+        return
+    why = ("HF_HUB_OFFLINE is set" if offline
+           else f"{constants.ENDPOINT} cannot be reached from here")
+    near = ""
+    try:
+        folders = [p.name for p in Path.cwd().iterdir() if p.is_dir() and not p.name.startswith(".")]
+        near = dg.closest(name, folders) or ""
+    except OSError:
+        pass
+    raise PathError(name, f"cannot load {what}: not a local folder or file; model ids need network or the HF "
+                    f"cache ({why}, and it is not in {constants.HF_HUB_CACHE})",
+                    f"did you mean `./{near}`?" if near else _takes(option, gguf))
+
+
+def _in_hf_cache(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("config.json", "tokenizer_config.json"):
+        try:
+            if isinstance(try_to_load_from_cache(name, filename), str):
+                return True
+        except Exception:  # not a valid repo id: transformers will say so
+            return False
+    return False
+
+
+def _proxied() -> bool:
+    return any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+
+
+def _hub_reachable(endpoint: str) -> bool:
+    """Can a TCP connection to the hub be opened within HUB_PROBE_S? (A name
+    lookup can hang past any socket timeout, so the probe runs in a thread.)"""
+    import socket
+    import threading
+    from urllib.parse import urlsplit
+
+    url = urlsplit(endpoint)
+    host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    if not host:
+        return False
+    result = []
+
+    def probe():
+        try:
+            socket.create_connection((host, port), timeout=HUB_PROBE_S).close()
+            result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(HUB_PROBE_S)
+    return bool(result)
 
 
 def model_files(option: str, name: str, what: str) -> None:
@@ -176,9 +274,11 @@ def model_files(option: str, name: str, what: str) -> None:
 
 # --- step 3: the load ---------------------------------------------------------------------
 
-def load_grader(args, cache=None):
+def load_grader(args, cache=None, policy=None):
     """The grader `args` name, built by `rbrlang.runtime.load_grader` with the
-    options its backend takes. Call `check_grader_options` first."""
+    options its backend takes. Call `check_grader_options` first. Before any
+    grading: the tokenizer has a chat template (or --no-chat-template was
+    given) and, given the `policy`, its yes/no spellings are tokens."""
     from ..runtime import GraderOptions, load_grader as load
 
     backend = args.backend
@@ -194,12 +294,20 @@ def load_grader(args, cache=None):
             options[name] = default if value is None else value
     quiet_model_loading()
     try:
-        return load(str(args.grader), backend=backend, base_url=args.base_url if backend == "openai" else None,
-                    **options)
+        grader = load(str(args.grader), backend=backend, base_url=args.base_url if backend == "openai" else None,
+                      **options)
     except (OSError, ValueError, KeyError) as exc:
         if isinstance(exc, RbrError):
             raise
         raise load_failure("--grader", str(args.grader), "grader", exc) from None
+    if not args.no_chat_template and not grader.encoder.chat:
+        raise PathError(args.grader, "the grader's tokenizer has no chat template", NO_TEMPLATE_HELP)
+    if policy is not None:
+        try:
+            grader.answer_tokens(policy)
+        except GraderError as exc:
+            raise PathError(args.grader, f"cannot grade with it: {exc}") from None
+    return grader
 
 
 def load_failure(option: str, name: str, what: str, exc: BaseException) -> GraderError:

@@ -41,7 +41,7 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("compiled", metavar="COMPILED")
     add_grader_options(p, required=True, cache=False, max_batch=False,
-                       grader_help="a local model folder or hub id (served, with --backend openai)")
+                       grader_help="a local model folder, FILE.gguf or hub id (served, with --backend openai)")
     p.add_argument("--rm", metavar="MODEL", help="a reward model (one-output sequence classifier) added to the RBR")
     p.add_argument("--allow-untrained-head", action="store_true",
                    help="serve --rm even when its checkpoint has no score head (a causal LM: random scores)")
@@ -136,7 +136,7 @@ def cmd_serve(args) -> int:
                 raise
             raise load_failure("--rm", args.rm, "reward model", exc) from None
         with plain_warnings("serve"):
-            grader = load_grader(args)
+            grader = load_grader(args, policy=policy)
         app = create_app(RBRReward(policy, grader, rm), max_batch=args.max_batch,
                          batch_window_ms=args.batch_window_ms, strip_suffixes=args.strip_suffix,
                          max_body=int(args.max_body_mb * (1 << 20)), max_samples=args.max_samples)

@@ -22,12 +22,18 @@ class AnswerTokens:
 
 
 def answer_tokens(tokenizer, yes_spellings, no_spellings) -> AnswerTokens:
+    unk = getattr(tokenizer, "unk_token_id", None)
+
     def first_ids(spellings, label):
         ids = []
         for s in spellings:
             toks = tokenizer(s, add_special_tokens=False)["input_ids"]
             if not toks:
                 raise GraderError(f"the {label} spelling {s!r} has no tokens in this tokenizer")
+            if unk is not None and toks[0] == unk:  # a word-level or sentencepiece vocabulary without the word
+                raise GraderError(f"the {label} spelling {s!r} is not in this tokenizer's vocabulary (it reads as "
+                                  f"the unknown token {tokenizer.unk_token!r}); list spellings it has in the "
+                                  f"policy's `grader {{ {label} \"…\" }}` block")
             if toks[0] not in ids:
                 ids.append(toks[0])
         return tuple(ids)

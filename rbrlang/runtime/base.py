@@ -39,6 +39,7 @@ from ..policy import CompiledPolicy
 from .answers import AnswerTokens, answer_tokens
 from .cache import GradeCache, item_key
 from .encoding import Encoded, PromptEncoder
+from .gguf import fingerprint as gguf_fingerprint, is_gguf
 from .options import GraderOptions
 
 
@@ -186,10 +187,13 @@ WEIGHT_FILES = ("*.safetensors", "*.bin", "*.gguf")
 
 def file_fingerprint(path) -> str:
     """Names, sizes and modification times of a local model folder's weights
-    (cheap; a changed file is a different grader identity). A hub id or a
-    path that is no folder has no files here: the digest of nothing."""
+    (cheap; a changed file is a different grader identity); for a GGUF file,
+    its size, time and a hash of a bounded part (gguf.fingerprint says why).
+    A hub id or a path that is no folder has no files here: the digest of nothing."""
     digest = hashlib.sha256()
     folder = Path(str(path))
+    if folder.is_file() and is_gguf(folder):
+        return gguf_fingerprint(folder)
     if folder.is_dir():
         for pattern in WEIGHT_FILES:
             for f in sorted(folder.glob(pattern)):

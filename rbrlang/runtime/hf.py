@@ -25,6 +25,7 @@ from .answers import AnswerTokens, GraderError, yes_probability
 from .attention import register, use_fused_prefix_attention
 from .base import BaseGrader, Grades, GradeStats, GraderWarning, Row, device_and_dtype, file_fingerprint
 from .batching import plan_batches
+from .gguf import check_gguf, is_gguf, split
 from .options import GraderOptions
 
 
@@ -69,11 +70,25 @@ class HFGrader(BaseGrader):
     @classmethod
     def from_pretrained(cls, path_or_id: str, device: str = "auto", dtype: str | torch.dtype = "auto",
                         attn_implementation: str = "sdpa", **kwargs) -> "HFGrader":
+        """Load a model folder, a hub id, or one GGUF file (`….gguf`: its tokenizer and chat
+        template come from the file; every tensor is dequantised to `dtype` as it loads,
+        see runtime/gguf.py). `kwargs` go to `HFGrader(...)`."""
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         device, dtype = device_and_dtype(device, dtype)
-        tokenizer = AutoTokenizer.from_pretrained(path_or_id)
-        model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype, attn_implementation=attn_implementation)
+        if is_gguf(path_or_id):
+            # One GGUF file: transformers reads it from its folder and dequantises every tensor to `dtype`.
+            check_gguf(path_or_id)
+            folder, name = split(path_or_id)
+            tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=dtype,
+                                                         attn_implementation=attn_implementation)
+            # transformers records the folder; the grader's identity (the grade cache's key) is the file.
+            model.config._name_or_path = str(Path(folder) / name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(path_or_id)
+            model = AutoModelForCausalLM.from_pretrained(path_or_id, dtype=dtype,
+                                                         attn_implementation=attn_implementation)
         return cls(model.to(device), tokenizer, **kwargs)
 
     def __getstate__(self):
@@ -236,7 +251,7 @@ def _identity(model, chat: bool) -> str:
     """What makes two graders give the same answers: weights, config, dtype, prompt form."""
     config = model.config.to_json_string(use_diff=False)
     path = Path(str(getattr(model.config, "_name_or_path", "") or ""))
-    if path.is_dir():
+    if path.is_dir() or (path.is_file() and is_gguf(path)):
         weights = file_fingerprint(path)
     else:  # weights in memory only: hash a sample of every parameter
         sample = hashlib.sha256()

@@ -21,7 +21,8 @@ BACKENDS = ("hf", "vllm", "openai")
 def load_grader(spec, backend: str = "hf", base_url: Optional[str] = None, **kwargs) -> "Grader":
     """A grader by name.
 
-    - `backend="hf"`: `HFGrader.from_pretrained(spec, **kwargs)` (a local folder or hub id);
+    - `backend="hf"`: `HFGrader.from_pretrained(spec, **kwargs)` (a local folder, a
+      GGUF file `….gguf`, dequantised as it loads, or a hub id);
     - `backend="vllm"`: `VLLMGrader(spec, **kwargs)`, vLLM's offline engine on that model;
     - `backend="openai"`: `OpenAIGrader(base_url, spec, **kwargs)`, a running
       OpenAI-compatible server serving model `spec` (which also names the

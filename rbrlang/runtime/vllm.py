@@ -30,6 +30,7 @@ from typing import Optional
 
 from ..errors import GraderError
 from .base import GradeStats, IdsGrader, file_fingerprint
+from .gguf import check_gguf, is_gguf, split
 from .options import GraderOptions
 
 
@@ -73,7 +74,14 @@ class VLLMGrader(IdsGrader):
         from transformers import AutoTokenizer
 
         self._SamplingParams, self._TokensPrompt = SamplingParams, TokensPrompt
-        tok = AutoTokenizer.from_pretrained(tokenizer or model)
+        if is_gguf(model):
+            _check_gguf_loader(model, vllm.__version__)
+            check_gguf(model)
+        if is_gguf(model) and tokenizer is None:
+            folder, name = split(model)
+            tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        else:
+            tok = AutoTokenizer.from_pretrained(tokenizer or model)
         engine = dict(engine_kwargs)
         engine.update(model=model, tokenizer=tokenizer or model, dtype=dtype, seed=seed,
                       enable_prefix_caching=enable_prefix_caching)
@@ -149,6 +157,17 @@ def _cpu_kv_bytes() -> int:
     import psutil
 
     return int(min(8 << 30, psutil.virtual_memory().available // 4))
+
+
+def _check_gguf_loader(model: str, version: str) -> None:
+    """Older vLLM releases loaded GGUF files (`GGUFModelLoader`); 0.32 has no
+    GGUF loader and, given one, fails while building its engine config, reading
+    the file as JSON ("not a valid JSON file"): say so before the engine starts."""
+    try:
+        from vllm.model_executor.model_loader.gguf_loader import GGUFModelLoader  # noqa: F401
+    except ImportError:
+        raise GraderError(f"{model}: vLLM {version} has no GGUF loader; grade a GGUF file with the hf backend, or "
+                          "give vLLM the model's transformers folder") from None
 
 
 def _check_cpu_head_size(model: str) -> None:
