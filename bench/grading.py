@@ -21,6 +21,11 @@ prefix forwarded exactly once and no padding.
     python bench/grading.py --n 32 --threads 1 --skip-padded   # RESULTS.md (a shared CPU)
     python bench/grading.py --json         # one JSON object
     python bench/grading.py --config half_b --device cuda --dtype bfloat16 --n 256
+    python bench/grading.py --grader PATH/SmolLM2-135M-Instruct.Q4_1.gguf --n 8 --threads 1   # a real judge
+
+`--grader DIR|FILE.gguf` runs a real model (a transformers folder, or a GGUF
+file dequantised as it loads) in place of a `--config` preset: the real
+judge's shape (SmolLM2-135M: head size 64, GQA 3:1, a 49k vocabulary).
 
 The baselines are plain transformers calls (`model(ids).logits`,
 `model(ids, attention_mask=mask).logits`, `model(..., logits_to_keep=1)`,
@@ -55,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from rbrlang.policy import load_policy  # noqa: E402
 from rbrlang.runtime import HFGrader  # noqa: E402
+from rbrlang.runtime.gguf import is_gguf  # noqa: E402
 from tests.support.reference import full_forward, padded_forward, sorted_last_token_forward  # noqa: E402
 from rbrlang.runtime.tiny import build_tiny_grader  # noqa: E402
 
@@ -103,6 +109,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=64, help="gold conversations (N)")
     ap.add_argument("--config", default="small", help="tiny.py preset")
+    ap.add_argument("--grader", metavar="DIR|FILE.gguf", help="a real model instead of a preset")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch", type=int, default=8, help="rows per batch for the padded and sorted baselines")
@@ -121,12 +128,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         policy = load_policy(ROOT / "compiled" / "safety")
         templates = sorted({p.template for p in policy.propositions if p.graded})
-        path = build_tiny_grader(Path(tmp) / "grader", seed=0, config=args.config, dtype=dtype, corpus=templates)
+        if args.grader:
+            path = Path(args.grader)
+            args.config = path.name
+        else:
+            path = build_tiny_grader(Path(tmp) / "grader", seed=0, config=args.config, dtype=dtype,
+                                     corpus=templates)
         convs, resps = load_items(args.n)
         ours = HFGrader.from_pretrained(str(path), device=args.device, dtype=dtype, token_budget=args.token_budget)
         device = ours.device
         # The baselines run the same weights through stock transformers (SDPA).
-        stock = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype, attn_implementation="sdpa").to(device)
+        where = ({"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name} if is_gguf(path)
+                 else {"pretrained_model_name_or_path": str(path)})
+        stock = AutoModelForCausalLM.from_pretrained(**where, dtype=dtype, attn_implementation="sdpa").to(device)
         stock.eval()
         params = sum(p.numel() for p in ours.model.parameters())
         answers = ours.answer_tokens(policy)

@@ -8,6 +8,11 @@ prompts, one generated token, and the log-probabilities of the yes/no ids).
     python bench/grading_vllm.py --n 16 --json
     python bench/grading_vllm.py --bind 0-1          # vLLM compute threads on cores 0-1 (VLLM_CPU_OMP_THREADS_BIND)
     python bench/grading_vllm.py --config half_b --device cuda --dtype bfloat16 --n 256   # on a GPU
+    python bench/grading_vllm.py --grader PATH/SmolLM2-135M-Instruct.Q4_1.gguf --n 8   # a real judge
+
+`--grader DIR|FILE.gguf`: a real model in place of a `--config` preset. vLLM
+0.32 has no GGUF loader, so a GGUF file is loaded (dequantised) by ours and
+saved as a plain folder for the vLLM engines: both grade the same weights.
 
 Each grader is timed on one `grade_detailed` call over all N items (prompt
 encoding included, the same work for both) after a warm-up call on one other
@@ -42,6 +47,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=32, help="gold conversations (N)")
     ap.add_argument("--config", default="small", help="tiny.py preset (vLLM's CPU attention needs heads of "
                                                        "size 32, 64, 80, …: `small` has 32)")
+    ap.add_argument("--grader", metavar="DIR|FILE.gguf", help="a real model instead of a preset")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--bind", default=None, help="VLLM_CPU_OMP_THREADS_BIND for the vLLM engines (CPU)")
@@ -63,6 +69,7 @@ def main() -> int:
     from grading import load_items, trie_size
     from rbrlang.policy import load_policy
     from rbrlang.runtime import HFGrader, VLLMGrader
+    from rbrlang.runtime.gguf import is_gguf
     from rbrlang.runtime.tiny import build_tiny_grader
 
     torch.manual_seed(0)
@@ -76,9 +83,16 @@ def main() -> int:
     results, grades = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         templates = sorted({p.template for p in policy.propositions if p.graded})
-        path = str(build_tiny_grader(Path(tmp) / "grader", seed=0, config=args.config, dtype=dtype,
-                                     corpus=templates))
+        if args.grader:
+            path, args.config = args.grader, Path(args.grader).name
+        else:
+            path = str(build_tiny_grader(Path(tmp) / "grader", seed=0, config=args.config, dtype=dtype,
+                                         corpus=templates))
         ours = HFGrader.from_pretrained(path, device=args.device, dtype=dtype)
+        if is_gguf(path):  # the engines get the same dequantised weights as a plain folder
+            from tests.support.real_model import save_dequantised
+
+            path = str(save_dequantised(ours.model, ours.tokenizer, Path(tmp) / "dequantised"))
         params = sum(p.numel() for p in ours.model.parameters())
         items = ours.encoder.encode_items(policy, convs, resps)
         rows = [e.ids for item in items for e in item.values()]

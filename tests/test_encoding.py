@@ -157,3 +157,26 @@ def test_common_length_is_the_common_prefix():
         expected = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
         assert common_length(a, b) == common_length(b, a) == expected
     check()
+
+
+
+@pytest.fixture(scope="module")
+def smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    from tests.support.real_model import FETCH, smollm2
+
+    path = smollm2()
+    if path is None:
+        pytest.skip(f"SmolLM2 is not cached here: {FETCH}")
+    return AutoTokenizer.from_pretrained(path)
+
+
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "plain"])
+def test_the_real_judges_tokenizer_reads_the_whole_prompt(smollm2_tokenizer, safety, items, chat):
+    """SmolLM2-135M-Instruct's own tokenizer (GPT-2-style byte-level BPE with a
+    49k vocabulary, converted from its GGUF file) and its own ChatML template,
+    which adds a default system turn before the user's: 8 gold items × every
+    grader proposition."""
+    assert "You are a helpful AI assistant named SmolLM" in smollm2_tokenizer.chat_template
+    check_exact_and_shared(smollm2_tokenizer, safety, items[:8], chat, "item")

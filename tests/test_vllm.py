@@ -179,3 +179,44 @@ def test_rbrc_grade_through_the_server(rbrc, server, model_dir, safety, gold, re
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     got = torch.tensor([[row["propositions"][n] for n in safety.proposition_names] for row in rows])
     assert float((got - reference.p_yes[:3]).abs().max()) < TOLERANCE
+
+
+# --- the real judge (SmolLM2-135M-Instruct; tests/support/real_model.py) ---------------------
+
+@pytest.fixture(scope="module")
+def smollm2_dir():
+    from tests.support.real_model import FETCH, smollm2
+
+    path = smollm2()
+    if path is None:
+        pytest.skip(f"SmolLM2 is not cached here: {FETCH}")
+    return path
+
+
+def test_engine_equals_hf_on_the_real_judge(smollm2_dir, safety, torch_one_thread):
+    """Real weights (30 layers, GQA 3:1, head size 64, a 49k vocabulary): vLLM's
+    CPU kernels and transformers' give the same P(yes) and answer mass on a gold item."""
+    rows = gold_rows(1)
+    convs, resps = [r["prompt"] for r in rows], [r["completion"][0]["content"] for r in rows]
+    reference = HFGrader.from_pretrained(str(smollm2_dir), device="cpu", dtype="float32").grade_detailed(
+        safety, convs, resps)
+    # 2048 positions: the item's prompts are far shorter, and the KV cache fits KV_BYTES.
+    engine = VLLMGrader(str(smollm2_dir), dtype="float32", enforce_eager=True, kv_cache_memory_bytes=KV_BYTES,
+                        max_model_len=2048)
+    try:
+        grades = engine.grade_detailed(safety, convs, resps)
+    finally:
+        engine.close()
+    assert_agrees(grades, reference)
+    assert grades.stats.low_mass > 0  # the real model's answer format: see tests/test_real_model.py
+
+
+def test_a_gguf_file_is_refused_before_the_engine_starts(tmp_path):
+    """vLLM 0.32 has no GGUF loader: one line, not an engine that reads the file as JSON."""
+    pytest.importorskip("gguf")
+    from tests.support.gguf_files import write_gguf
+
+    path = write_gguf(tmp_path / "judge.gguf")
+    with pytest.raises(GraderError, match=r"judge.gguf: vLLM .* has no GGUF loader; grade a GGUF file with the hf "
+                                          r"backend"):
+        VLLMGrader(str(path), dtype="float32", kv_cache_memory_bytes=KV_BYTES)

@@ -48,20 +48,32 @@ def smollm2() -> Optional[Path]:
     if (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file():
         return out
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    config = loaded.config
+    partial = out.with_name(out.name + ".partial")
+    save_dequantised(loaded, tokenizer, partial)
+    partial.rename(out)  # whole or not at all: a killed conversion is redone next time
+    return out
+
+
+def save_dequantised(loaded, tokenizer, out: Path) -> Path:
+    """Save a model loaded from a GGUF file (dequantised) as a plain transformers
+    folder: its state dict in a fresh model of its class, built from its config
+    without the GGUF quantization entry (which `save_pretrained` refuses). For
+    what cannot load GGUF itself (vLLM 0.32: bench/grading_vllm.py)."""
+    import copy
+
+    config = copy.deepcopy(loaded.config)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    plain = LlamaForCausalLM(config)
+    plain = type(loaded)(config)
     missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
-    if unexpected or [k for k in missing if k != "lm_head.weight"]:  # the head is tied to the embeddings
-        raise RuntimeError(f"SmolLM2 conversion: missing {missing}, unexpected {unexpected}")
+    tied = {"lm_head.weight"} if getattr(config, "tie_word_embeddings", False) else set()
+    if unexpected or set(missing) - tied:  # a tied head is the embeddings
+        raise RuntimeError(f"GGUF conversion: missing {missing}, unexpected {unexpected}")
     plain.tie_weights()
-    partial = out.with_name(out.name + ".partial")
-    plain.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.rename(out)  # whole or not at all: a killed conversion is redone next time
+    plain.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
