@@ -193,22 +193,27 @@ def smollm2_dir():
     return path
 
 
-def test_engine_equals_hf_on_the_real_judge(smollm2_dir, safety, torch_one_thread):
+def test_engine_equals_hf_on_the_real_judge(smollm2_dir, tmp_path, torch_one_thread):
     """Real weights (30 layers, GQA 3:1, head size 64, a 49k vocabulary): vLLM's
-    CPU kernels and transformers' give the same P(yes) and answer mass on a gold item."""
-    rows = gold_rows(1)
+    CPU kernels and transformers' give the same P(yes) and answer mass on two gold
+    items, with tests/test_real_model.py's two-proposition policy (the safety
+    policy's 23 long prompts an item take a minute each on one thread)."""
+    from tests.test_real_model import WORDED, compiled
+
+    _, policy = compiled(tmp_path, "worded", WORDED)
+    rows = gold_rows(2)
     convs, resps = [r["prompt"] for r in rows], [r["completion"][0]["content"] for r in rows]
     reference = HFGrader.from_pretrained(str(smollm2_dir), device="cpu", dtype="float32").grade_detailed(
-        safety, convs, resps)
+        policy, convs, resps)
     # 2048 positions: the item's prompts are far shorter, and the KV cache fits KV_BYTES.
     engine = VLLMGrader(str(smollm2_dir), dtype="float32", enforce_eager=True, kv_cache_memory_bytes=KV_BYTES,
                         max_model_len=2048)
     try:
-        grades = engine.grade_detailed(safety, convs, resps)
+        grades = engine.grade_detailed(policy, convs, resps)
     finally:
         engine.close()
     assert_agrees(grades, reference)
-    assert grades.stats.low_mass > 0  # the real model's answer format: see tests/test_real_model.py
+    assert grades.stats.graded == 4
 
 
 def test_a_gguf_file_is_refused_before_the_engine_starts(tmp_path):

@@ -208,12 +208,7 @@ def hub_id(option: str, name: str, what: str, gguf: bool = False) -> None:
         return
     why = ("HF_HUB_OFFLINE is set" if offline
            else f"{constants.ENDPOINT} cannot be reached from here")
-    near = ""
-    try:
-        folders = [p.name for p in Path.cwd().iterdir() if p.is_dir() and not p.name.startswith(".")]
-        near = dg.closest(name, folders) or ""
-    except OSError:
-        pass
+    near = near_folder(name)
     raise PathError(name, f"cannot load {what}: not a local folder or file; model ids need network or the HF "
                     f"cache ({why}, and it is not in {constants.HF_HUB_CACHE})",
                     f"did you mean `./{near}`?" if near else _takes(option, gguf))
@@ -296,7 +291,7 @@ def load_grader(args, cache=None, policy=None):
     try:
         grader = load(str(args.grader), backend=backend, base_url=args.base_url if backend == "openai" else None,
                       **options)
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, NotImplementedError) as exc:  # the last: a GGUF type gguf-py cannot read
         if isinstance(exc, RbrError):
             raise
         raise load_failure("--grader", str(args.grader), "grader", exc) from None
@@ -317,13 +312,18 @@ def load_failure(option: str, name: str, what: str, exc: BaseException) -> Grade
     message = f"cannot load {what} `{name}`: {first_line(exc).rstrip(':')}"
     if not Path(name).expanduser().exists():
         message += f" (there is no local folder `{name}`, so it was tried as a hub id"
-        try:
-            folders = [p.name for p in Path.cwd().iterdir() if p.is_dir() and not p.name.startswith(".")]
-        except OSError:
-            folders = []
-        near = dg.closest(name, folders)
+        near = near_folder(name)
         message += f"; did you mean `./{near}`?)" if near else ")"
     return GraderError(message)
+
+
+def near_folder(name: str) -> str:
+    """A folder here that `name` may be a slip for (`tiny-grder` for `tiny-grader`), or ""."""
+    try:
+        folders = [p.name for p in Path.cwd().iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return ""
+    return dg.closest(name, folders) or ""
 
 
 def quiet_model_loading() -> None:
