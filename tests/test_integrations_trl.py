@@ -74,3 +74,80 @@ def test_missing_routing_column_is_a_clear_error(safety, grader):
         call_like_trl(func, ["hi"], ["hey"], topic=["x"])
     with pytest.raises(PolicyError, match="prompt 0: a prompt is a string or a list of messages"):
         call_like_trl(func, [3], ["hey"], category=["C-R"])
+
+
+# --- the extras: `rbrlang[trl]` never changes the trl a user has ------------------------------
+
+NEWEST_TRL = "1.16.0"  # the newest trl checked (its released wheel); CI installs the newest
+
+
+def extra_requirements(name: str) -> list[str]:
+    """An extra's requirements from pyproject.toml, its `rbrlang[...]` references expanded."""
+    import re
+    import tomllib
+
+    from tests.support.files import ROOT
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras, out, todo, seen = project["optional-dependencies"], list(project["dependencies"]), [name], set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for req in extras[extra]:
+            own = re.fullmatch(r"rbrlang\[([\w,-]+)\]", req)
+            if own:
+                todo += own.group(1).split(",")
+            else:
+                out.append(req)
+    return out
+
+
+def dry_run(tmp_path, requirements: list[str]):
+    """`pip install --dry-run --report` of `requirements` beside what is installed, from no index:
+    (exit status, the report's installs as {name: version}, pip's stderr)."""
+    import json
+    import subprocess
+    import sys
+
+    report = tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--quiet",
+                           "--report", str(report), *requirements], capture_output=True, text=True, timeout=300)
+    installs = {}
+    if proc.returncode == 0:
+        installs = {i["metadata"]["name"].lower(): i["metadata"]["version"]
+                    for i in json.loads(report.read_text())["install"]}
+    return proc.returncode, installs, proc.stderr
+
+
+def test_the_trl_extra_takes_every_trl_from_1_12_to_the_newest():
+    from packaging.requirements import Requirement
+
+    def trl_spec(extra):
+        return next(Requirement(r).specifier for r in extra_requirements(extra) if Requirement(r).name == "trl")
+
+    for extra in ("trl", "test"):
+        assert all(trl_spec(extra).contains(v) for v in ("1.12.0", "1.14.0", NEWEST_TRL, "2.0.0")), extra
+        assert not trl_spec(extra).contains("1.11.0")
+    # PPO alone is pinned: its trainer is gone from trl 1.13.
+    assert trl_spec("trl-ppo").contains("1.12.0") and not trl_spec("trl-ppo").contains("1.13.0")
+
+
+def test_installing_the_trl_extra_changes_nothing_of_the_installed_trl(tmp_path):
+    """pip's own resolver, offline, beside the trl installed here (the newest, in CI)."""
+    import importlib.metadata
+
+    from packaging.version import Version
+
+    pytest.importorskip("trl")
+    installed = importlib.metadata.version("trl")
+    for extra in ("trl", "test"):
+        code, installs, err = dry_run(tmp_path, extra_requirements(extra))
+        assert code == 0, f"rbrlang[{extra}] beside trl {installed}: {err}"
+        assert "trl" not in installs, f"rbrlang[{extra}] would change trl {installed} to {installs['trl']}"
+    code, installs, err = dry_run(tmp_path, extra_requirements("trl-ppo"))
+    if Version(installed) >= Version("1.13"):  # the PPO extra alone asks for trl 1.12 (no index here: it fails)
+        assert code != 0 and "trl" in err
+    else:
+        assert code == 0 and "trl" not in installs
