@@ -76,6 +76,114 @@ def test_missing_routing_column_is_a_clear_error(safety, grader):
         call_like_trl(func, [3], ["hey"], category=["C-R"])
 
 
+def test_tool_using_completions_grade_the_final_reply(safety, grader):
+    """trl 1.16's tool loop: assistant tool call, tool result, final assistant reply."""
+    rows = gold_rows(2)
+    func = reward_function(safety, grader)
+    prompts, cats = [r["prompt"] for r in rows], [r["category"] for r in rows]
+    replies = [r["completion"][0]["content"] for r in rows]
+    with_tools = [[{"role": "assistant", "content": "",
+                    "tool_calls": [{"type": "function", "function": {"name": "search", "arguments": {"q": "x"}}}]},
+                   {"role": "tool", "name": "search", "content": "a long tool result " * 20},
+                   {"role": "assistant", "content": reply}] for reply in replies]
+    got, _, _ = call_like_trl(func, prompts, with_tools, category=cats)
+    plain, _, _ = call_like_trl(func, prompts, replies, category=cats)
+    assert got.tolist() == pytest.approx(plain.tolist(), abs=1e-6)
+    # A turn cut off after a tool result has no reply: graded as "".
+    cut = [m[:2] for m in with_tools]
+    empty, _, _ = call_like_trl(func, prompts, [""] * 2, category=cats)
+    assert call_like_trl(func, prompts, cut, category=cats)[0].tolist() == pytest.approx(empty.tolist(), abs=1e-6)
+    from rbrlang.errors import ConversationError
+
+    with pytest.raises(ConversationError, match="completion 1: message 2 has role 'user'"):
+        call_like_trl(func, prompts, [with_tools[0], cut[1] + [{"role": "user", "content": "hm"}]], category=cats)
+
+
+def test_a_pickled_reward_function_carries_its_configuration_not_weights(tmp_path, safety, tiny_model_dir, grader):
+    """As TRL's async GRPO does: pickled into a child process that sees no GPU; the
+    child loads the grader itself, grades, and writes the grade cache it was given."""
+    import subprocess
+    import sys
+
+    from tests.support.files import ROOT
+
+    cache = tmp_path / "grades.sqlite"
+    func = reward_function(safety, str(tiny_model_dir), device="auto", dtype="float32", cache=cache)
+    assert func.reward.grader._grader is None  # nothing loaded by building it
+    blob = pickle.dumps(func)
+    weights = sum(f.stat().st_size for f in tiny_model_dir.glob("*.safetensors"))
+    assert len(blob) < weights / 4, (len(blob), weights)
+    rows = gold_rows(3)
+    prompts, cats = [r["prompt"] for r in rows], [r["category"] for r in rows]
+    texts = [r["completion"][0]["content"] for r in rows]
+    (tmp_path / "func.pkl").write_bytes(blob)
+    (tmp_path / "args.pkl").write_bytes(pickle.dumps((prompts, texts, cats)))
+    child = ("import pickle, sys, json\n"
+             f"func = pickle.loads(open({str(tmp_path / 'func.pkl')!r}, 'rb').read())\n"
+             f"prompts, texts, cats = pickle.loads(open({str(tmp_path / 'args.pkl')!r}, 'rb').read())\n"
+             "print(json.dumps(func(prompts=prompts, completions=texts, category=cats)))\n"
+             "print(func.reward.grader.loaded.model.device)\n")
+    import os
+
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    rewards, device = proc.stdout.strip().splitlines()[-2:]
+    here, _, _ = call_like_trl(reward_function(safety, grader), prompts, texts, category=cats)
+    assert json.loads(rewards) == pytest.approx(here.tolist(), abs=1e-5)
+    assert device == "cpu" and cache.stat().st_size > 0
+    # The parent, loading the same configuration, reads the child's grades from the cache.
+    again = pickle.loads(blob)
+    call_like_trl(again, prompts, texts, category=cats)
+    stats = again.reward.grader.loaded.stats
+    assert stats.cached > 0 and stats.graded == 0
+
+
+def test_an_async_reward_function_for_a_served_grader(safety, tiny_model_dir, grader):
+    """With trl >= 1.14 a served grader gives an async reward function, detected by
+    TRL's own `is_async_callable` and awaited as `_calculate_rewards` awaits it; on
+    trl 1.12 (which would not await it) the plain one."""
+    import asyncio
+    import inspect
+
+    from rbrlang.integrations.trl import AsyncRBRRewardFunction, trl_awaits_async_callables
+
+    from tests.support.completions_server import CompletionsServer
+
+    rows = gold_rows(3)
+    prompts, cats = [r["prompt"] for r in rows], [r["category"] for r in rows]
+    texts = [r["completion"][0]["content"] for r in rows]
+    want, _, _ = call_like_trl(reward_function(safety, grader), prompts, texts, category=cats)
+    with CompletionsServer(grader.model, str(tiny_model_dir)) as server:
+        func = reward_function(safety, str(tiny_model_dir), backend="openai", base_url=server.url)
+        if not trl_awaits_async_callables():
+            assert not isinstance(func, AsyncRBRRewardFunction) and not inspect.iscoroutinefunction(func)
+            with pytest.raises(PolicyError, match="trl >= 1.14"):
+                reward_function(safety, str(tiny_model_dir), backend="openai", base_url=server.url,
+                                asynchronous=True)
+            got, _, _ = call_like_trl(func, prompts, texts, category=cats)
+            assert got.tolist() == pytest.approx(want.tolist(), abs=1e-3)
+            return
+        from trl.trainer.utils import is_async_callable
+
+        assert isinstance(func, AsyncRBRRewardFunction) and is_async_callable(func)
+        metrics = defaultdict(list)
+
+        async def calculate():  # two awaited at once, as TRL gathers its async reward functions
+            kwargs = dict(prompts=prompts, completions=texts, completion_ids=[[1]] * 3, category=cats,
+                          trainer_state=None, log_extra=lambda c, v: None,
+                          log_metric=lambda n, v: metrics[n].append(v))
+            return await asyncio.gather(func(**kwargs), func(**kwargs))
+
+        first, second = asyncio.run(calculate())
+        assert first == second and first == pytest.approx(want.tolist(), abs=1e-3)
+        assert metrics["rbr/routed"] == [1.0, 1.0] and server.behaviour.requests > 0
+        copy = pickle.loads(pickle.dumps(func))  # as configuration: no HTTP client, no tokenizer
+        assert copy.reward.grader._grader is None and isinstance(copy, AsyncRBRRewardFunction)
+
+
 # --- the extras: `rbrlang[trl]` never changes the trl a user has ------------------------------
 
 NEWEST_TRL = "1.16.0"  # the newest trl checked (its released wheel); CI installs the newest

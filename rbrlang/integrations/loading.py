@@ -72,6 +72,66 @@ def shared_reward(policy: Optional[str] = None, grader: Optional[str] = None, rm
         return _rewards[key]
 
 
+class LazyGrader:
+    """A grader named by its model and options, loaded the first time it grades,
+    in the process where that happens.
+
+    Trainers pickle reward functions to hand them to other processes (TRL's
+    async GRPO sends them to a rollout child that sees no GPU, accelerate and Ray
+    to workers): a loaded `HFGrader` travels with its weights. This travels
+    with `load_grader`'s arguments only (a grade cache as its path), and each
+    copy loads its own grader where it runs, so `device="auto"` means that
+    process's device. `grade` and `grade_detailed` load it; any other attribute
+    (`encoder`, `cache`, ...) is the loaded grader's.
+    """
+
+    def __init__(self, spec, backend: str = "hf", base_url: Optional[str] = None, **options):
+        from ..runtime.loading import BACKENDS
+
+        if backend not in BACKENDS:  # a typo is an error now, not in a worker at the first grade
+            raise UsageError(f"unknown grader backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        self.spec, self.backend, self.base_url, self.options = str(spec), backend, base_url, dict(options)
+        self._lock, self._grader = threading.Lock(), None
+
+    @property
+    def loaded(self):
+        """The grader, loaded now if it was not yet."""
+        with self._lock:
+            if self._grader is None:
+                from ..runtime import load_grader
+
+                self._grader = load_grader(self.spec, backend=self.backend, base_url=self.base_url, **self.options)
+            return self._grader
+
+    def grade(self, policy, conversations, responses):
+        return self.loaded.grade(policy, conversations, responses)
+
+    def grade_detailed(self, policy, conversations, responses):
+        return self.loaded.grade_detailed(policy, conversations, responses)
+
+    @property
+    def identity(self) -> str:
+        """The loaded grader's identity; before loading, what will be loaded (for reprs, not cache keys)."""
+        if self._grader is not None:
+            return self._grader.identity
+        return f"{self.backend}:{self.spec} (not loaded yet)"
+
+    def __getattr__(self, name: str):
+        if name.startswith("__") or name in ("_grader", "_lock"):  # copy/pickle probes; half-built copies
+            raise AttributeError(name)
+        return getattr(self.loaded, name)
+
+    def __repr__(self) -> str:
+        return f"LazyGrader({self.spec!r}, backend={self.backend!r}, loaded={self._grader is not None})"
+
+    def __getstate__(self):
+        return {"spec": self.spec, "backend": self.backend, "base_url": self.base_url, "options": self.options}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock, self._grader = threading.Lock(), None
+
+
 def strip_suffixes(value: Optional[str] = None) -> tuple[str, ...]:
     """`RBR_STRIP_SUFFIX` (or `value`): one suffix, or a JSON list of them."""
     value = os.environ.get(ENV_STRIP, "") if value is None else value
