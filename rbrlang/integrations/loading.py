@@ -15,6 +15,8 @@ name and call it with data only (OpenRLHF's `reward_func` file, veRL's
     RBR_MAX_BATCH     optional: samples per grader batch at most (default 64)
     RBR_UNROUTED_REWARD  optional: the reward of a sample whose category has no route, when
                       there is no RM (default 0.0; see `rbrlang.rewards.unrouted_reward`)
+    RBR_SCORES        optional (OpenRLHF): what the answer's `scores` are, for dynamic filtering:
+                      "reward" (default) or "class_score" (in [0, 1]; `integrations.openrlhf.answer`)
 
 The reward is built at the first call and kept (engines call these functions
 many times, from threads): a lock makes the first load happen once. Calls
@@ -35,6 +37,7 @@ ENV_DEVICE, ENV_DTYPE, ENV_STRIP = "RBR_DEVICE", "RBR_DTYPE", "RBR_STRIP_SUFFIX"
 ENV_MAX_BATCH = "RBR_MAX_BATCH"
 ENV_UNROUTED = "RBR_UNROUTED_REWARD"
 ENV_BACKEND, ENV_BASE_URL = "RBR_BACKEND", "RBR_BASE_URL"
+ENV_SCORES = "RBR_SCORES"
 
 _lock = threading.Lock()
 _rewards: dict[tuple, object] = {}
@@ -164,6 +167,16 @@ def unrouted_reward_setting(value=None) -> float:
     if isinstance(value, bool) or not math.isfinite(number):
         raise UsageError(f"unrouted reward {value!r} ({ENV_UNROUTED} or `unrouted_reward`): give a finite number")
     return number
+
+
+def scores_setting(value: Optional[str] = None) -> str:
+    """What OpenRLHF answers' `scores` are: `value`, else `RBR_SCORES`, else "reward"."""
+    from .openrlhf import SCORES
+
+    value = value or os.environ.get(ENV_SCORES) or "reward"
+    if value not in SCORES:
+        raise UsageError(f"{ENV_SCORES}={value!r}: choose one of {', '.join(SCORES)}")
+    return value
 
 
 def batcher_for(reward):

@@ -48,11 +48,15 @@ grader does not see it.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Optional, Sequence
 
 from ..data.jsonl import JSONTextError, parse_json
+from ..errors import RbrError
 from ..rewards.reward import UNROUTED_REWARD
 from .samples import ItemReward, Sample, SampleError, check_route, conversation_from, extra_logs
+
+log = logging.getLogger("rbrlang.integrations.openrlhf")
 
 
 def parse_label(label: Any, index: int) -> tuple[Optional[str], Optional[str], Optional[tuple]]:
@@ -144,13 +148,29 @@ def samples_from_request(queries: Any, prompts: Any, labels: Any, policy=None,
     return out
 
 
-def answer(items: Sequence[ItemReward], has_rm: bool, unrouted: float = UNROUTED_REWARD) -> dict:
+SCORES = ("reward", "class_score")
+
+
+def answer(items: Sequence[ItemReward], has_rm: bool, unrouted: float = UNROUTED_REWARD,
+           scores: str = "reward") -> dict:
     """OpenRLHF's answer for scored samples, as lists (what its `serve_rm` sends):
     `rewards` (`unrouted` where a sample has no route and there is no RM),
-    `scores` (the same numbers: dynamic filtering sees the reward) and
-    `extra_logs` (see `samples.extra_logs`)."""
+    `scores` and `extra_logs` (see `samples.extra_logs`).
+
+    `scores` feed OpenRLHF's dynamic filtering (`--algo.dynamic_filtering_enable`:
+    a prompt is kept when its samples' mean score lies strictly inside
+    `--algo.dynamic_filtering_range`, default (0, 1)): `scores="reward"` sends
+    the rewards again; `"class_score"` the expected class score
+    (`ItemReward.class_score`, in [0, 1] with the default class scores), the
+    reward where a sample has no route."""
     rewards = [i.number(unrouted) for i in items]
-    return {"rewards": rewards, "scores": list(rewards), "extra_logs": extra_logs(items, has_rm)}
+    if scores == "class_score":
+        values = [r if i.class_score is None else i.class_score for i, r in zip(items, rewards)]
+    elif scores == "reward":
+        values = list(rewards)
+    else:
+        raise ValueError(f"scores must be one of {', '.join(SCORES)}, not {scores!r}")
+    return {"rewards": rewards, "scores": values, "extra_logs": extra_logs(items, has_rm)}
 
 
 class RewardFunc:
@@ -160,23 +180,37 @@ class RewardFunc:
     (`asyncio.to_thread` in `_fetch_rewards_via_func`): the calls share grader
     batches through one `ThreadBatcher`, which runs the grader on one thread.
     It answers float tensors, as OpenRLHF's example reward functions do; a
-    sample without a route and without an RM scores `unrouted_reward`.
+    sample without a route and without an RM scores `unrouted_reward`;
+    `scores` says what the answer's `scores` are (`answer`).
+
+    A sample that cannot be scored raises, naming it, and the reason is logged
+    at WARNING first (logger `rbrlang.integrations.openrlhf`): OpenRLHF catches
+    the exception and logs it at INFO only, and the sample gets no reward.
     """
 
-    def __init__(self, reward, strip_suffixes: Sequence[str] = (), unrouted_reward: float = UNROUTED_REWARD):
+    def __init__(self, reward, strip_suffixes: Sequence[str] = (), unrouted_reward: float = UNROUTED_REWARD,
+                 scores: str = "reward"):
         from .loading import batcher_for
 
+        if scores not in SCORES:
+            raise ValueError(f"scores must be one of {', '.join(SCORES)}, not {scores!r}")
         self.reward = reward
         self.strip_suffixes = tuple(strip_suffixes)
         self.unrouted_reward = float(unrouted_reward)
+        self.scores = scores
         self.batcher = batcher_for(reward)
 
     def __call__(self, queries, prompts, labels, **kwargs) -> dict:
         import torch
 
-        samples = samples_from_request(list(queries), list(prompts), list(labels), self.reward.policy,
-                                       self.strip_suffixes)
-        body = answer(self.batcher.submit(samples), self.reward.rm is not None, self.unrouted_reward)
+        try:
+            samples = samples_from_request(list(queries), list(prompts), list(labels), self.reward.policy,
+                                           self.strip_suffixes)
+            items = self.batcher.submit(samples)
+        except RbrError as exc:
+            log.warning("rbrlang reward_func: a request was not scored: %s", exc)
+            raise
+        body = answer(items, self.reward.rm is not None, self.unrouted_reward, self.scores)
         return {"rewards": torch.tensor(body["rewards"], dtype=torch.float32),
                 "scores": torch.tensor(body["scores"], dtype=torch.float32),
                 "extra_logs": {k: torch.tensor(v, dtype=torch.float32) for k, v in body["extra_logs"].items()}}

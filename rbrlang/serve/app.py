@@ -31,6 +31,7 @@ from starlette.routing import Route
 from ..data.jsonl import JSONTextError, parse_json
 from ..errors import RbrError, SampleError
 from ..integrations.batching import Batcher
+from ..integrations.loading import scores_setting
 from ..integrations.openrlhf import answer, samples_from_request
 from ..integrations.samples import score_samples
 from .limits import BODY_BUDGET, MAX_BODY, MAX_SAMPLES, BodyBudget, LengthCheck, TooLarge, declared_length, read_body
@@ -41,6 +42,8 @@ SHAPE = '{"query": [...], "prompts": [...], "labels": [...]}'
 
 
 def _error(status: int, message: str, sample: Optional[int] = None) -> JSONResponse:
+    # OpenRLHF's client logs a failed request at INFO and drops the body: the reason is said here.
+    log.warning("answered %d%s: %s", status, "" if sample is None else f" (sample {sample})", message)
     body = {"error": message}
     if sample is not None:
         body["sample"] = sample
@@ -70,13 +73,15 @@ def grader_description(grader) -> dict:
 
 def create_app(reward, max_batch: int = 64, batch_window_ms: float = 5.0,
                strip_suffixes: Sequence[str] = (), max_body: int = MAX_BODY,
-               max_samples: int = MAX_SAMPLES) -> Starlette:
+               max_samples: int = MAX_SAMPLES, scores: Optional[str] = None) -> Starlette:
     """A Starlette app serving `reward` (an `RBRReward`) to OpenRLHF.
 
     `max_body` (bytes) and `max_samples` bound one request; the bodies held at
     once are bounded by `BODY_BUDGET` times `max_body`. `app.state.batcher`
-    holds the `Batcher` (its `stats` count batches) once the app has started."""
+    holds the `Batcher` (its `stats` count batches) once the app has started.
+    `scores`: what answers' `scores` are (`integrations.openrlhf.answer`); None: `RBR_SCORES`, else "reward"."""
     has_rm = reward.rm is not None
+    scores = scores_setting(scores)
     suffixes = tuple(strip_suffixes)
     lengths = LengthCheck(reward.policy, reward.grader)
     budget = BodyBudget(BODY_BUDGET * max_body)
@@ -146,7 +151,7 @@ def create_app(reward, max_batch: int = 64, batch_window_ms: float = 5.0,
         except Exception as exc:  # a bug: this request fails, the server goes on
             log.exception("scoring a request failed")
             return _error(500, f"internal error while scoring ({type(exc).__name__}: {exc})")
-        return JSONResponse(answer(items, has_rm))
+        return JSONResponse(answer(items, has_rm, scores=scores))
 
     async def health(request: Request) -> JSONResponse:
         ok = batcher.running
