@@ -46,8 +46,9 @@ _batchers: dict[int, tuple] = {}  # id(reward) -> (reward, its ThreadBatcher): t
 
 def shared_reward(policy: Optional[str] = None, grader: Optional[str] = None, rm: Optional[str] = None,
                   device: Optional[str] = None, dtype: Optional[str] = None, backend: Optional[str] = None,
-                  base_url: Optional[str] = None):
-    """The process's `RBRReward` for these settings (arguments win over the environment)."""
+                  base_url: Optional[str] = None, tokenizer: Optional[str] = None):
+    """The process's `RBRReward` for these settings (arguments win over the environment;
+    `tokenizer`: the served model's, for the openai backend, when its name is not a path or hub id)."""
     env = os.environ
     policy = policy or env.get(ENV_POLICY)
     grader = grader or env.get(ENV_GRADER)
@@ -60,7 +61,7 @@ def shared_reward(policy: Optional[str] = None, grader: Optional[str] = None, rm
         raise UsageError(f"no compiled policy: set {ENV_POLICY} to the folder `rbrc compile` wrote")
     if not grader:
         raise UsageError(f"no grader model: set {ENV_GRADER} to a model folder or hub id")
-    key = (str(policy), str(grader), rm, device, dtype, backend, base_url)
+    key = (str(policy), str(grader), rm, device, dtype, backend, base_url, tokenizer)
     with _lock:
         if key not in _rewards:
             from ..policy import load_policy
@@ -69,7 +70,8 @@ def shared_reward(policy: Optional[str] = None, grader: Optional[str] = None, rm
             from .reward_model import load_reward_model
 
             compiled = load_policy(policy)  # a bad folder fails before a model loads
-            options = {"hf": {"device": device, "dtype": dtype}, "vllm": {"dtype": dtype}}.get(backend, {})
+            options = {"hf": {"device": device, "dtype": dtype}, "vllm": {"dtype": dtype},
+                       "openai": {"tokenizer": tokenizer} if tokenizer else {}}.get(backend, {})
             model = load_grader(str(grader), backend=backend, base_url=base_url, **options)
             _rewards[key] = RBRReward(compiled, model, load_reward_model(rm, device=device, dtype=dtype))
         return _rewards[key]
