@@ -173,7 +173,7 @@ def unrouted_reward_setting(value=None) -> float:
 
 def scores_setting(value: Optional[str] = None) -> str:
     """What OpenRLHF answers' `scores` are: `value`, else `RBR_SCORES`, else "reward"."""
-    from .openrlhf import SCORES
+    from .samples import SCORES
 
     value = value or os.environ.get(ENV_SCORES) or "reward"
     if value not in SCORES:

@@ -54,7 +54,7 @@ from typing import Any, Mapping, Optional, Sequence
 from ..data.jsonl import JSONTextError, parse_json
 from ..errors import RbrError
 from ..rewards.reward import UNROUTED_REWARD
-from .samples import ItemReward, Sample, SampleError, check_route, conversation_from, extra_logs
+from .samples import SCORES, ItemReward, Sample, SampleError, check_route, conversation_from, extra_logs
 
 log = logging.getLogger("rbrlang.integrations.openrlhf")
 
@@ -146,9 +146,6 @@ def samples_from_request(queries: Any, prompts: Any, labels: Any, policy=None,
             check_route(policy, sample, i)
         out.append(sample)
     return out
-
-
-SCORES = ("reward", "class_score")
 
 
 def answer(items: Sequence[ItemReward], has_rm: bool, unrouted: float = UNROUTED_REWARD,

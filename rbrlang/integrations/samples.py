@@ -24,6 +24,10 @@ from ..errors import ConversationError, PolicyError, SampleError
 from ..rewards.reward import UNROUTED_REWARD
 
 
+# What OpenRLHF answers' `scores` can be (`openrlhf.answer`, `loading.scores_setting`).
+SCORES = ("reward", "class_score")
+
+
 @dataclass(frozen=True)
 class Sample:
     """One (conversation, completion) to score and how to route it.
@@ -56,6 +60,7 @@ class ItemReward:
         policy's class scores (in [0, 1] unless the author set others): the
         reward before any fit, and a score for OpenRLHF's dynamic filtering
         whatever the fitted weights' scale. None where unrouted.
+    class_probabilities: `{class: probability}` (best class first), None where unrouted.
     """
 
     total: Optional[float]
@@ -64,6 +69,7 @@ class ItemReward:
     routed: bool
     response_type: Optional[str]
     class_score: Optional[float] = None
+    class_probabilities: Optional[dict] = None
 
     def number(self, unrouted: float = UNROUTED_REWARD) -> float:
         """The reward as a number (the engines need one): `unrouted` where the
@@ -108,7 +114,8 @@ def score_samples(reward, samples: Sequence[Sample]) -> list[ItemReward]:
                    categories=[s.category for s in samples], response_types=[s.response_type for s in samples])
     return [ItemReward(total=None if total is None else float(total), rbr=float(rbr) if rt is not None else 0.0,
                        rm=None if rm is None else float(rm), routed=rt is not None, response_type=rt,
-                       class_score=None if rt is None else expected_class_score(reward.policy, rt, probs))
+                       class_score=None if rt is None else expected_class_score(reward.policy, rt, probs),
+                       class_probabilities=None if rt is None else dict(probs))
             for total, rbr, rm, rt, probs in zip(batch.rewards, batch.rbr, batch.rm, batch.response_types,
                                                  batch.class_probabilities)]
 

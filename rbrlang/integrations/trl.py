@@ -172,7 +172,8 @@ def as_conversation(prompt: Any, index: int = 0) -> list:
 def reward_function(policy, grader=None, rm=None, *, name: str = "rbr", log: bool = True,
                     asynchronous: Optional[bool] = None, **grader_options) -> RBRRewardFunction:
     """A picklable `reward_funcs` entry for TRL's GRPOTrainer, RLOOTrainer and
-    OnlineDPOTrainer (`trl.experimental.online_dpo`, which takes `reward_funcs` too).
+    OnlineDPOTrainer (`trl.experimental.online_dpo`, which takes `reward_funcs` too,
+    but never awaits one: give it `asynchronous=False`).
 
     Args:
         policy: a `CompiledPolicy`, or the path of a compiled folder.
