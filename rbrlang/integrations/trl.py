@@ -9,14 +9,14 @@ TRL (checked against the released trl 1.12 and 1.16: `GRPOTrainer._calculate_rew
 with one entry per completion, and takes back one float or None per completion
 (None becomes NaN: the other reward functions decide there). Prompts and
 completions are plain strings, or conversational: prompts lists of messages and
-completions `[{"role": "assistant", "content": …}]`; with tools (trl ≥ 1.13's
-tool loop) a completion is the whole turn: assistant messages with
+completions `[{"role": "assistant", "content": …}]`; with tools (`GRPOTrainer(tools=...)`,
+in 1.12 and 1.16 alike) a completion is the whole turn: assistant messages with
 `tool_calls`, `{"role": "tool", ...}` results, and the final assistant reply.
 The name TRL logs rewards under is the function's `__name__`; trainers pickle
 reward functions to hand them to workers, so this is a module-level class, not
 a closure.
 
-Async: trl ≥ 1.14 (`trl.trainer.utils.is_async_callable`) awaits a reward
+Async: trl ≥ 1.14 (`trl.trainer.utils.is_async_callable`, new in 1.14.0) awaits a reward
 function whose `__call__` is `async`, concurrently with its other async
 reward functions (TRL's async GRPO, in its rollout worker, with other
 rollouts). trl 1.12 tests `inspect.iscoroutinefunction(func)`, which is False

@@ -76,15 +76,15 @@ def sample_from(solution_str: str, ground_truth: Any, extra_info: Optional[Mappi
     if not isinstance(solution_str, str):
         raise SampleError(index, f"solution_str must be a string, not {type(solution_str).__name__}")
     info = extra_info if isinstance(extra_info, Mapping) else {}
-    messages = next((info[k] for k in ("messages", "raw_prompt", "prompt") if info.get(k) is not None), None)
-    if messages is None:
+    key = next((k for k in ("messages", "raw_prompt", "prompt") if info.get(k) is not None), None)
+    if key is None:
         raise SampleError(index, "extra_info has no `messages` (nor veRL's `raw_prompt`): put the prompt's "
                                  "messages there (veRL before 0.9 passes extra_info, not the prompt column, to "
                                  "reward functions)")
     category, response_type = info.get("category"), info.get("response_type")
     if category is None and response_type is None and isinstance(ground_truth, str) and ground_truth:
         category = ground_truth
-    return Sample(conversation_from(messages, index, "extra_info.messages"), solution_str,
+    return Sample(conversation_from(info[key], index, f"extra_info.{key}"), solution_str,
                   None if category is None else str(category),
                   None if response_type is None else str(response_type))
 
