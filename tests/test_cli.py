@@ -123,6 +123,27 @@ def test_json_reports_bad_data_lines_and_failures_that_are_no_exception(tmp_path
     assert not err
 
 
+def test_json_offsets_are_the_places_in_the_file(tmp_path, rbrc, compiled):
+    # Data lines (one read line by line, one raised whole) and a header warning:
+    # `start`/`end` are the character offsets of the span's line and column in
+    # the file's text, not 0. A CRLF line end and a wide character come before.
+    def places(out, text):
+        rows = json.loads(out[out.index("["):])
+        return [(r["code"], text[r["span"]["start"]:r["span"]["end"]]) for r in rows]
+
+    text = ('{"response_type": "r", "propositions": {"a": true, "b": false}, "note": "界"}\r\n'
+            '{"response_type": 3, "propositions": {"a": true, "b": false}}\n')
+    labels = tmp_path / "l.jsonl"
+    labels.write_bytes(text.encode())
+    code, out, _ = rbrc("--format", "json", "classify", compiled, "--labels", labels, "--keep-going")
+    assert code == 1 and places(out, text) == [("E0301", '"response_type"')]
+    bare = write(tmp_path / "bare.rbr", "# no policy yet\nrbr 1\n")
+    code, out, _ = rbrc("--format", "json", "check", bare)
+    assert places(out, "# no policy yet\nrbr 1\n") == [("W0134", "rbr 1")]
+    rows = json.loads(out)
+    assert (rows[0]["span"]["line"], rows[0]["span"]["column"], rows[0]["span"]["start"]) == (2, 1, 16)
+
+
 def test_library_errors_name_arguments_and_the_cli_names_flags(tmp_path, rbrc, compiled):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")
