@@ -128,7 +128,8 @@ def test_every_exit_code_is_documented():
 
     table = section(COMMANDS, "## Exit codes")
     codes = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)}
-    assert codes == {errors.EXIT_OK, errors.EXIT_ERRORS, errors.EXIT_USAGE, errors.EXIT_INTERNAL, 130}
+    assert codes == {errors.EXIT_OK, errors.EXIT_ERRORS, errors.EXIT_USAGE, errors.EXIT_INTERNAL, 130,
+                     errors.EXIT_TERMINATED}
     readme_codes = {int(m) for m in re.findall(r"^\| (\d+) \|", README, re.M)}
     assert readme_codes == codes
 

@@ -5,7 +5,7 @@ and batches concurrent requests into grader batches. Everything cheap is
 checked first (the extra is installed, the policy loads, the port is free),
 then the models load, then it serves until Ctrl-C or SIGTERM, which finish
 the requests in flight (for at most --grace-s seconds) before it exits (130
-after Ctrl-C)."""
+after Ctrl-C, 143 after SIGTERM)."""
 from __future__ import annotations
 
 import errno
@@ -14,7 +14,7 @@ import signal
 import socket
 import sys
 
-from ..errors import EXIT_OK, RbrError, UsageError
+from ..errors import EXIT_OK, EXIT_TERMINATED, RbrError, UsageError
 
 EPILOG = """\
 request:  {"query": [prompt+response text], "prompts": [prompt text], "labels": [label]}
@@ -146,7 +146,7 @@ def cmd_serve(args) -> int:
               file=sys.stderr)
         try:
             srv.run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn raises a captured SIGINT again once it has stopped
+        except KeyboardInterrupt:  # uvicorn raises a captured SIGINT or SIGTERM again once it has stopped
             pass
     finally:
         sock.close()
@@ -154,6 +154,7 @@ def cmd_serve(args) -> int:
         # A second Ctrl-C: quit now, not after the batch the grader thread is still scoring.
         sys.stderr.flush()
         os._exit(130)
-    # Where SIGINT is ignored (a background job's), uvicorn's raising it again does
-    # nothing and the run would end with 0: the exit code says Ctrl-C either way.
-    return 130 if srv.stopped_by == signal.SIGINT else EXIT_OK
+    # uvicorn raises the signal that stopped it again once it has stopped (for SIGTERM,
+    # rbrc's handler: `Terminated`, caught above); where SIGINT is ignored (a background
+    # job's) that does nothing. The exit code says which signal it was either way.
+    return {signal.SIGINT: 130, signal.SIGTERM: EXIT_TERMINATED}.get(srv.stopped_by, EXIT_OK)
