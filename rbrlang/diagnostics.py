@@ -166,6 +166,26 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f"did you mean `{best}`?" if best else ""
 
 
+def json_type(value) -> str:
+    """What a value is, named as JSON names it (`null`, `a number`, `a list`…):
+    a message about a wrong type speaks of what the user wrote in a data line
+    or a request body, not of Python's classes (`NoneType`, `dict`). A value
+    no JSON holds (a tensor from a Python caller) keeps its class's name."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
     return any(d.is_error for d in diagnostics)
 

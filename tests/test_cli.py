@@ -402,6 +402,20 @@ def test_grader_warnings_are_one_line(tmp_path, rbrc, compiled, tiny_model_dir):
     assert "GraderWarning" not in err and ".py:" not in err
 
 
+def test_other_libraries_warnings_are_one_line_with_their_name_once(capsys):
+    import warnings
+
+    from rbrlang.cli.output import plain_warnings
+
+    where = "/venv/lib/python3.11/site-packages/transformers/modeling_utils.py"
+    with plain_warnings("serve"), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        for _ in range(3):  # a warning a server would print each request: once
+            warnings.warn_explicit("`torch_dtype` is deprecated!\n  details", FutureWarning, where, 42)
+    err = capsys.readouterr().err
+    assert err == "rbrc serve: warning: (transformers) `torch_dtype` is deprecated!\n", err
+
+
 def test_explain_options_that_need_another(tmp_path, rbrc):
     src = write(tmp_path / "p.rbr", MINIMAL)
     conv = write(tmp_path / "c.json", "[]")

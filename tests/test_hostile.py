@@ -274,6 +274,44 @@ def test_a_chunked_body_is_cut_off_at_the_limit(served):
     assert answer.startswith(b"HTTP/1.1 413") and b"the body has more than" in answer
 
 
+def test_a_body_that_stalls_or_trickles_is_a_408_and_frees_the_server(torch_one_thread, minimal, grader):
+    """A client that sends its headers and then stops, or sends a byte now and then, gets a
+    408 once the body's deadline passes (one deadline for the whole body: a trickle meets
+    any per-chunk timeout), and the server goes on serving."""
+    import time
+
+    from rbrlang.rewards import RBRReward
+    from rbrlang.serve import create_app
+    from tests.support.serving import running_server
+
+    app = create_app(RBRReward(minimal, grader), max_batch=8, batch_window_ms=1, body_timeout_s=0.3)
+    head = (b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    with running_server(app) as (url, _):
+        stalled = raw_exchange(url, head, [b'{"query": '])  # 10 of the 1,000 bytes, then nothing
+        assert stalled.startswith(b"HTTP/1.1 408"), stalled
+        assert b"the body was not sent within 0.3 s (10 bytes received)" in stalled
+
+        host, port = url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(head)
+            s.setblocking(False)
+            answer = b""
+            for _ in range(3000):  # a byte every 10 ms until the server answers (0.3 s in, ~30 bytes)
+                try:
+                    s.sendall(b" ")
+                    answer += s.recv(65536)
+                except BlockingIOError:
+                    pass
+                except OSError:  # the server closed the connection after answering
+                    break
+                if b"\r\n\r\n" in answer:
+                    break
+                time.sleep(0.01)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert post(url, sample_body(1)).status_code == 200
+
+
 def sample_body(n: int = 1, completion: str = "Sure.", prompt: str = "Q: hi\n") -> bytes:
     return json.dumps({"query": [prompt + completion] * n, "prompts": [prompt] * n,
                        "labels": [json.dumps({"category": "C-R", "messages": [{"role": "user", "content": "hi"}]})]
@@ -329,7 +367,7 @@ def test_invalid_utf8_and_the_health_grader_is_an_object(served, grader):
     health = http().get(url + "/health", timeout=30).json()
     assert isinstance(health["grader"], dict) and health["grader"]["class"] == "HFGrader"
     assert health["grader"] == {"class": "HFGrader", **json.loads(grader.identity), "context": 8192}
-    assert health["limits"] == {"max_body": LIMIT, "max_samples": 4}
+    assert health["limits"] == {"max_body": LIMIT, "max_samples": 4, "body_timeout_s": 60.0}
 
 
 def test_body_budget_waits_instead_of_holding_more_than_its_total():

@@ -270,6 +270,10 @@ def test_rbrc_serve_finishes_a_request_in_flight_on_sigterm(tiny_model_dir, text
          "warning"], lambda url: post(url, openrlhf_body(texts, samples)), signal.SIGTERM)
     # uvicorn shuts down gracefully, then raises the signal again: rbrc ends with 143, as documented.
     assert code == 143 and "Traceback" not in err, err
+    # The grader's warning about this request's answers (random weights: little mass on
+    # yes/no), printed while serving: one line, no Python file, line or class.
+    assert "rbrc serve: warning: the grader put less than 50%" in err, err
+    assert ".py:" not in err and "GraderWarning" not in err, err
     expected = reward([samples[0]["messages"]], [samples[0]["completion"]], categories=[samples[0]["category"]])
     assert answer["r"].status_code == 200
     assert answer["r"].json()["rewards"] == pytest.approx(expected.rewards, abs=1e-6)

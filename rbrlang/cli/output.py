@@ -13,6 +13,7 @@ import dataclasses
 import json
 import sys
 import warnings
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from .. import diagnostics as dg
@@ -175,20 +176,27 @@ class BadLines:
 
 @contextlib.contextmanager
 def plain_warnings(command: str):
-    """rbrlang's own warnings (`GraderWarning`, …) printed as one line,
-    `rbrc COMMAND: warning: …`, instead of Python's `FILE:LINE: Category: …`
-    followed by a source line of torch's that means nothing to a user. Other
-    libraries' warnings keep Python's form. A progress bar on screen is kept
-    whole (tqdm's `write`)."""
+    """Warnings printed as one line, `rbrc COMMAND: warning: …`, instead of
+    Python's `FILE:LINE: Category: …` followed by a source line of torch's that
+    means nothing to a user: rbrlang's own (`GraderWarning`, …) as they are,
+    other libraries' with the library's name (`(transformers) …`), their first
+    line only, each once a run (a server would print it every request). A
+    progress bar on screen is kept whole (tqdm's `write`)."""
     previous = warnings.showwarning
+    seen: set = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
         if not category.__module__.startswith("rbrlang"):
-            return previous(message, category, filename, lineno, file, line)
+            text = text.strip().splitlines()[0] if text.strip() else category.__name__
+            if (category, text) in seen:
+                return
+            seen.add((category, text))
+            text = f"({_library(filename)}) {text}"
         if _run.json:
-            _run.rows.append(row(str(message), severity=dg.WARNING))
+            _run.rows.append(row(text, severity=dg.WARNING))
             return
-        text = f"rbrc {command}: warning: {message}"
+        text = f"rbrc {command}: warning: {text}"
         try:
             from tqdm import tqdm
 
@@ -201,3 +209,12 @@ def plain_warnings(command: str):
         yield
     finally:
         warnings.showwarning = previous
+
+
+def _library(filename: str) -> str:
+    """The package a warning came from, by its file: `…/site-packages/transformers/x.py` -> transformers."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts and parts.index(marker) + 1 < len(parts):
+            return Path(parts[parts.index(marker) + 1]).stem
+    return Path(filename).stem
