@@ -38,6 +38,8 @@ HOSTILE_JSON = {
     "overflow": ('{"x": 1e999}', "too large for a 64-bit float"),
     "lone_high_surrogate": ('{"completion": "ok \\ud800"}', "lone UTF-16 surrogate"),
     "lone_low_surrogate": ('{"completion": "\\udc00"}', "lone UTF-16 surrogate"),
+    # json.loads keeps the last value: the first, which the user may mean, is dropped in silence.
+    "duplicate_key": ('{"category": "C-R", "completion": "a", "category": "C-X"}', 'the key "category" is given twice'),
 }
 # Readers of data lines take NaN and Infinity as numbers: each field that holds a number checks it,
 # and says which field (fit's `rm_score`, classify's labels); only the server refuses them on sight.
@@ -54,6 +56,19 @@ def test_parse_json_refuses_what_json_loads_takes_or_crashes_on(name):
     with pytest.raises(JSONTextError) as caught:
         parse_json(text)
     assert says in caught.value.message and 0 <= caught.value.position < len(text)
+
+
+def test_a_key_given_twice_is_located_at_its_second_place(minimal_dir, tmp_path, rbrc):
+    # Nested, beside the same key in a list's objects and in a string, and spelt with an escape.
+    line = ('{"response_type": "r", "x": [{"a": 1}, {"a": 2}], "note": "\\"b\\": 1", '
+            '"propositions": {"a": true, "b": false, "\\u0062": true}}')
+    labels = write(tmp_path / "l.jsonl", line + "\n")
+    code, _, err = rbrc("classify", minimal_dir, "--labels", labels)
+    col = line.index('"\\u0062"') + 1
+    assert code == 1 and f"{labels}:1:{col}: error[E0300]: the key \"b\" is given twice in one object" in err
+    source, caret = err.splitlines()[2:4]  # the caret under the second key, the whole of it
+    at = caret.index("^")
+    assert source[at:at + caret.count("^")] == '"\\u0062"', err
 
 
 def test_classify_locates_nan_at_its_field(minimal_dir, tmp_path, rbrc):
@@ -157,7 +172,7 @@ def test_an_over_long_line_is_one_located_error_and_the_rest_is_read(minimal, tm
 def test_grade_reports_a_lone_surrogate_at_its_line_and_keep_going_grades_the_rest(minimal_dir, tmp_path, rbrc,
                                                                                  tiny_model_dir):
     compiled = minimal_dir
-    bad = json.dumps(LINE)[:-1] + ', "completion": "\\udcff"}'  # a later key wins: the completion
+    bad = json.dumps({**LINE, "completion": "\udcff"})  # json.dumps writes it as the escape `\\udcff`
     data = write(tmp_path / "in.jsonl", "\n".join([json.dumps(LINE), bad, json.dumps(LINE)]) + "\n")
     out = tmp_path / "o.jsonl"
     grade = ("grade", compiled, "--data", data, "--grader", tiny_model_dir, "-o", out, "--no-cache")
