@@ -190,12 +190,22 @@ def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
     return any(d.is_error for d in diagnostics)
 
 
+# How the text of a file is decoded to be shown in a diagnostic (never to be
+# read as data): a byte that is not UTF-8 becomes the lone surrogate
+# U+DC80 + byte, which is printed as `\x{ff}`, the byte itself; a U+FFFD in
+# its place would not say which byte, nor tell it from a real U+FFFD.
+LOSSY = "surrogateescape"
+
+
 def _shown(ch: str, keep_tab: bool) -> str:
     """How one character is printed: control and format characters (escape
     sequences, bidirectional overrides, zero-width marks) from a source never
-    reach the terminal raw; they are written as the language's `\\u{…}`."""
+    reach the terminal raw; they are written as the language's `\\u{…}`, and a
+    byte that is not UTF-8 (see `LOSSY`) as `\\x{…}`."""
     if ch == "\t" and keep_tab:
         return ch
+    if "\udc80" <= ch <= "\udcff":
+        return f"\\x{{{ord(ch) - 0xDC00:02x}}}"
     if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
         return f"\\u{{{ord(ch):x}}}"
     return ch

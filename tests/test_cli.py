@@ -144,6 +144,19 @@ def test_json_offsets_are_the_places_in_the_file(tmp_path, rbrc, compiled):
     assert (rows[0]["span"]["line"], rows[0]["span"]["column"], rows[0]["span"]["start"]) == (2, 1, 16)
 
 
+def test_bytes_that_are_not_utf8_are_shown_as_the_bytes(tmp_path, rbrc, compiled):
+    # As LANGUAGE.md says: `\\x{ff}`, not U+FFFD (which says neither which byte nor that it is one).
+    labels = tmp_path / "l.jsonl"
+    labels.write_bytes(b'{"response_type": "r", "note": "caf\xe9 \xff", "propositions": {"a": true, "b": false}}\n')
+    code, _, err = rbrc("classify", compiled, "--labels", labels)
+    assert code == 1 and '1 | {"response_type": "r", "note": "caf\\x{e9} \\x{ff}", "propositions"' in err, err
+    assert "\ufffd" not in err and err.splitlines()[3].endswith("   ^^^^^^")  # the caret under `\\x{e9}`
+    policy = tmp_path / "p.rbr"
+    policy.write_bytes(b'rbr 1\npolicy p "caf\xe9"\n')
+    code, _, err = rbrc("check", policy)
+    assert code == 1 and '2 | policy p "caf\\x{e9}"' in err and "\ufffd" not in err, err
+
+
 def test_library_errors_name_arguments_and_the_cli_names_flags(tmp_path, rbrc, compiled):
     pytest.importorskip("sklearn")
     pytest.importorskip("matplotlib")

@@ -140,7 +140,7 @@ class BadLines:
                 if not raw:
                     return None
                 self._at += 1
-                start, text = self._offset, raw.decode("utf-8", "replace")
+                start, text = self._offset, raw.decode("utf-8", dg.LOSSY)
                 self._offset += len(text)
             return start, text.rstrip("\r\n")
         except OSError:

@@ -238,8 +238,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnost
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
-                col = len(raw[:exc.start].decode("utf-8", "replace")) + 1
-                yield number, raw.decode("utf-8", "replace").rstrip("\r\n"), dg.error(
+                col = len(raw[:exc.start].decode("utf-8")) + 1
+                yield number, raw.decode("utf-8", dg.LOSSY).rstrip("\r\n"), dg.error(
                     "E0300", Span(name, number, col, number, col + 1),
                     "not UTF-8 text", "save the file as UTF-8; each line holds one JSON object")
                 continue
@@ -263,7 +263,7 @@ def line_texts(path, numbers) -> dict[int, str]:
         return out
     last = max(wanted)
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8", errors=dg.LOSSY) as fh:
             for number, text in enumerate(fh, 1):
                 if number in wanted:
                     out[number] = text.rstrip("\r\n")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from ..diagnostics import json_type
+from ..diagnostics import LOSSY, json_type
 from ..errors import LINE_SHAPE, ConversationError, DataError, GraderError, LineError, PolicyError  # noqa: F401 (LINE_SHAPE: for the readers)
 from ..policy import CompiledPolicy
 from ..policy.rendering import check_conversation
@@ -39,7 +39,7 @@ class PromptTooLong(GraderError):
     def located(self, path, lines) -> DataError:
         """The same problems as a `DataError` at their lines of `path` (`lines[i]`: item i's line)."""
         try:
-            source = Path(path).read_text(encoding="utf-8", errors="replace")
+            source = Path(path).read_text(encoding="utf-8", errors=LOSSY)
         except OSError:
             source = ""  # the diagnostics then point at their lines' starts
         texts = source.split("\n")  # lines as the JSONL reader numbers them
