@@ -24,11 +24,15 @@ class SourceFile:
 
 
 def display_name(path: Path) -> str:
-    """Relative to the working folder when possible: short and clickable."""
+    """Relative to the working folder when below it: short and clickable;
+    otherwise as given. The working folder itself (`../here` typed from
+    inside `here`) is shown as typed, not as `.`, which names nothing the user
+    wrote."""
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+        relative = path.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
         return str(path)
+    return str(relative) if relative.parts else str(path)
 
 
 def read_source(path: Path, name: str | None = None) -> SourceFile:

@@ -58,6 +58,18 @@ def test_missing_file_and_folder(tmp_path, rbrc):
     assert code == 1 and "E0001" in err and "folder" in err
 
 
+def test_the_working_folder_given_by_another_path_is_named_as_typed(tmp_path, rbrc, monkeypatch):
+    here = tmp_path / "x" / "bad"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    for command in ("check", "compile", "fmt"):
+        code, _, err = rbrc(command, "../bad")
+        assert code == 1 and err.startswith("../bad:1:1: error[E0001]: cannot read `../bad`: it is a folder"), err
+    write(here / "p.rbr", MINIMAL.replace("good = a and b", "good = a and bb"))
+    code, _, err = rbrc("check", "../bad/p.rbr")  # a file below the working folder: relative to it
+    assert code == 1 and err.startswith("p.rbr:14:"), err
+
+
 def test_too_large_file(tmp_path, rbrc):
     path = tmp_path / "big.rbr"
     path.write_bytes(b"rbr 1\n" + b"#" * (3 * 1024 * 1024))
