@@ -274,6 +274,20 @@ def compiled(tmp_path, rbrc):
 LABEL = '{"response_type": "r", "propositions": {"a": true, "b": false}}\n'
 
 
+def test_classify_refuses_a_label_name_the_policy_does_not_have(tmp_path, rbrc, compiled):
+    # Every label the response type needs is there, and one more the policy has no
+    # proposition for: a misspelling whose value was ignored in silence before.
+    line = '{"response_type": "r", "propositions": {"a": true, "b": false, "apology": true}}'
+    labels = write(tmp_path / "l.jsonl", line + "\n")
+    code, out, err = rbrc("classify", compiled, "--labels", labels)
+    col = line.index('"apology"') + 1
+    assert code == 1 and out == "" and f"l.jsonl:1:{col}: error[E0301]: `apology` is no proposition of policy" in err
+    assert "help: use the policy's proposition names: a, b" in err
+    write(labels, line.replace('"apology"', '"bb"') + "\n")
+    code, _, err = rbrc("classify", compiled, "--labels", labels)
+    assert code == 1 and "`bb` is no proposition" in err and "help: did you mean `b`?" in err, err
+
+
 def test_classify_and_grade_with_a_policy_source_say_compile_it(tmp_path, rbrc, compiled):
     labels = write(tmp_path / "l.jsonl", LABEL)
     for cmd in (("classify", tmp_path / "p.rbr", "--labels", labels),
