@@ -340,8 +340,8 @@ def test_sigterm_mid_grade_exits_143_and_leaves_no_partial_file(graded, rbrc, ti
 
     real = grading.write_grades
 
-    def write_then_terminated(policy, grader, items, fh):
-        real(policy, grader, items[:1], fh)  # a line is in the temporary file
+    def write_then_terminated(policy, grader, items, fh, **options):
+        real(policy, grader, items[:1], fh, **options)  # a line is in the temporary file
         signal.raise_signal(signal.SIGTERM)
         raise AssertionError("SIGTERM did not stop the run")
 
