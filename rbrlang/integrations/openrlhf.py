@@ -52,6 +52,7 @@ import logging
 from typing import Any, Mapping, Optional, Sequence
 
 from ..data.jsonl import JSONTextError, parse_json
+from ..diagnostics import json_type
 from ..errors import RbrError
 from ..rewards.reward import UNROUTED_REWARD
 from .samples import SCORES, ItemReward, Sample, SampleError, check_route, conversation_from, extra_logs
@@ -74,7 +75,7 @@ def parse_label(label: Any, index: int) -> tuple[Optional[str], Optional[str], O
             raise SampleError(index, f"the label looks like a JSON object but cannot be read: {exc.message} (at "
                                      f"character {exc.position})") from None
     if not isinstance(label, Mapping):
-        raise SampleError(index, f"the label is a category string or a JSON object, not {type(label).__name__}")
+        raise SampleError(index, f"the label is a category string or a JSON object, not {json_type(label)}")
     unknown = sorted(set(label) - {"category", "response_type", "messages"})
     if unknown:
         raise SampleError(index, f"the label has unknown key(s) {', '.join(map(repr, unknown))}; "
@@ -82,7 +83,7 @@ def parse_label(label: Any, index: int) -> tuple[Optional[str], Optional[str], O
     category, response_type = label.get("category"), label.get("response_type")
     for key, value in (("category", category), ("response_type", response_type)):
         if value is not None and not isinstance(value, str):
-            raise SampleError(index, f"the label's `{key}` must be a string, not {type(value).__name__}")
+            raise SampleError(index, f"the label's `{key}` must be a string, not {json_type(value)}")
     if category is None and response_type is None:
         raise SampleError(index, "the label has neither `category` nor `response_type`")
     messages = label.get("messages")
@@ -128,7 +129,7 @@ def samples_from_request(queries: Any, prompts: Any, labels: Any, policy=None,
     fails here, before any grading)."""
     for name, value in (("query", queries), ("prompts", prompts), ("labels", labels)):
         if not isinstance(value, (list, tuple)):
-            raise SampleError(None, f"`{name}` must be a list (one entry per sample), not {type(value).__name__}")
+            raise SampleError(None, f"`{name}` must be a list (one entry per sample), not {json_type(value)}")
     if not len(queries) == len(prompts) == len(labels):
         raise SampleError(None, f"`query`, `prompts` and `labels` must have one entry per sample; got "
                              f"{len(queries)}, {len(prompts)} and {len(labels)}")

@@ -66,6 +66,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Mapping, Optional, Sequence
 
+from rbrlang.diagnostics import json_type
 from rbrlang.errors import UsageError
 from rbrlang.integrations.loading import batcher_for, shared_reward, unrouted_reward_setting
 from rbrlang.integrations.samples import Sample, SampleError, check_route, conversation_from
@@ -74,7 +75,7 @@ from rbrlang.integrations.samples import Sample, SampleError, check_route, conve
 def sample_from(solution_str: str, ground_truth: Any, extra_info: Optional[Mapping], index: int = 0) -> Sample:
     """One veRL sample as a `Sample` (the columns: module docstring)."""
     if not isinstance(solution_str, str):
-        raise SampleError(index, f"solution_str must be a string, not {type(solution_str).__name__}")
+        raise SampleError(index, f"solution_str must be a string, not {json_type(solution_str)}")
     info = extra_info if isinstance(extra_info, Mapping) else {}
     key = next((k for k in ("messages", "raw_prompt", "prompt") if info.get(k) is not None), None)
     if key is None:
