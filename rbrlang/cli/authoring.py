@@ -232,7 +232,9 @@ def cmd_diff(args) -> int:
         with plain_warnings("diff"):
             if args.grader:
                 grader = load_grader(args, open_cache(args))
-            data = diff_on_data(old, new, diff, path, grader, top=args.top, flag=flag)
+            data = diff_on_data(old, new, path, grader, prompt_changed=diff.prompt_changed,
+                                question_changed=diff.question_changed, gold=bool(args.gold), top=args.top,
+                                flag=flag)
     if output.is_json():
         row = {"structure": diff.to_json(), "data": data.to_json() if data is not None else None}
         sys.stdout.write(json.dumps(row, indent=2, ensure_ascii=False) + "\n")

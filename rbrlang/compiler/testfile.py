@@ -148,16 +148,16 @@ def load_tests(path) -> Result[TestSuite]:
     tests = []
     seen: dict[str, Span] = {}
     for node in rest:
-        test = _check_test(policy, src.name, node, diags)
-        if test is None:
-            continue
-        if test.name in seen:
-            diags.append(dg.error("E0406", test.span, f"a test called {test.name!r} is already in this file",
+        name, head = _string(src.name, node.children[0], [])[0], _head_span(src.name, node)  # (its escapes: below)
+        if name in seen:
+            diags.append(dg.error("E0406", head, f"a test called {name!r} is already in this file",
                                   "give each test its own name: the summary and --junit report tests by name",
-                                  related=[(seen[test.name], "first here")]))
+                                  related=[(seen[name], "first here")]))
             continue
-        seen[test.name] = test.span
-        tests.append(test)
+        seen[name] = head
+        test = _check_test(policy, src.name, node, diags)
+        if test is not None:
+            tests.append(test)
     if not rest:
         diags.append(dg.warning("W0408", Span.point(src.name, src.text.count("\n") + 1), "the file has no tests",
                                 'add one: test "a short refusal is ideal" { category "C-R" … expect ideal }'))
@@ -248,6 +248,7 @@ def _check_test(policy: CompiledPolicy, file: str, node: Tree, diags: list) -> O
         if str(role) not in ROLES:
             error("E0403", _span(file, role), f"a test's turns are {', '.join(ROLES)}, not `{role}`",
                   "say why in a comment (`# …`) instead")
+            continue
         turns.append((str(role), text, _span(file, role)))
     completion, conversation = None, ()
     if turns:
@@ -318,7 +319,7 @@ def _check_test(policy: CompiledPolicy, file: str, node: Tree, diags: list) -> O
                   "write the lower bound first: `reward 0.5 to 1`")
         else:
             reward = (lo, hi, span)
-    if not expects and reward is None and not answers:
+    if not expects and not rewards and not answers:
         error("E0402", head, f"test {name!r} checks nothing", "add `expect CLASS`, `expect not CLASS`, "
               "`reward LOW to HIGH`, or answers for the grader to agree with")
     if len(diags) > before and any(d.is_error for d in diags[before:]) or rt is None or not ok:
