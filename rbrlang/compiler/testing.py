@@ -128,8 +128,9 @@ def run_logic(suite: TestSuite, test: PolicyTest) -> TestResult:
         labels.setdefault(name, value)
     missing = [p for p in rt.propositions if p not in labels]
     if missing:
+        named = ", ".join(missing[:4]) + (f", … ({len(missing)} in all)" if len(missing) > 4 else "")
         return TestResult(test, FAIL if fails else SKIP, tuple(fails),
-                          f"no answer for {', '.join(missing)} (add them, `otherwise no`, or run with --grader)")
+                          f"no answer for {named} (add them, `otherwise no`, or run with --grader)")
     labels = {p: labels[p] for p in rt.propositions}
     cls = policy.classify(rt.name, labels)
     # With certain answers the reward before any fit is the class's score (policy/scoring.py).

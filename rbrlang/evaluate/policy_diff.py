@@ -102,7 +102,7 @@ class DataDiff:
         return sum((m.old.response_type, m.old.cls) == (m.new.response_type, m.new.cls) for m in self.moves)
 
     def largest(self) -> list[Move]:
-        moved = [m for m in self.moves if m.delta is not None and abs(m.delta) > 0]
+        moved = [m for m in self.moves if m.delta is not None and abs(m.delta) >= 5e-4]  # what 3 decimals show
         return sorted(moved, key=lambda m: (-abs(m.delta), m.line))[:self.top]
 
     def to_json(self) -> dict:
@@ -132,7 +132,7 @@ class DataDiff:
                            f"{m.pair}  {text!r}")
         for which in ("old", "new"):
             if self.graded.get(which):
-                out.append(f"graded under the {which} policy: {', '.join(self.graded[which])}")
+                out.append(f"asked of the grader under the {which} policy: {', '.join(self.graded[which])}")
         if self.grader_stats:
             s = self.grader_stats
             out.append(f"grader: {s['graded']} prompts graded, {s['cached']} from the grade cache")
@@ -202,12 +202,9 @@ def diff_on_data(old: CompiledPolicy, new: CompiledPolicy, path: Path, grader, *
         names = list(dict.fromkeys(n for w in wanted for n in w))
         if names:
             if grader is None:
-                counts = {n: sum(n in w for w in wanted) for n in names}
-                why = {n: "its question changed" if n in question_changed else "its grader prompt changed"
-                       if n in prompt_changed else "no answer on the line" for n in names}
-                missing = ", ".join(f"`{n}` ({why[n]}; {c} line{'s' * (c != 1)})" for n, c in counts.items())
-                raise UsageError(f"the {which} policy needs answers the lines of {flag} do not give: {missing}; "
-                                 "give --grader MODEL to grade them (only these are graded), or add them to the lines")
+                raise UsageError(f"the {which} policy needs answers the lines of {flag} do not give: "
+                                 f"{_needed(names, wanted, prompt_changed, question_changed)}; give --grader MODEL "
+                                 "to grade them (only these are graded), or add them to the lines")
             _grade(policy, grader, lines, values, wanted, names)
             graded[which] = names
         outcomes[which] = [_outcome(policy, rt, vals) for rt, vals in zip(routes, values)]
@@ -216,6 +213,21 @@ def diff_on_data(old: CompiledPolicy, new: CompiledPolicy, path: Path, grader, *
     after = _stats(grader)
     stats = None if grader is None else {k: after[k] - before[k] for k in after}
     return DataDiff(str(path), len(lines), moves, top, graded, stats)
+
+
+def _needed(names, wanted, prompt_changed, question_changed) -> str:
+    """`question changed: disclaimer (4 lines); no answer on 6 lines: apology, judgement, … (16)`."""
+    groups: dict[str, list] = {}
+    for n in names:
+        why = ("its question changed" if n in question_changed else
+               "its grader prompt changed" if n in prompt_changed else "no answer on the line")
+        groups.setdefault(why, []).append(n)
+    parts = []
+    for why, group in groups.items():
+        lines = sum(any(n in w for n in group) for w in wanted)
+        shown = ", ".join(f"`{n}`" for n in group[:4]) + (f", … ({len(group)} in all)" if len(group) > 4 else "")
+        parts.append(f"{shown} ({why}; {lines} line{'s' * (lines != 1)})")
+    return "; ".join(parts)
 
 
 def _moved(a: Outcome, b: Outcome) -> bool:
