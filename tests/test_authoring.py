@@ -11,7 +11,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from rbrlang import diagnostics as dg
-from tests.support.files import GOLDEN, ROOT, SHARED, golden, gold_rows, write
+from tests.support.files import GOLDEN, ROOT, golden, gold_rows, write
 
 HERE = GOLDEN / "authoring"
 CHANGED = "tests/golden/authoring/safety_changed.rbr"
@@ -305,3 +305,15 @@ def test_language_md_example_checks(tmp_path):
     test = write(tmp_path / "safety.rbrtest", example.replace('"safety.rbr"', f'"{ROOT / "policies/safety.rbr"}"'))
     suite = load_tests(test).unwrap()
     assert [t.name for t in suite.tests] == ["a short apology and a clear refusal is ideal"]
+
+
+def test_lines_of_a_removed_response_type_move_to_no_route(rbrc, tmp_path, at_root):
+    text = (ROOT / "policies/safety.rbr").read_text().replace('import "common/style.rbr"',
+                                                              f'import "{ROOT / "policies/common/style.rbr"}"')
+    start, end = text.index("response hard_refuse {"), text.index("response safe_refuse_1 {")
+    text = text[:start] + text[end:]
+    new = write(tmp_path / "no_hard_refuse.rbr", text.replace('route "C-R", "K-R", "H-R" -> hard_refuse\n', ""))
+    code, out, _ = rbrc("diff", "policies/safety.rbr", new, "--gold", GOLD)
+    assert code == 0
+    assert "  - response hard_refuse\n" in out and "route 'C-R': was → hard_refuse (now the default, comply)" in out
+    assert "     72  hard_refuse/unacceptable → (no route)\n" in out

@@ -30,11 +30,12 @@ from ..policy.compiled import CompiledPolicy
 from ..source import SourceFile, Span, read_source
 from .result import Result
 from .syntax.errors import to_diagnostic
-from .syntax.grammar import _CHECKOUT, grammar_text
 from .syntax.parser import LANGUAGE_VERSION
 from .syntax.strings import literal_value
 
 TEST_SUFFIX = ".rbrtest"
+# In a source checkout beside rbr.lark, whose terminals it imports; the wheel carries both in the package.
+_CHECKOUT = Path(__file__).resolve().parents[2] / "grammar" / "rbrtest.lark"
 ROLES = ("system", "user", "assistant")
 
 
@@ -94,9 +95,7 @@ def parser() -> Lark:
     if shipped.is_file():  # an installed wheel: both grammars side by side in the package
         text, folder = shipped.read_text(encoding="utf-8"), str(shipped.parent)
     else:
-        path = _CHECKOUT.with_name("rbrtest.lark")
-        text, folder = path.read_text(encoding="utf-8"), str(path.parent)
-    assert grammar_text()  # the policy grammar it imports from is there too
+        text, folder = _CHECKOUT.read_text(encoding="utf-8"), str(_CHECKOUT.parent)
     return Lark(text, parser="lalr", lexer="contextual", propagate_positions=True,
                 maybe_placeholders=False, import_paths=[folder])
 
@@ -126,15 +125,14 @@ def load_tests(path) -> Result[TestSuite]:
         return Result(None, (dg.error("E0013", _span(src.name, header.children[0]),
                                       f"unsupported language version {version}",
                                       f"this compiler reads `rbr {LANGUAGE_VERSION}`"),), sources)
-    policy_path, policy_span = tests_path_for(path).with_suffix(".rbr"), Span.point(src.name)
+    policy_path, policy_span, named = path.with_suffix(".rbr"), Span.point(src.name), False
     if rest and isinstance(rest[0], Tree) and rest[0].data == "tests_for":
         tok = rest[0].children[0]
         value, ok = _string(src.name, tok, diags)
         if not ok:
             return Result(None, tuple(diags), sources)
-        policy_path, policy_span, rest = path.parent / value, _span(src.name, tok), rest[1:]
+        policy_path, policy_span, named, rest = path.parent / value, _span(src.name, tok), True, rest[1:]
     if not policy_path.is_file():
-        named = policy_span.line > 0 and policy_span != Span.point(src.name)
         diags.append(dg.error(
             "E0400", policy_span, f"the policy these tests are for, `{policy_path}`, is not a file",
             "name it on the second line, relative to this file: `tests for \"safety.rbr\"`" if not named else
@@ -195,7 +193,7 @@ def _head_span(file: str, node: Tree) -> Span:
 
 
 def _check_test(policy: CompiledPolicy, file: str, node: Tree, diags: list) -> Optional[PolicyTest]:
-    name, ok = _string(file, node.children[0], diags)
+    name, _ = _string(file, node.children[0], diags)  # a bad escape is an error below
     head = _head_span(file, node)
     items = node.children[1:]
     before = len(diags)
@@ -231,8 +229,8 @@ def _check_test(policy: CompiledPolicy, file: str, node: Tree, diags: list) -> O
                   near or f"its response types are {', '.join(policy.response_types)}")
     else:
         tok = picks[0].children[0]
-        category, ok = _string(file, tok, diags)
-        if ok:
+        category, readable = _string(file, tok, diags)
+        if readable:
             rt_name = policy.route(category)
             if rt_name is None:
                 near = dg.did_you_mean(category, policy.routes)
@@ -244,7 +242,7 @@ def _check_test(policy: CompiledPolicy, file: str, node: Tree, diags: list) -> O
     turns = []
     for item in (i for i in items if i.data == "turn"):
         role, tok = item.children
-        text, ok = _string(file, tok, diags)
+        text, _ = _string(file, tok, diags)
         if str(role) not in ROLES:
             error("E0403", _span(file, role), f"a test's turns are {', '.join(ROLES)}, not `{role}`",
                   "say why in a comment (`# …`) instead")
@@ -322,7 +320,7 @@ def _check_test(policy: CompiledPolicy, file: str, node: Tree, diags: list) -> O
     if not expects and not rewards and not answers:
         error("E0402", head, f"test {name!r} checks nothing", "add `expect CLASS`, `expect not CLASS`, "
               "`reward LOW to HIGH`, or answers for the grader to agree with")
-    if len(diags) > before and any(d.is_error for d in diags[before:]) or rt is None or not ok:
+    if any(d.is_error for d in diags[before:]) or rt is None:
         return None
     return PolicyTest(name, head, rt.name, conversation, completion, tuple(answers), otherwise, tuple(expects),
                       reward)

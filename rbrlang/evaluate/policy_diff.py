@@ -27,7 +27,7 @@ from .. import diagnostics as dg
 from ..data.classify import classify_record
 from ..data.jsonl import MAX_REPORTED, finite_number, read_jsonl, shown, stopped
 from ..data.records import LineError, read_line, response_type_of
-from ..errors import DataError, UsageError
+from ..errors import DataError, PolicyError, UsageError
 from ..policy import CompiledPolicy
 
 UNROUTED = "(no route)"
@@ -73,10 +73,14 @@ class Move:
         """`hard_refuse: ideal → minimum_acceptable_style` (the response type named twice when it changes)."""
         a, b = self.old, self.new
         if (a.response_type, a.cls) == (b.response_type, b.cls):
-            return f"{a.response_type or UNROUTED}: {a.cls}"
+            return f"{a.response_type}: {a.cls}" if a.response_type else UNROUTED
         if a.response_type == b.response_type:
-            return f"{a.response_type or UNROUTED}: {a.cls} → {b.cls}"
-        return f"{a.response_type or UNROUTED}/{a.cls} → {b.response_type or UNROUTED}/{b.cls}"
+            return f"{a.response_type}: {a.cls} → {b.cls}"
+        return f"{_where(a)} → {_where(b)}"
+
+
+def _where(o: Outcome) -> str:
+    return f"{o.response_type}/{o.cls}" if o.response_type else UNROUTED
 
 
 @dataclass(frozen=True)
@@ -163,8 +167,20 @@ def read_lines(path: Path, old: CompiledPolicy, new: CompiledPolicy, gold: bool)
 
 
 def _line(old, new, names, row: Any, number: int, gold: bool) -> Line:
-    _, conversation, completion = read_line(old, row)  # routes it under the old policy (errors at the field)
-    response_type_of(new, row)  # ... and under the new one
+    # A response type one version lacks is no route under that version (the line moves to or from
+    # "no route"); one that neither has, or a field of the wrong type, is the line's mistake.
+    knows, unknown = [], []
+    for policy in (old, new):
+        try:
+            response_type_of(policy, row)
+            knows.append(policy)
+        except LineError as exc:
+            if exc.code != "E0302":
+                raise
+            unknown.append(exc)
+    if not knows:
+        raise unknown[-1]
+    _, conversation, completion = read_line(knows[0], row)
     answers = row.get("propositions", {})
     if answers is None:
         answers = {}
@@ -197,7 +213,7 @@ def diff_on_data(old: CompiledPolicy, new: CompiledPolicy, path: Path, grader, *
     before = _stats(grader)
     graded, outcomes = {}, {}
     for which, policy in (("old", old), ("new", new)):
-        routes = [policy.route_item(line.response_type, line.category) for line in lines]
+        routes = [_route(policy, line) for line in lines]
         values, wanted = _answers(policy, lines, routes, stale if which == "new" else set())
         names = list(dict.fromkeys(n for w in wanted for n in w))
         if names:
@@ -228,6 +244,13 @@ def _needed(names, wanted, prompt_changed, question_changed) -> str:
         shown = ", ".join(f"`{n}`" for n in group[:4]) + (f", … ({len(group)} in all)" if len(group) > 4 else "")
         parts.append(f"{shown} ({why}; {lines} line{'s' * (lines != 1)})")
     return "; ".join(parts)
+
+
+def _route(policy: CompiledPolicy, line: Line) -> Optional[str]:
+    try:
+        return policy.route_item(line.response_type, line.category)
+    except PolicyError:  # a response type this version does not have (`_line` checked the other has it)
+        return None
 
 
 def _moved(a: Outcome, b: Outcome) -> bool:
