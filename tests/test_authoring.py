@@ -317,3 +317,20 @@ def test_lines_of_a_removed_response_type_move_to_no_route(rbrc, tmp_path, at_ro
     assert code == 0
     assert "  - response hard_refuse\n" in out and "route 'C-R': was → hard_refuse (now the default, comply)" in out
     assert "     72  hard_refuse/unacceptable → (no route)\n" in out
+
+
+def test_diff_names_the_fitted_weights_of_old_that_new_cannot_load(rbrc, tmp_path, at_root, safety):
+    from rbrlang.policy.weights import FittedWeights, write_weights
+    from tests.support.policies import copy_safety
+
+    folder = copy_safety(tmp_path / "safety")
+    fitted = [FittedWeights(name, rt.schema_hash, rt.features, tuple(0.0 for _ in rt.features), 0.0, 1.0, 0.0, "")
+              for name, rt in safety.response_types.items() if name in ("comply", "hard_refuse")]
+    write_weights(folder, safety, fitted)
+    code, out, _ = rbrc("diff", folder, CHANGED)
+    assert code == 0
+    lines = [x for x in out.splitlines() if x.startswith("fitted: ")]
+    assert [x.split("`")[1] for x in lines] == ["hard_refuse", "comply"]
+    assert all(f"{folder / 'weights.json'}: `" in x and "stops loading" in x for x in lines)
+    code, out, _ = rbrc("diff", folder, "policies/safety.rbr")
+    assert code == 0 and "fitted: " not in out

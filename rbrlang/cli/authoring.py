@@ -202,6 +202,20 @@ def _is_junit(path: Path) -> bool:
 
 # --- rbrc diff ---------------------------------------------------------------------------------
 
+def _stale_fitted(folder: Path, new) -> list[str]:
+    """What OLD's fitted files hold that NEW cannot load (the loader's own checks)."""
+    from ..policy.calibration import stale_calibration
+    from ..policy.format import CALIBRATION_FILE, WEIGHTS_FILE
+    from ..policy.weights import stale_weights
+
+    lines = [f"{folder / WEIGHTS_FILE}: " + (f"`{s.response_type}` " if s.response_type else "") +
+             f"stops loading ({s.why}); refit with `rbrc fit`" for s in stale_weights(folder, new)]
+    if (folder / CALIBRATION_FILE).is_file():
+        lines += [f"{folder / CALIBRATION_FILE}: stops loading ({why}); refit with `rbrc eval --calibrate`"
+                  for why in stale_calibration(folder, new)]
+    return lines
+
+
 def cmd_diff(args) -> int:
     from ..compiler import load_target
     from ..compiler.diff import structure_diff
@@ -218,7 +232,8 @@ def cmd_diff(args) -> int:
             return EXIT_ERRORS
         policies.append(loaded.value)
     old, new = policies
-    diff = structure_diff(old, new)  # raises the located E0410 when they share no response type
+    diff = structure_diff(old, new)  # a PolicyError (one line) when they share no response type
+    stale = _stale_fitted(Path(args.old), new) if Path(args.old).is_dir() else []
     data = None
     if args.data or args.gold:
         from .data import input_file
@@ -236,10 +251,13 @@ def cmd_diff(args) -> int:
                                 question_changed=diff.question_changed, gold=bool(args.gold), top=args.top,
                                 flag=flag)
     if output.is_json():
-        row = {"structure": diff.to_json(), "data": data.to_json() if data is not None else None}
+        row = {"structure": diff.to_json(), "stale_fitted": list(stale),
+               "data": data.to_json() if data is not None else None}
         sys.stdout.write(json.dumps(row, indent=2, ensure_ascii=False) + "\n")
     else:
         sys.stdout.write(diff.text())
+        for line in stale:
+            sys.stdout.write(f"fitted: {line}\n")
         if data is not None:
             sys.stdout.write(data.text())
     return EXIT_OK
