@@ -242,6 +242,17 @@ def test_diff_needs_a_grader_only_for_what_the_lines_cannot_answer(rbrc, tmp_pat
     code, out, _ = rbrc("diff", "policies/safety.rbr", CHANGED, "--data", bare, *common, "--format", "json")
     again = json.loads(out[:out.rindex("\n[")])["data"]
     assert again["grader"]["graded"] == 0 and again["moves"] == first["moves"]
+    # `rbrc grade`'s output keeps no text but every P(yes): enough where no changed prompt is needed.
+    assert {r["response_type"] for r in rows} <= {"Comply", "Hard Refuse"}  # neither uses provides_resources
+    graded = tmp_path / "graded.jsonl"
+    assert rbrc("grade", "compiled/safety", "--data", bare, "-o", graded, *common)[0] == 0
+    code, out, _ = rbrc("diff", "policies/safety.rbr", CHANGED, "--data", graded, "--format", "json")
+    from_grades = json.loads(out[:out.rindex("\n[")])["data"]
+    assert code == 0 and from_grades["graded"] == {}
+    assert [(m["line"], m["old"]["class"], m["new"]["class"]) for m in from_grades["moves"]] == \
+        [(m["line"], m["old"]["class"], m["new"]["class"]) for m in first["moves"]]
+    assert [m["new"]["reward"] for m in from_grades["moves"]] == pytest.approx(
+        [m["new"]["reward"] for m in first["moves"]], abs=1e-6)
     # Lines that answer everything: only the proposition whose prompt changed is asked, where it is used.
     sh = [r for r in gold_rows() if r["response_type"] == "Safe Refuse 2"][:2]
     labelled = write(tmp_path / "labelled.jsonl", "".join(json.dumps(r) + "\n" for r in sh))

@@ -12,6 +12,7 @@ same under the new policy. Which do not depends on what they are:
 - `--data` holds a grader's P(yes) (or labels) for a *prompt*: a proposition
   whose grader prompt changed (template, examples, the grader's yes/no words)
   needs the grader too.
+`--data` may be `rbrc grade`'s output too: every P(yes), but no text to grade.
 Only those propositions are graded, and only on the lines that need them (the
 policy narrowed to them), through `data.probabilities` and the grader's grade
 cache: a run repeated, or an item already graded under the same prompt, costs
@@ -41,7 +42,7 @@ class Line:
     response_type: Optional[str]  # as the line names it (each policy resolves it its own way)
     category: Optional[str]
     conversation: list
-    completion: str
+    completion: Optional[str]  # None: a line of `rbrc grade`'s output, which keeps no text
     answers: dict  # proposition -> float (1/0 for labels), as the line gives them
 
 
@@ -130,10 +131,10 @@ class DataDiff:
         if largest:
             out.append(f"largest reward moves (top {len(largest)}):")
             for m in largest:
-                text = " ".join(m.completion.split())
+                text = " ".join((m.completion or "").split())
                 text = text if len(text) <= 60 else text[:59] + "…"
                 out.append(f"  line {m.line}: {m.old.reward:.3f} → {m.new.reward:.3f} ({m.delta:+.3f})  "
-                           f"{m.pair}  {text!r}")
+                           f"{m.pair}" + (f"  {text!r}" if m.completion is not None else ""))
         for which in ("old", "new"):
             if self.graded.get(which):
                 out.append(f"asked of the grader under the {which} policy: {', '.join(self.graded[which])}")
@@ -166,11 +167,19 @@ def read_lines(path: Path, old: CompiledPolicy, new: CompiledPolicy, gold: bool)
     return lines
 
 
+def _is_grade_output(row: Any) -> bool:
+    """A line `rbrc grade -o` wrote: P(yes) per proposition, no conversation or completion."""
+    return isinstance(row, dict) and "completion" not in row and {"line", "propositions", "classes"} <= set(row)
+
+
 def _line(old, new, names, row: Any, number: int, gold: bool) -> Line:
     # A response type one version lacks is no route under that version (the line moves to or from
     # "no route"); one that neither has, or a field of the wrong type, is the line's mistake.
+    graded_row = not gold and _is_grade_output(row)
+    if graded_row and row.get("response_type") is None:  # graded, but routed nowhere: no reward either way
+        row = dict(row, response_type=None)
     knows, unknown = [], []
-    for policy in (old, new):
+    for policy in (old, new) if not graded_row or row.get("response_type") is not None else ():
         try:
             response_type_of(policy, row)
             knows.append(policy)
@@ -178,9 +187,12 @@ def _line(old, new, names, row: Any, number: int, gold: bool) -> Line:
             if exc.code != "E0302":
                 raise
             unknown.append(exc)
-    if not knows:
+    if unknown and not knows:
         raise unknown[-1]
-    _, conversation, completion = read_line(knows[0], row)
+    if graded_row:  # `rbrc grade`'s output: its answers, no text (nothing can be graded again)
+        conversation, completion = [], None
+    else:
+        _, conversation, completion = read_line(knows[0], row)
     answers = row.get("propositions", {})
     if answers is None:
         answers = {}
@@ -217,6 +229,12 @@ def diff_on_data(old: CompiledPolicy, new: CompiledPolicy, path: Path, grader, *
         values, wanted = _answers(policy, lines, routes, stale if which == "new" else set())
         names = list(dict.fromkeys(n for w in wanted for n in w))
         if names:
+            textless = [lines[k].number for k, w in enumerate(wanted) if w and lines[k].completion is None]
+            if textless:
+                raise UsageError(f"{flag} line {textless[0]} (of {len(textless)}) is `rbrc grade` output, which keeps "
+                                 f"no text, and the {which} policy needs answers it does not give: "
+                                 f"{_needed(names, wanted, prompt_changed, question_changed)}; diff on the "
+                                 "data lines that were graded (they keep the conversation and completion)")
             if grader is None:
                 raise UsageError(f"the {which} policy needs answers the lines of {flag} do not give: "
                                  f"{_needed(names, wanted, prompt_changed, question_changed)}; give --grader MODEL "
@@ -265,7 +283,7 @@ def _answers(policy: CompiledPolicy, lines: Sequence[Line], routes, stale: set):
     for line, rt in zip(lines, routes):
         vals, want = {}, []
         for name in (policy.response_type(rt).propositions if rt is not None else ()):
-            if not policy.proposition(name).graded:
+            if not policy.proposition(name).graded and line.completion is not None:
                 vals[name] = float(policy.matches(name, line.completion))  # the pattern decides
             elif name in line.answers and name not in stale:
                 vals[name] = line.answers[name]
