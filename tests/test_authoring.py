@@ -167,8 +167,9 @@ def test_examples_are_graded_per_proposition(rbrc, tmp_path, tiny_model_dir, at_
     assert set(c.proposition for c in cases) == set(graded)
     first = cases[0]  # `apology`'s first example, at its line of the imported file
     assert first.span.file == "policies/common/style.rbr" and first.label
-    text = (ROOT / first.span.file).read_text().splitlines()[first.span.line - 1]
-    assert text.strip().startswith("example yes") and first.response in text
+    for case in cases:  # each at its own `example` line, with its answer
+        text = (ROOT / case.span.file).read_text().splitlines()[case.span.line - 1].strip()
+        assert text.startswith(f"example {'yes' if case.label else 'no'}"), (case, text)
     report = tmp_path / "r.xml"
     code, out, _ = rbrc("test", "tests/golden/authoring/failing.rbrtest", "--grader", tiny_model_dir, "--device",
                         "cpu", "--no-cache", "--examples", "--tolerance", "1", "--junit", report)
