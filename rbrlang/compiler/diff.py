@@ -143,7 +143,7 @@ def structure_diff(old: CompiledPolicy, new: CompiledPolicy) -> PolicyDiff:
             prompt_changed.append(name)
     old_defs, new_defs = _defines(old), _defines(new)
     changes += _added_removed("define", old_defs, new_defs)
-    changes += [Change("changed", "define", n, f"{_short(formula_text(old_defs[n]))} → {_short(formula_text(f))}")
+    changes += [Change("changed", "define", n, _formula_change(old_defs[n], f))
                 for n, f in new_defs.items() if n in old_defs and old_defs[n] != f]
     if old.class_order != new.class_order:
         changes.append(Change("changed", "classes", "order", f"{' > '.join(old.class_order)} → "
@@ -248,6 +248,17 @@ def _class_formulas(policy: CompiledPolicy, response: str) -> dict[str, Optional
         return {}
     row = next(r for r in doc.response_types if r.name == response)
     return {c.name: c.expr for c in row.classes}
+
+
+def _formula_change(old: logic.Formula, new: logic.Formula) -> str:
+    """`a and b → a and c`, or, for formulas too long to read side by side, the names it stops and starts using."""
+    a, b = formula_text(old), formula_text(new)
+    if len(a) + len(b) <= 150:
+        return f"{a} → {b}"
+    before, after = logic.variables(old), logic.variables(new)  # names as written: propositions and defines
+    parts = [f"no longer uses {', '.join(sorted(before - after))}"] * bool(before - after)
+    parts += [f"now uses {', '.join(sorted(after - before))}"] * bool(after - before)
+    return "; ".join(parts) or "rewritten"
 
 
 def _short(text: str, limit: int = 160) -> str:
