@@ -26,8 +26,9 @@ with --grader, every test's completion is graded and its named answers checked (
 DIFF_EPILOG = """\
 OLD and NEW are .rbr files or compiled folders. With --data or --gold (JSON lines: prompt,
 completion, category or response_type, and optional "propositions" answers), every line is
-classified under both; answers a line lacks, and every answer of a proposition whose grader
-prompt changed, come from --grader (through the grade cache: unchanged prompts cost nothing).
+classified under both; answers a line lacks, and those of a proposition whose grader prompt
+changed (--data) or whose question changed (--gold: human labels), come from --grader, through
+the grade cache: unchanged prompts cost nothing. --data may be `rbrc grade` output too.
 """
 
 
