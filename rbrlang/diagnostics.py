@@ -73,6 +73,18 @@ CODES: dict[str, str] = {
     "E0311": "a prompt longer than the grader's context",
     "W0313": "comparison line repeated (counted once) or labelled two ways",
     "W0314": "a given value for a `matches` proposition (its pattern decides)",
+    "E0400": "policy tests: the policy they are for is not a file",
+    "E0401": "policy tests: a proposition, class or response type the policy does not have",
+    "E0402": "policy test without one response type, with an unrouted category, or checking nothing",
+    "E0403": "policy test's conversation does not end with the assistant's completion",
+    "E0404": "policy test answers a proposition twice, or has two `otherwise` lines",
+    "E0405": "policy test's reward range is empty, or given twice",
+    "E0406": "policy test name used twice",
+    "W0407": "policy test answers a proposition its response type does not use",
+    "W0408": "policy test file without tests",
+    "E0409": "policy test expects two classes at once",
+    "E0420": "a policy test fails",
+    "E0421": "the grader disagrees with a proposition's example",
     "E0900": "internal error: formatter would change the meaning",
 }
 

@@ -18,7 +18,7 @@ from typing import Sequence
 
 from .. import __version__
 from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, RbrError
-from . import compiler, data, output, tiny
+from . import authoring, compiler, data, output, tiny
 
 FORMATS = ("human", "json")
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "or one JSON array on stdout")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compiler.register(sub)
+    authoring.register(sub)  # rbrc test, rbrc diff
     data.register(sub)
     tiny.register(sub)
     from . import eval as eval_command  # rbrc eval (evaluate/)
