@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 from ... import diagnostics as dg
-from ...source import SourceError, SourceFile, display_name, read_source
+from ...source import SourceError, SourceFile, decode_source, display_name, read_source
 from ..syntax import ast
 from ..syntax.parser import parse_source
 
@@ -52,8 +52,11 @@ def _resolve(importer: Path, relative: str) -> Path:
     return (importer.parent / relative).resolve()
 
 
-def load_program(path: Path) -> tuple[Optional[Program], list[dg.Diagnostic], dict[str, str]]:
-    """Read and parse `path` and, transitively, its imports."""
+def load_program(path: Path, overlay: Optional[Mapping[Path, bytes]] = None
+                 ) -> tuple[Optional[Program], list[dg.Diagnostic], dict[str, str]]:
+    """Read and parse `path` and, transitively, its imports. `overlay` (resolved
+    path -> bytes) stands in for files on disk: an editor's unsaved buffers."""
+    overlay = overlay or {}
     diags: list[dg.Diagnostic] = []
     units: dict[Path, Unit] = {}
     sources: dict[str, str] = {}
@@ -68,7 +71,7 @@ def load_program(path: Path) -> tuple[Optional[Program], list[dg.Diagnostic], di
         if p in units:
             return
         try:
-            src = read_source(p, name)
+            src = decode_source(p, name, overlay[p]) if p in overlay else read_source(p, name)
         except SourceError as exc:
             if via is not None and exc.code == "E0001":
                 diags.append(dg.error("E0114", via.path.span, f"imported file `{via.path.value}` not found",
