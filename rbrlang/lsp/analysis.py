@@ -83,6 +83,17 @@ class Analysis:
     def declaration_of(self, name: str) -> Optional[Occurrence]:
         return next((o for o in self.occurrences if o.name == name and o.declaration), None)
 
+    @functools.cached_property
+    def _lines(self) -> dict[str, list[str]]:
+        return {}
+
+    def lines(self, file: str) -> list[str]:
+        """A file's lines, split once per check (positions are converted per line)."""
+        if file not in self._lines:
+            text = self.sources.get(file)
+            self._lines[file] = text.split("\n") if text is not None else []
+        return self._lines[file]
+
     def items_of_program(self) -> list[ast.Item]:
         return [item for _, item in self.program.items()] if self.program is not None else []
 

@@ -12,7 +12,6 @@ failure inside a check becomes a diagnostic and the next edit is checked.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import re
 import time
@@ -49,11 +48,6 @@ _KIND_SYMBOLS = {"proposition": lsp.SymbolKind.Boolean, "define": lsp.SymbolKind
 _KIND_COMPLETIONS = {"keyword": lsp.CompletionItemKind.Keyword, "proposition": lsp.CompletionItemKind.Variable,
                      "define": lsp.CompletionItemKind.Function, "template": lsp.CompletionItemKind.Text,
                      "response": lsp.CompletionItemKind.Class, "class": lsp.CompletionItemKind.EnumMember}
-
-
-@functools.lru_cache(maxsize=16)
-def _lines(text: str) -> list[str]:
-    return text.split("\n")
 
 
 def _units(text: str, encoding) -> int:
@@ -118,22 +112,21 @@ class RbrServer(LanguageServer):
     def encoding(self):
         return self.workspace.position_encoding
 
-    def position(self, text: Optional[str], line: int, column: int) -> lsp.Position:
+    def position(self, lines: list[str], line: int, column: int) -> lsp.Position:
         """A compiler place (1-based line and code point column) in the client's units."""
-        lines = _lines(text) if text is not None else []
         if not 0 < line <= len(lines):
             return lsp.Position(max(line - 1, 0), max(column - 1, 0))
         return lsp.Position(line - 1, _units(lines[line - 1][:max(column - 1, 0)], self.encoding))
 
     def range(self, span: dg.Span, analysis: Analysis) -> lsp.Range:
-        text = analysis.sources.get(span.file)
-        return lsp.Range(self.position(text, span.line, span.column),
-                         self.position(text, span.end_line, span.end_column))
+        lines = analysis.lines(span.file)
+        return lsp.Range(self.position(lines, span.line, span.column),
+                         self.position(lines, span.end_line, span.end_column))
 
     def place(self, analysis: Analysis, uri: str, pos: lsp.Position) -> tuple[str, int, int]:
         """A client position as (file name, 1-based line, 1-based column)."""
         name = self.name_of(uri)
-        lines = _lines(analysis.sources.get(name, ""))
+        lines = analysis.lines(name)
         line = lines[pos.line] if 0 <= pos.line < len(lines) else ""
         return name, pos.line + 1, _column(line, pos.character, self.encoding) + 1
 
@@ -288,8 +281,8 @@ class RbrServer(LanguageServer):
             raise JsonRpcInvalidParams(f"`{new}` is not a name: a letter or `_`, then letters, digits or `_`, "
                                        "and not `and`, `or` or `not`")
         if new in analysis.kinds and new != occ.name:
-            raise JsonRpcInvalidParams(f"`{new}` is already declared (as a {analysis.kinds[new]}); "
-                                       "propositions, defines, classes, response types and templates share one namespace")
+            raise JsonRpcInvalidParams(f"`{new}` is already declared (as a {analysis.kinds[new]}); propositions, "
+                                       "defines, classes, response types and templates share one namespace")
         places: dict[str, list[dg.Span]] = {}
         for o in analysis.occurrences_of(occ.name):
             places.setdefault(o.span.file, []).append(o.span)
