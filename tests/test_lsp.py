@@ -10,17 +10,21 @@ import shutil
 import sys
 from pathlib import Path
 
+import subprocess
+
 import pytest
 
-pytest.importorskip("pygls", reason="the `lsp` extra (pygls) is not installed")
+from rbrlang.compiler import explain_target, format_policy
+from rbrlang.compiler.syntax.lexicon import lexicon
+from tests.support.files import ROOT, write
+from tests.support.policies import MINIMAL
 
-from lsprotocol import types as lsp  # noqa: E402
-from pygls.lsp.client import LanguageClient  # noqa: E402
-
-from rbrlang.compiler import explain_target, format_policy  # noqa: E402
-from rbrlang.compiler.syntax.lexicon import lexicon  # noqa: E402
-from tests.support.files import ROOT, write  # noqa: E402
-from tests.support.policies import MINIMAL  # noqa: E402
+try:
+    from lsprotocol import types as lsp
+    from pygls.lsp.client import LanguageClient
+except ImportError:  # the base install: only the test of the missing extra runs
+    lsp = LanguageClient = None
+needs_pygls = pytest.mark.skipif(LanguageClient is None, reason="the `lsp` extra (pygls) is not installed")
 
 TIMEOUT = 90  # seconds a test waits for an answer before failing (not a measure: a hang guard)
 
@@ -141,6 +145,7 @@ def safety_copy(tmp_path):
     return tmp_path / "policies/safety.rbr"
 
 
+@needs_pygls
 def test_a_session_open_error_fix_hover_definition_rename_format(safety_copy):
     folder = safety_copy.parents[1]
     style = safety_copy.parent / "common/style.rbr"
@@ -232,6 +237,7 @@ def test_a_session_open_error_fix_hover_definition_rename_format(safety_copy):
     run(session, folder)
 
 
+@needs_pygls
 def test_bad_buffers_get_located_diagnostics_and_the_server_keeps_serving(tmp_path):
     async def session(s: Session):
         # Half-typed: an open block and an unterminated string.
@@ -274,6 +280,7 @@ def _policy_lines(n: int, broken_at: int) -> str:
     return "\n".join(lines) + "\n"
 
 
+@needs_pygls
 def test_a_50000_line_file_is_checked_off_the_loop(tmp_path):
     big = _policy_lines(50_000, broken_at=40_001)
     assert len(big.splitlines()) >= 50_000
@@ -299,6 +306,7 @@ def _rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
+@needs_pygls
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the server's memory from /proc")
 def test_memory_stays_bounded_over_many_edits(tmp_path):
     """40 edits of a 500 kB buffer, every one checked: a server that kept each
@@ -324,3 +332,12 @@ def test_memory_stays_bounded_over_many_edits(tmp_path):
         hovered = (await s.hover(uri, *where(text(48), "good = a", inside=7))).contents.value
         assert "edit 48" in hovered
     run(session, tmp_path)
+
+
+def test_without_the_extra_rbrc_lsp_says_what_to_install():
+    script = "import sys\nsys.modules['pygls'] = None\nfrom rbrlang.cli import main\nsys.exit(main(['lsp']))\n"
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.strip() == "rbrc lsp: error: rbrc lsp needs pygls and lsprotocol (pygls is missing): " \
+                                  "pip install 'rbrlang[lsp]'"
