@@ -255,6 +255,12 @@ def test_bad_buffers_get_located_diagnostics_and_the_server_keeps_serving(tmp_pa
         assert d.code == "E0003" and (d.range.start.line, d.range.start.character) == where(bad, "\ud800", inside=0)
         edits = await s.format(uri2)
         assert edits is None  # nothing to format, nothing changed
+        # Places after a character outside the BMP are in UTF-16 units, as the client asked.
+        astral = MINIMAL.replace('  question "Is b?"\n', '  question "Is 😀 b?" template nope\n')
+        uri3 = s.open(tmp_path / "astral.rbr", astral)
+        (d,) = [d for d in await s.published(uri3) if d.code == "E0102"]
+        line, character = where(astral, "nope", inside=0)
+        assert (d.range.start.line, d.range.start.character) == (line, character + 1)  # 😀 is two units
         # Bytes on the wire that are not UTF-8, and a position far past the end.
         body = b'{"jsonrpc": "2.0", "method": "textDocument/didChange", "params": {"text": "\xff\xfe"}}'
         s.client._server.stdin.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
