@@ -176,23 +176,29 @@ class RbrServer(LanguageServer):
                 uri = next((u for u in self.dirty if u in self.urgent), next(iter(self.dirty)))
                 del self.dirty[uri]
                 self.urgent.discard(uri)
-                doc = self.doc(uri)
-                if doc is None:
-                    continue
-                version = doc.version
-                analysis, failure = await loop.run_in_executor(
-                    self.executor, _check, self.path_of(uri), self.overlay(), version)
-                if self.doc(uri) is None:  # closed meanwhile
-                    continue
-                if analysis is not None:
-                    self.analyses[uri] = analysis
-                    self.failed.pop(uri, None)
-                    self.publish(uri, analysis)
-                else:
-                    self.failed[uri] = version
-                    self.publish_failure(uri, failure)
+                try:
+                    await self._check_one(loop, uri)
+                except Exception:  # a bug in the server's own part: this check is lost, not the worker
+                    logger.exception("publishing the check of %s failed", uri)
                 async with self._done:
                     self._done.notify_all()
+
+    async def _check_one(self, loop, uri: str) -> None:
+        doc = self.doc(uri)
+        if doc is None:
+            return
+        version = doc.version
+        analysis, failure = await loop.run_in_executor(self.executor, _check, self.path_of(uri), self.overlay(),
+                                                       version)
+        if self.doc(uri) is None:  # closed meanwhile
+            return
+        if analysis is not None:
+            self.analyses[uri] = analysis
+            self.failed.pop(uri, None)
+            self.publish(uri, analysis)
+        else:
+            self.failed[uri] = version
+            self.publish_failure(uri, failure)
 
     async def current(self, uri: str) -> Optional[Analysis]:
         """The check of the document's present text, waited for (`WAIT_S` at most)."""
