@@ -51,6 +51,13 @@ def read_source(path: Path, name: str | None = None) -> SourceFile:
     except OSError as exc:
         raise SourceError("E0001", f"cannot read `{name}`: {exc.strerror}",
                           "check the file's permissions", here)
+    return decode_source(path, name, data)
+
+
+def decode_source(path: Path, name: str, data: bytes) -> SourceFile:
+    """A policy's bytes as its text, with the checks every source gets (size,
+    binary, UTF-8): the file read from disk, or an editor's unsaved buffer."""
+    here = Span.point(name)
     if len(data) > MAX_SOURCE_BYTES:
         raise SourceError("E0002", f"file is too large (over the limit of {MAX_SOURCE_BYTES:,} bytes)",
                           "split the policy into files joined with `import`", here)

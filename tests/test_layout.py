@@ -24,6 +24,7 @@ ALLOWED = {
     "integrations": {"policy", "runtime", "data", "rewards"},
     "serve": {"policy", "runtime", "data", "rewards", "integrations"},
     "compiler": {"policy"},
+    "lsp": {"compiler", "policy"},  # the language server: authoring side, over the compiler
 }
 SHARED = {"errors", "diagnostics", "source", "files", "__init__", "__version__"}
 

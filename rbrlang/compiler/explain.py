@@ -55,13 +55,17 @@ def _number(x: float) -> str:
     return f"{x:.4g}"
 
 
+def diagram_space(proposition_names, diagrams) -> Space:
+    """The space to rebuild a policy's class diagrams in (for
+    `sum_of_products`): the order the compiler gave them, as another can need
+    exponentially more nodes. `diagrams`: every response type's."""
+    return Space(proposition_names, diagram_order(proposition_names, diagrams))
+
+
 def explain_policy(policy: CompiledPolicy, tokenizer=None) -> str:
     """`tokenizer` (a transformers tokenizer): count tokens, not characters."""
-    # Rebuilt in the order the compiler gave the diagrams: another can need
-    # exponentially more nodes.
-    order = diagram_order(policy.proposition_names,
-                          (dd for rt in policy.response_types.values() for dd in rt.diagrams))
-    space = Space(policy.proposition_names, order)
+    space = diagram_space(policy.proposition_names,
+                          [dd for rt in policy.response_types.values() for dd in rt.diagrams])
     out = [f"policy {policy.name}" + (f": {policy.description}" if policy.description else "")]
     for rt in policy.response_types.values():
         out.append("")

@@ -162,7 +162,8 @@ class Space:
         reference count both ways, and an export can have 100,000 nodes.
         """
         m = u.manager  # integer edges: -e is the complement of e, 1 is true
-        var_of = [self.variables.index(m.var_at_level(i)) for i in range(len(self.order))]
+        position = {v: i for i, v in enumerate(self.variables)}  # not `.index`: quadratic in a large policy
+        var_of = [position[m.var_at_level(i)] for i in range(len(self.order))]
         ids: dict[int, int] = {-1: 0, 1: 1}
         nodes: list[tuple[int, int, int]] = []
         stack = [u.node]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Optional
+from typing import Mapping, Optional
 
 from ... import diagnostics as dg
 from ...policy import logic
@@ -25,7 +25,7 @@ from .responses import (check_class_rules, check_has_responses, check_partitions
 from .routes import check_routes
 from .templates import check_grader, check_templates, template_sources
 
-__all__ = ["check_file", "check_program", "CheckedPolicy", "STAGES"]
+__all__ = ["check_file", "check_loaded", "check_program", "load_program", "CheckedPolicy", "STAGES"]
 
 # The passes that only report, in order; those that also produce part of the
 # checked policy are called by name in `check_program`.
@@ -41,14 +41,24 @@ STAGES = (
 )
 
 
-def check_file(path: Path) -> tuple[Optional[CheckedPolicy], list[dg.Diagnostic], dict[str, str]]:
-    """Load, parse and check a policy file. Returns the checked policy when
-    there is no error, every diagnostic, and the sources they point into."""
-    program, diags, sources = load_program(path)
+def check_file(path: Path, overlay: Optional[Mapping[Path, bytes]] = None
+               ) -> tuple[Optional[CheckedPolicy], list[dg.Diagnostic], dict[str, str]]:
+    """Load, parse and check a policy file (`overlay`: as `load_program`).
+    Returns the checked policy when there is no error, every diagnostic, and
+    the sources they point into."""
+    program, diags, sources = load_program(path, overlay)
+    policy, diags = check_loaded(program, diags)
+    return policy, diags, sources
+
+
+def check_loaded(program: Optional[Program], diags: list[dg.Diagnostic]
+                 ) -> tuple[Optional[CheckedPolicy], list[dg.Diagnostic]]:
+    """`check_file` after loading, for a caller that keeps the program too (the
+    language server indexes its names): loading errors stop the check."""
     if program is None or dg.has_errors(diags):
-        return None, dg.normalise(diags), sources
+        return None, dg.normalise(diags)
     policy, more = check_program(program)
-    return policy, dg.normalise(diags + more), sources
+    return policy, dg.normalise(diags + more)
 
 
 def check_program(program: Program) -> tuple[Optional[CheckedPolicy], list[dg.Diagnostic]]:

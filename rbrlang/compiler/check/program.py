@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Mapping, Optional
 
 from ... import diagnostics as dg
-from ...source import SourceError, SourceFile, display_name, read_source
+from ...source import SourceError, SourceFile, decode_source, display_name, read_source
 from ..syntax import ast
 from ..syntax.parser import parse_source
 
@@ -28,20 +28,25 @@ class Program:
 
     def items(self) -> Iterator[tuple[Unit, ast.Item]]:
         """Every item in declaration order: an import's items at the `import`."""
+        # A stack, not a recursive closure: a closure that calls itself is a
+        # reference cycle, which would keep the whole program alive after each
+        # walk until a full garbage collection.
         by_path = {u.source.path: u for u in self.units}
-        seen: set[Path] = set()
-
-        def walk(unit: Unit):
-            seen.add(unit.source.path)
-            for item in unit.module.items:
-                if isinstance(item, ast.Import):
-                    target = _resolve(unit.source.path, item.path.value)
-                    if target in by_path and target not in seen:
-                        yield from walk(by_path[target])
-                else:
-                    yield unit, item
-
-        yield from walk(self.units[0])
+        root = self.units[0]
+        seen: set[Path] = {root.source.path}
+        stack = [(root, iter(root.module.items))]
+        while stack:
+            unit, rest = stack[-1]
+            item = next(rest, None)
+            if item is None:
+                stack.pop()
+            elif isinstance(item, ast.Import):
+                target = _resolve(unit.source.path, item.path.value)
+                if target in by_path and target not in seen:
+                    seen.add(target)
+                    stack.append((by_path[target], iter(by_path[target].module.items)))
+            else:
+                yield unit, item
 
     @property
     def sources(self) -> dict[str, str]:
@@ -52,8 +57,11 @@ def _resolve(importer: Path, relative: str) -> Path:
     return (importer.parent / relative).resolve()
 
 
-def load_program(path: Path) -> tuple[Optional[Program], list[dg.Diagnostic], dict[str, str]]:
-    """Read and parse `path` and, transitively, its imports."""
+def load_program(path: Path, overlay: Optional[Mapping[Path, bytes]] = None
+                 ) -> tuple[Optional[Program], list[dg.Diagnostic], dict[str, str]]:
+    """Read and parse `path` and, transitively, its imports. `overlay` (resolved
+    path -> bytes) stands in for files on disk: an editor's unsaved buffers."""
+    overlay = overlay or {}
     diags: list[dg.Diagnostic] = []
     units: dict[Path, Unit] = {}
     sources: dict[str, str] = {}
@@ -68,7 +76,7 @@ def load_program(path: Path) -> tuple[Optional[Program], list[dg.Diagnostic], di
         if p in units:
             return
         try:
-            src = read_source(p, name)
+            src = decode_source(p, name, overlay[p]) if p in overlay else read_source(p, name)
         except SourceError as exc:
             if via is not None and exc.code == "E0001":
                 diags.append(dg.error("E0114", via.path.span, f"imported file `{via.path.value}` not found",
@@ -96,6 +104,10 @@ def load_program(path: Path) -> tuple[Optional[Program], list[dg.Diagnostic], di
                 load(target, display_name(target), True, item, chain + (p,))
 
     load(root, display_name(path), False, None, ())
+    # `load` calls itself through its closure: a function-cell cycle that would
+    # keep every parsed unit alive until a full garbage collection (the language
+    # server loads a program per edit). Emptying the cell frees them now.
+    del load
     if root not in units:
         return None, diags, sources
     ordered = [units[root]] + [u for k, u in units.items() if k != root]
