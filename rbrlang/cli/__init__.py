@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, RbrError
 from . import compiler, data, output, tiny
 

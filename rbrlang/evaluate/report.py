@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .. import __version__
+from .._version import __version__
 from ..files import check_output_folder, replace_folder
 from . import plots
 from .evaluation import Evaluation
