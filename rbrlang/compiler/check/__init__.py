@@ -12,6 +12,7 @@ from typing import Optional
 
 from ... import diagnostics as dg
 from ...policy import logic
+from ..result import Result
 from ..syntax import ast
 from .context import Context
 from .defines import convert_defines, define_cycles
@@ -41,14 +42,14 @@ STAGES = (
 )
 
 
-def check_file(path: Path) -> tuple[Optional[CheckedPolicy], list[dg.Diagnostic], dict[str, str]]:
-    """Load, parse and check a policy file. Returns the checked policy when
-    there is no error, every diagnostic, and the sources they point into."""
+def check_file(path: Path) -> Result[CheckedPolicy]:
+    """Load, parse and check a policy file: the checked policy when there is
+    no error, every diagnostic, and the sources they point into."""
     program, diags, sources = load_program(path)
     if program is None or dg.has_errors(diags):
-        return None, dg.normalise(diags), sources
+        return Result(None, tuple(dg.normalise(diags)), sources)
     policy, more = check_program(program)
-    return policy, dg.normalise(diags + more), sources
+    return Result(policy, tuple(dg.normalise(diags + more)), sources)
 
 
 def check_program(program: Program) -> tuple[Optional[CheckedPolicy], list[dg.Diagnostic]]:
