@@ -149,7 +149,7 @@ def read_probabilities(policy: CompiledPolicy, path, gold: GoldSet) -> np.ndarra
             if i is None:
                 diags.append(dg.error("E0301", key_span(str(path), number, text, "line"),
                                       f"line {named} of {gold.path} is no gold line",
-                                      "grade the same file you give as --gold"))
+                                      "grade the same file you give as `gold`", params=("gold",)))
                 continue
             out[i], seen[i] = values, True
     else:  # one row per gold line, in order
@@ -162,7 +162,7 @@ def read_probabilities(policy: CompiledPolicy, path, gold: GoldSet) -> np.ndarra
     if not seen.all():
         first = gold.lines[int(np.flatnonzero(~seen)[0])]
         raise PathError(path, f"no probabilities for {int((~seen).sum())} gold lines (the first is line {first} "
-                        f"of {gold.path})", "grade every gold line (`rbrc grade` without --keep-going)")
+                        f"of {gold.path})", "grade every gold line (`keep_going=False`)", params=("keep_going",))
     lacking = ~np.isnan(gold.labels) & np.isnan(out)
     if lacking.any():
         i, j = (int(v[0]) for v in np.nonzero(lacking))
