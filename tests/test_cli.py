@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.support.cli import one_line_error
 from tests.support.files import ROOT, SAFETY, write
 from tests.support.policies import MINIMAL
 
@@ -279,13 +280,6 @@ def test_explain_sum_of_products_is_equivalent():
 
 
 # --- every command, given the wrong kind of path or a broken file: a clear error, exit 1 ---
-
-def one_line_error(command: str, err: str) -> str:
-    assert "Traceback" not in err and "internal error" not in err, err
-    lines = [x for x in err.strip().splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"rbrc {command}: error: "), err
-    return lines[0]
-
 
 @pytest.fixture
 def compiled(tmp_path, rbrc):

@@ -44,7 +44,8 @@ def use_flags(flags: dict[str, str]) -> None:
 
 
 def in_words(d: dg.Diagnostic, params: Iterable[str] = (), flags: Optional[dict[str, str]] = None) -> dg.Diagnostic:
-    """A diagnostic as the command line says it: its `params` (and `params`) as the flags that set them."""
+    """A diagnostic as the command line says it: the arguments it names (its own
+    `params`, and those of the error holding it) as the flags that set them."""
     named, flags = (*d.params, *params), _run.flags if flags is None else flags
     if not named:
         return d
