@@ -5,7 +5,7 @@ compiled folder and needs neither, so a trainer imports only what it uses.
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _ERRORS = ("RbrError", "InputError", "CompileError", "DataError", "PolicyError", "ConversationError", "GraderError",
            "PathError", "UsageError")

@@ -127,6 +127,10 @@ class Diagnostic:
     # and its label: shown as secondary snippets and kept, positions and all,
     # in the JSON form. Notes are for what has no place.
     related: tuple[tuple[Span, str], ...] = field(default=())
+    # The API arguments the message and help name, each in backticks
+    # (`errors.RbrError.params`): the CLI writes its flags there. Not part of
+    # what the diagnostic says, so neither compared nor in the JSON form.
+    params: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def is_error(self) -> bool:
@@ -138,13 +142,13 @@ class Diagnostic:
 
 
 def error(code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = (),
-          related: Iterable[tuple[Span, str]] = ()) -> Diagnostic:
-    return Diagnostic(code, ERROR, span, message, help, tuple(notes), tuple(related))
+          related: Iterable[tuple[Span, str]] = (), params: Iterable[str] = ()) -> Diagnostic:
+    return Diagnostic(code, ERROR, span, message, help, tuple(notes), tuple(related), tuple(params))
 
 
 def warning(code: str, span: Span, message: str, help: str = "", notes: Iterable[str] = (),
-            related: Iterable[tuple[Span, str]] = ()) -> Diagnostic:
-    return Diagnostic(code, WARNING, span, message, help, tuple(notes), tuple(related))
+            related: Iterable[tuple[Span, str]] = (), params: Iterable[str] = ()) -> Diagnostic:
+    return Diagnostic(code, WARNING, span, message, help, tuple(notes), tuple(related), tuple(params))
 
 
 def normalise(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
@@ -349,6 +353,7 @@ def to_row(d: Diagnostic) -> dict:
     `help`, `notes`, and `related` as [{`span`, `label`}]. (Offsets a span
     lacks are filled first by `with_offsets`, where its file's text is known.)"""
     row = asdict(d)
+    del row["params"]  # the CLI has written its flags in their place
     row["notes"] = list(d.notes)
     row["related"] = [{"span": asdict(span), "label": label} for span, label in d.related]
     return row

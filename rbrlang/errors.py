@@ -25,9 +25,12 @@ maps the classes to exit codes (`exit_code`); anything that is not an
     └── UsageError            a command line or argument that is wrong (exit 2)
 
 Messages speak of the library's own arguments, never of command-line flags:
-an error about arguments lists them in `params`, and writes each in the message
-in backticks (`` `gold` ``); the CLI, which knows which flag sets which
-argument, shows the flag there instead.
+an error about arguments lists them in `params` (a located one, in its
+diagnostics' `params`), and writes each in the message in backticks: the
+argument (`` `gold` ``), or the argument with a value (`` `truncate="oldest_turns"` ``,
+`` `cache=None` ``, `` `cache=PATH` ``). The CLI, which knows which flag sets which
+argument, shows the flag there instead (`--gold`, `` `--truncate oldest-turns` ``,
+`` `--no-cache` ``, `` `--cache PATH` ``; `cli.output.in_flags`).
 """
 from __future__ import annotations
 
@@ -63,7 +66,8 @@ class InputError(RbrError):
                  params: Iterable[str] = ()):
         self.diagnostics: list[Diagnostic] = normalise(diagnostics)
         self.sources: dict[str, str] = dict(sources or {})
-        super().__init__(self.diagnostics, self.sources, params=params)
+        named = [*params, *(p for d in self.diagnostics for p in d.params)]
+        super().__init__(self.diagnostics, self.sources, params=dict.fromkeys(named))
 
     def __str__(self) -> str:
         return render_all(self.diagnostics, self.sources)
@@ -103,12 +107,14 @@ class LineError(RbrError, ValueError):
     the field to point the caret at (`key`) and a help line. Readers turn it
     into a located `Diagnostic` with `diagnostic`."""
 
-    def __init__(self, code: str, message: str, key: Optional[str] = None, help: str = ""):
-        super().__init__(message)
+    def __init__(self, code: str, message: str, key: Optional[str] = None, help: str = "", *,
+                 params: Iterable[str] = ()):
+        super().__init__(message, params=params)
         self.code, self.message, self.key, self.help = code, message, key, help
 
     def diagnostic(self, file: str, line: int, text: str, help: str = LINE_SHAPE) -> Diagnostic:
-        return error(self.code, key_span(file, line, text, self.key), self.message, self.help or help)
+        return error(self.code, key_span(file, line, text, self.key), self.message, self.help or help,
+                     params=self.params)
 
 
 class EscapeError(RbrError, ValueError):

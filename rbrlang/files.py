@@ -131,11 +131,18 @@ def _real(path: Path) -> Path:
     return Path(os.path.realpath(path))
 
 
+def _named(option: str) -> tuple[str, ...]:
+    """`option` is how the messages name the path: a flag (`-o`, from the CLI),
+    or a library argument in backticks (`` `out` ``), which the error then
+    lists in `params` for the CLI to show as its flag."""
+    return (option.strip("`"),) if option.startswith("`") else ()
+
+
 def _not_empty(given: str, option: str) -> None:
     """`-o ''` (an unset shell variable): Path('') is the working folder, which
     the user did not mean; a command-line mistake, not a path to refuse."""
     if not given.strip():
-        raise UsageError(f"{option}: the path is empty; give a file or folder name")
+        raise UsageError(f"{option}: the path is empty; give a file or folder name", params=_named(option))
 
 
 def check_output_folder(out, option: str, ours: str, is_ours: Callable[[Path], bool],
@@ -146,32 +153,33 @@ def check_output_folder(out, option: str, ours: str, is_ours: Callable[[Path], b
     `inputs` are files the command reads (a folder holding one is never
     replaced). Returns the real path (symbolic links and `..` resolved): a
     link is followed, so the folder it points to is replaced and the link kept."""
-    given = str(out)
+    given, named = str(out), _named(option)
     _not_empty(given, option)
     out = Path(out)
     replaces = f"{option} replaces only a missing path, an empty folder or {ours}"
     if out.is_symlink() and not out.exists():
-        raise PathError(given, "is a symbolic link to nothing", replaces)
+        raise PathError(given, "is a symbolic link to nothing", replaces, params=named)
     real = _real(out)
     cwd = _real(Path.cwd())
     if is_inside(cwd, real):
         what = "the working folder" if real == cwd else "a folder holding the working folder"
-        raise PathError(given, f"is {what}", f"give {option} a folder of its own")
+        raise PathError(given, f"is {what}", f"give {option} a folder of its own", params=named)
     inputs = [_real(Path(p)) for p in inputs]
     if real.exists() and not real.is_dir():
-        raise PathError(given, f"is {input_noun if real in inputs else 'a file'}", replaces)
+        raise PathError(given, f"is {input_noun if real in inputs else 'a file'}", replaces, params=named)
     if real.is_dir():
         if os.path.ismount(real):
-            raise PathError(given, "is a mount point", f"give {option} a folder inside it")
+            raise PathError(given, "is a mount point", f"give {option} a folder inside it", params=named)
         held = [p for p in inputs if is_inside(p, real)]
         if held:
-            raise PathError(given, f"holds {held[0].name}, {input_noun}", f"give {option} a folder of its own")
+            raise PathError(given, f"holds {held[0].name}, {input_noun}", f"give {option} a folder of its own",
+                            params=named)
         try:
             empty = _is_empty_folder(real)
         except OSError as exc:
             raise PathError.from_os(given, exc, "cannot read") from None
         if not empty and not is_ours(real):
-            raise PathError(given, "is a folder with other files in it", replaces)
+            raise PathError(given, "is a folder with other files in it", replaces, params=named)
     return real
 
 
@@ -222,20 +230,20 @@ def check_output_file(out, option: str, ours: str, is_ours: Callable[[Path], boo
     """Refuse `option OUT` unless OUT is missing, empty, or ours; returns the path to write.
 
     `refused` replaces the message for an existing file that is not ours."""
-    given = str(out)
+    given, named = str(out), _named(option)
     _not_empty(given, option)
     out = Path(out)
     real = _real(out)
     if real.is_dir():
-        raise PathError(given, "is a folder", f"give {option} a file path")
+        raise PathError(given, "is a folder", f"give {option} a file path", params=named)
     if real.exists() and any(real == _real(Path(p)) for p in inputs):
         raise PathError(given, "is an input of this command; refused so nothing is lost",
-                        f"give {option} another file")
+                        f"give {option} another file", params=named)
     if real.exists() and not real.is_file():
-        raise PathError(given, "is not a regular file", f"give {option} a file path")
+        raise PathError(given, "is not a regular file", f"give {option} a file path", params=named)
     if real.is_file() and real.stat().st_size and not is_ours(real):
         raise PathError(given, refused or f"exists and is not {ours}; refused so nothing is lost",
-                        f"give {option} another file, or remove this one first")
+                        f"give {option} another file, or remove this one first", params=named)
     return real
 
 

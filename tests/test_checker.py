@@ -11,13 +11,14 @@ from tests.support.policies import MINIMAL
 
 
 def codes(tmp_path: Path, text: str, name: str = "p.rbr") -> list[str]:
-    _, diags, _ = check_file(write(tmp_path / name, text))
+    diags = check_file(write(tmp_path / name, text)).diagnostics
     return [d.code for d in diags]
 
 
 def test_minimal_policy_is_clean(tmp_path):
-    policy, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL))
-    assert diags == [] and policy is not None
+    result = check_file(write(tmp_path / "p.rbr", MINIMAL))
+    policy, diags = result.value, result.diagnostics
+    assert diags == () and policy is not None
     assert policy.name == "p"  # no `policy` line: the file's stem
     assert [r.name for r in policy.responses] == ["r"]
     assert policy.class_order == ("good", "ok", "bad")
@@ -56,7 +57,7 @@ def test_every_compiler_entry_point_returns_or_raises_one_result(tmp_path):
 
 
 def test_did_you_mean_for_misspelt_operand(tmp_path):
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL.replace("good = a and b", "good = a and bb")))
+    diags = check_file(write(tmp_path / "p.rbr", MINIMAL.replace("good = a and b", "good = a and bb"))).diagnostics
     (d,) = diags
     assert d.code == "E0102" and d.help == "did you mean `b`?"
     assert (d.span.line, d.span.column) == (14, 16)
@@ -65,7 +66,8 @@ def test_did_you_mean_for_misspelt_operand(tmp_path):
 def test_duplicate_across_import(tmp_path):
     write(tmp_path / "lib.rbr", 'rbr 1\nproposition a {\n  question "A?"\n}\n')
     text = MINIMAL.replace("rbr 1\n", 'rbr 1\nimport "lib.rbr"\n', 1)
-    _, diags, sources = check_file(write(tmp_path / "p.rbr", text))
+    result = check_file(write(tmp_path / "p.rbr", text))
+    diags, sources = result.diagnostics, result.sources
     assert [d.code for d in diags] == ["E0101"]
     ((span, label),) = diags[0].related  # the first declaration, in the imported file
     assert (Path(span.file).name, span.line, span.column, label) == ("lib.rbr", 2, 13,
@@ -80,14 +82,15 @@ def test_diamond_import_is_loaded_once(tmp_path):
     write(tmp_path / "x.rbr", 'rbr 1\nimport "base.rbr"\n')
     write(tmp_path / "sub/y.rbr", 'rbr 1\nimport "../base.rbr"\n')
     text = MINIMAL.replace('proposition a {\n  question "Is a?"\n}\n', 'import "x.rbr"\nimport "sub/y.rbr"\n')
-    policy, diags, _ = check_file(write(tmp_path / "p.rbr", text))
-    assert diags == [], diags
+    result = check_file(write(tmp_path / "p.rbr", text))
+    policy, diags = result.value, result.diagnostics
+    assert diags == (), diags
     assert policy.proposition_names == ("a", "b")
 
 
 def test_define_cycle_reported_once_with_path(tmp_path):
     text = MINIMAL + "define x = y\ndefine y = z\ndefine z = x and a\n"
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    diags = check_file(write(tmp_path / "p.rbr", text)).diagnostics
     cycles = [d for d in diags if d.code == "E0103"]
     assert len(cycles) == 1 and "x → y → z → x" in cycles[0].message
 
@@ -98,7 +101,7 @@ def test_self_referencing_define(tmp_path):
 
 def test_partition_counterexample_is_real(tmp_path):
     text = MINIMAL.replace("ok   = a and not b", "ok   = a")
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    diags = check_file(write(tmp_path / "p.rbr", text)).diagnostics
     (d,) = diags
     assert d.code == "E0107" and d.notes == ("both hold when a=true, b=true",)
 
@@ -112,8 +115,9 @@ def test_partition_through_defines(tmp_path):
 def test_unused_proposition_is_a_warning_and_features_line_uses_it(tmp_path):
     text = MINIMAL + 'proposition c {\n  question "C?"\n}\n'
     assert codes(tmp_path, text) == ["W0105"]
-    policy, diags, _ = check_file(write(tmp_path / "p.rbr", text.replace("  bad  = not a\n", "  bad  = not a\n  features c\n")))
-    assert diags == [] and policy.responses[0].extra_features == ("c",)
+    result = check_file(write(tmp_path / "p.rbr", text.replace("  bad  = not a\n", "  bad  = not a\n  features c\n")))
+    policy, diags = result.value, result.diagnostics
+    assert diags == () and policy.responses[0].extra_features == ("c",)
 
 
 def test_matches_and_templates(tmp_path):
@@ -121,8 +125,9 @@ def test_matches_and_templates(tmp_path):
     text = text.replace('question "Is b?"', 'question "Is b?"\n  template mine')
     text = text.replace("bad  = not a", "bad  = not a or e").replace("good = a and b", "good = a and b and not e") \
         .replace("ok   = a and not b", "ok   = a and not b and not e")
-    policy, diags, _ = check_file(write(tmp_path / "p.rbr", text))
-    assert diags == [], diags
+    result = check_file(write(tmp_path / "p.rbr", text))
+    policy, diags = result.value, result.diagnostics
+    assert diags == (), diags
     kinds = {p.name: (p.kind, p.template) for p in policy.propositions}
     assert kinds == {"a": ("grader", "default"), "b": ("grader", "mine"), "e": ("matches", "")}
 
@@ -149,8 +154,9 @@ def test_default_routed_twice(tmp_path):
 def test_rank_peers_and_duplicates(tmp_path):
     # Rank labels are the response's classes (issue 14, D7): free labels were accepted before.
     ok = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  rank good > {ok, bad}\n  rank ok > bad\n")
-    policy, diags, _ = check_file(write(tmp_path / "p.rbr", ok))
-    assert diags == [] and policy.responses[0].ranks[0] == (("good",), ("ok", "bad"))
+    result = check_file(write(tmp_path / "p.rbr", ok))
+    policy, diags = result.value, result.diagnostics
+    assert diags == () and policy.responses[0].ranks[0] == (("good",), ("ok", "bad"))
     dup = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  rank x > x\n")
     assert codes(tmp_path, dup) == ["E0112"]
 
@@ -170,7 +176,7 @@ def test_syntax_errors_in_several_items_are_all_reported(tmp_path):
 
 def test_misspelt_keywords_get_did_you_mean(tmp_path):
     text = MINIMAL.replace('question "Is a?"', 'questoin "Is a?"').replace("proposition b {", "propositon b {")
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    diags = check_file(write(tmp_path / "p.rbr", text)).diagnostics
     assert [(d.code, d.message, d.help, d.span.line, d.span.column) for d in diags] == [
         ("E0010", "unknown keyword `questoin`", "did you mean `question`?", 4, 3),
         ("E0010", "unknown keyword `propositon`", "did you mean `proposition`?", 7, 1),
@@ -179,28 +185,28 @@ def test_misspelt_keywords_get_did_you_mean(tmp_path):
 
 def test_misspelt_response_keyword(tmp_path):
     text = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  featurs a\n")
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    diags = check_file(write(tmp_path / "p.rbr", text)).diagnostics
     (d,) = diags
     assert (d.message, d.help, d.span.line, d.span.column) == (
         "unknown keyword `featurs`", "did you mean `features`?", 17, 3)
 
 
 def test_doubled_operator_is_reported_at_the_second(tmp_path):
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL + "define x = a or or b\n"))
+    diags = check_file(write(tmp_path / "p.rbr", MINIMAL + "define x = a or or b\n")).diagnostics
     (d,) = diags
     assert d.code == "E0010" and (d.span.line, d.span.column, d.span.end_column) == (21, 17, 19)
     assert "operand is missing before `or`" in d.help
 
 
 def test_operator_is_never_an_undefined_name(tmp_path):
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL + "define x = a and or\n"))
+    diags = check_file(write(tmp_path / "p.rbr", MINIMAL + "define x = a and or\n")).diagnostics
     (d,) = diags
     assert d.code == "E0010" and "undefined" not in d.message and (d.span.line, d.span.column) == (21, 18)
 
 
 def test_one_misspelt_declaration_is_one_error(tmp_path):
     text = MINIMAL.replace("proposition a {", "proposition aa {")  # `a` is used three times
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    diags = check_file(write(tmp_path / "p.rbr", text)).diagnostics
     (d,) = diags
     assert d.code == "E0102" and d.help == "did you mean `aa`?"
     # The later uses are related places (with their positions), no longer a note.
@@ -214,7 +220,7 @@ def test_one_misspelt_declaration_is_one_error(tmp_path):
 def _regex_diags(tmp_path, pattern: str):
     text = MINIMAL + f"proposition e = matches /{pattern}/\n"
     text = text.replace("  bad  = not a\n", "  bad  = not a\n  features e\n")
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", text))
+    diags = check_file(write(tmp_path / "p.rbr", text)).diagnostics
     return diags
 
 
@@ -230,18 +236,20 @@ def test_pattern_re2_cannot_run_is_located_at_the_construct(tmp_path):
 
 
 def test_patterns_are_re2_syntax(tmp_path):
-    assert _regex_diags(tmp_path, r"^(a+)+$") == []  # catastrophic for a backtracking engine; fine for RE2
-    assert _regex_diags(tmp_path, r"\p{Greek}+") == []  # RE2 syntax that Python's `re` rejects
+    assert _regex_diags(tmp_path, r"^(a+)+$") == ()  # catastrophic for a backtracking engine; fine for RE2
+    assert _regex_diags(tmp_path, r"\p{Greek}+") == ()  # RE2 syntax that Python's `re` rejects
 
 
 # --- class scores --------------------------------------------------------------------
 
 def test_class_scores_given_or_evenly_spaced(tmp_path):
-    policy, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL))
-    assert diags == [] and policy.responses[0].scores == (1.0, 0.5, 0.0)
+    result = check_file(write(tmp_path / "p.rbr", MINIMAL))
+    policy, diags = result.value, result.diagnostics
+    assert diags == () and policy.responses[0].scores == (1.0, 0.5, 0.0)
     text = MINIMAL.replace("  bad  = not a\n", "  bad  = not a\n  scores good 2, ok 2, bad -1.5e0\n")
-    policy, diags, _ = check_file(write(tmp_path / "p.rbr", text))
-    assert diags == [] and policy.responses[0].scores == (2.0, 2.0, -1.5)  # ties are allowed
+    result = check_file(write(tmp_path / "p.rbr", text))
+    policy, diags = result.value, result.diagnostics
+    assert diags == () and policy.responses[0].scores == (2.0, 2.0, -1.5)  # ties are allowed
 
 
 def test_class_scores_checks(tmp_path):
@@ -288,8 +296,9 @@ def test_pairs_declared_apart_get_small_diagrams(tmp_path):
 def test_small_diagrams_keep_declaration_order(tmp_path):
     # 6 pairs fit the first budget in declaration order: kept, so that a
     # policy's diagrams (and schema hashes) do not change as it is edited.
-    policy, diags, _ = check_file(write(tmp_path / "p.rbr", _pairs_policy(6)))
-    assert diags == []
+    result = check_file(write(tmp_path / "p.rbr", _pairs_policy(6)))
+    policy, diags = result.value, result.diagnostics
+    assert diags == ()
     good = policy.responses[0].diagrams[0]
     assert len(good.nodes) == 2 ** 7 - 2
     tested_first = good.nodes[good.root - 2][0]
@@ -301,7 +310,7 @@ def test_formula_too_large_in_every_order_is_located(tmp_path, monkeypatch):
     import sys
     unraisable = []  # dd checks its nodes when a manager goes: a budget stop must leave them sound
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", _pairs_policy(16, mention_all_first=True)))
+    diags = check_file(write(tmp_path / "p.rbr", _pairs_policy(16, mention_all_first=True))).diagnostics
     gc.collect()
     assert unraisable == []
     (d,) = diags
@@ -327,9 +336,9 @@ def test_two_thousand_operands_and_a_two_thousand_define_chain(tmp_path):
     path = write(tmp_path / "p.rbr", text)
     comp = compile_path(path)
     assert len(comp.checked.responses[0].diagrams[0].nodes) == 7  # p0 … p6 or-ed, and all(…)
-    module = parse_source(SourceFile(path, "p.rbr", text)).module
+    module = parse_source(SourceFile(path, "p.rbr", text)).value
     formatted = format_module(module)
-    assert parse_source(SourceFile(path, "p.rbr", formatted)).module == module
+    assert parse_source(SourceFile(path, "p.rbr", formatted)).value == module
     from rbrlang.compiler import policy_from_files
     assert "good\n    = p0\n" in explain_policy(policy_from_files(comp.files))
 
@@ -363,7 +372,7 @@ import pytest  # noqa: E402
     ("{{ 1 / 0 }}", "ZeroDivisionError: division by zero"),
 ])
 def test_template_that_fails_to_render_is_refused_at_check(tmp_path, body, says):
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", _template_policy(body)))
+    diags = check_file(write(tmp_path / "p.rbr", _template_policy(body))).diagnostics
     (d,) = diags
     assert d.code == "E0131" and says in d.message, d
     assert (d.span.line, d.span.column) == (4, 1)  # the template line it fails at
@@ -374,16 +383,16 @@ def test_templates_that_render_pass(tmp_path):
     body = ("{% for m in conversation %}{{ m.role | upper }}: {{ m.content }}\n{% endfor %}"
             "{% if conversation | length > 1 %}{{ conversation[-2].content }}{% endif %}"
             '{{ "%s-%d" % ("a", 3) }} {{ "=" * 20 }} {{ 2 ** 10 }} {{ 7 % 3 }}')
-    _, diags, _ = check_file(write(tmp_path / "p.rbr", _template_policy(body)))
-    assert diags == []
+    diags = check_file(write(tmp_path / "p.rbr", _template_policy(body))).diagnostics
+    assert diags == ()
 
 
 # --- ranks are checked against the classes; an empty policy says so (issue 14, D7, D8) ------
 
 def test_rank_labels_are_the_responses_classes_in_class_order(tmp_path):
     def found(rank: str) -> list:
-        _, diags, _ = check_file(write(tmp_path / "p.rbr", MINIMAL.replace("  bad  = not a\n",
-                                                                           f"  bad  = not a\n  {rank}\n")))
+        diags = check_file(write(tmp_path / "p.rbr", MINIMAL.replace("  bad  = not a\n",
+                                                                     f"  bad  = not a\n  {rank}\n"))).diagnostics
         return [(d.code, d.help) for d in diags]
     assert found("rank good > {ok, bad}") == []
     assert found("rank good > okk") == [("E0132", "did you mean `ok`?")]
@@ -394,8 +403,8 @@ def test_rank_labels_are_the_responses_classes_in_class_order(tmp_path):
     assert [c for c, _ in found("rank {bad, good} > ok")] == ["E0133"]
     # A class of the policy that this response gives no formula for.
     text = MINIMAL.replace("classes good > ok > bad", "classes good > ok > bad > worst")
-    _, diags, _ = check_file(write(tmp_path / "q.rbr", text.replace("  bad  = not a\n",
-                                                                    "  bad  = not a\n  rank bad > worst\n")))
+    diags = check_file(write(tmp_path / "q.rbr", text.replace("  bad  = not a\n",
+                                                              "  bad  = not a\n  rank bad > worst\n"))).diagnostics
     assert [(d.code, d.message) for d in diags] == [("E0132", "response `r` has no class `worst` to rank")]
 
 
@@ -405,10 +414,11 @@ def test_a_file_with_no_response_types_compiles_with_a_warning(tmp_path):
     assert not comp.failed  # a warning: the files are generated
     (d,) = comp.diagnostics
     assert d.code == "W0134" and not d.is_error and (d.span.line, d.span.column, d.span.end_column) == (2, 1, 6)
-    _, diags, _ = check_file(write(tmp_path / "lib.rbr", 'rbr 1\nproposition a {\n  question "A?"\n}\n'))
+    diags = check_file(write(tmp_path / "lib.rbr", 'rbr 1\nproposition a {\n  question "A?"\n}\n')).diagnostics
     assert "W0134" in [d.code for d in diags]
-    policy, diags, _ = check_file(write(tmp_path / "m.rbr", MINIMAL))
-    assert diags == []
+    result = check_file(write(tmp_path / "m.rbr", MINIMAL))
+    policy, diags = result.value, result.diagnostics
+    assert diags == ()
 
 
 def test_explain_proposition_shows_a_neutral_exchange(tmp_path, rbrc):
@@ -417,3 +427,20 @@ def test_explain_proposition_shows_a_neutral_exchange(tmp_path, rbrc):
     assert code == 0, err
     assert "USER: [the user's message]" in out
     assert "[the assistant's reply that the question is about]" in out and "lock" not in out
+
+
+def test_every_compiler_entry_returns_one_result_shape(tmp_path):
+    """Parse, format and check give a `Result` as the entry points do: the
+    value (None on errors), the diagnostics and the sources they point into."""
+    from rbrlang.compiler import Result, check_policy, format_policy
+    from rbrlang.compiler.fmt import format_source
+    from rbrlang.compiler.syntax.parser import parse_source
+    from rbrlang.source import SourceFile
+
+    good, bad = write(tmp_path / "p.rbr", MINIMAL), write(tmp_path / "q.rbr", "rbr 1\nproposition {\n")
+    for path in (good, bad):
+        src = SourceFile(path, path.name, path.read_text(encoding="utf-8"))
+        results = [parse_source(src), format_source(src), check_file(path), check_policy(path), format_policy(path)]
+        assert all(type(r) is Result for r in results)
+        assert all(r.failed == (path == bad) and (r.value is None) == (path == bad) for r in results)
+        assert all(r.sources[path.name] == src.text for r in results[:2])

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+from tests.support.cli import one_line_error
 from tests.support.files import ROOT, SAFETY, write
 from tests.support.policies import MINIMAL
 
@@ -201,6 +202,75 @@ def test_the_cli_names_flags_in_located_and_path_errors_too(capsys):
     assert "rbrc grade: error: c.sqlite: is a folder; give another file as --cache" in err
 
 
+def _api_error(call) -> str:
+    """The text a library caller reads of the error `call` raises: all of it,
+    with no command-line flag in it, and every argument it names in `params`."""
+    from rbrlang.errors import RbrError
+
+    with pytest.raises(RbrError) as exc:
+        call()
+    text = str(exc.value)
+    assert not re.search(r"(^|[\s`(])--?[a-z]", text), text
+    assert exc.value.params, text
+    return text
+
+
+def test_library_messages_name_arguments_and_each_command_its_flags(tmp_path, rbrc, compiled, tiny_model_dir):
+    """Every library message that once named a flag (issue 13): its words in
+    the Python API, and the flag in the CLI's output."""
+    pytest.importorskip("sklearn")
+    pytest.importorskip("matplotlib")
+    from rbrlang.compiler.codegen import write_output
+    from rbrlang.data.probabilities import TooLong
+    from rbrlang.data.records import PromptTooLong
+    from rbrlang.evaluate import evaluate
+    from rbrlang.evaluate.report import check_report_folder
+    from rbrlang.policy import load_policy
+    from rbrlang.runtime.cache import GradeCache
+
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    (folder / "mine.txt").write_text("keep")
+    # the grade cache
+    assert "grade without one (`cache=None`)" in _api_error(lambda: GradeCache(folder))
+    data, out = grade_lines(tmp_path, short("hi"))
+    code, _, err = rbrc("grade", compiled, "--data", data, "--grader", tiny_model_dir, "-o", out, "--cache", folder)
+    assert code == 1 and one_line_error("grade", err) == (
+        f"rbrc grade: error: {folder}: cannot open the grade cache: it is a folder; give another file as "
+        "`--cache PATH` (or $RBRLANG_CACHE), or grade without one (`--no-cache`)")
+    # a prompt over the grader's context (the CLI's words: test_a_conversation_over_the_context_…)
+    too_long = TooLong("a", 9000, 8192, 10)
+    assert too_long.help.endswith('(`truncate="oldest_turns"`)') and "--" not in too_long.help
+    assert '`truncate="oldest_turns"`' in _api_error(lambda: (_ for _ in ()).throw(PromptTooLong({0: too_long})))
+    # gold and probabilities that do not fit
+    policy = load_policy(compiled)
+    gold = write(tmp_path / "gold.jsonl", "".join(json.dumps(
+        {**short(f"q{i}"), "propositions": {"a": True, "b": False}}) + "\n" for i in range(2)))
+    stray = write(tmp_path / "stray.jsonl", json.dumps({"line": 9, "propositions": {"a": 0.5, "b": 0.5}}) + "\n")
+    partial = write(tmp_path / "partial.jsonl", json.dumps({"line": 1, "propositions": {"a": 0.5, "b": 0.5}}) + "\n")
+    assert "grade the same file you give as `gold`" in _api_error(lambda: evaluate(policy, gold=gold, probs=stray))
+    assert "(`keep_going=False`)" in _api_error(lambda: evaluate(policy, gold=gold, probs=partial))
+    report = tmp_path / "r"
+    code, _, err = rbrc("eval", compiled, "--report", report, "--gold", gold, "--probs", stray)
+    assert code == 1 and "help: grade the same file you give as --gold" in err
+    code, _, err = rbrc("eval", compiled, "--report", report, "--gold", gold, "--probs", partial)
+    assert code == 1 and one_line_error("eval", err).endswith("grade every gold line (`rbrc grade without --keep-going`)")
+    # the report folder, the compiled folder
+    assert "`folder` replaces only a missing path" in _api_error(lambda: check_report_folder(folder))
+    code, _, err = rbrc("eval", compiled, "--report", folder, "--gold", gold, "--probs", partial)
+    assert code == 1 and one_line_error("eval", err) == (
+        f"rbrc eval: error: {folder}: is a folder with other files in it; --report replaces only a missing path, "
+        "an empty folder or an earlier `rbrc eval` report")
+    assert "`out` replaces only a missing path" in _api_error(lambda: write_output({}, folder))
+    # a calibration that cannot be read: refitted by another command
+    (compiled / "calibration.json").write_text("{not json")
+    assert "refit it on a gold set (`calibrate=True`)" in _api_error(lambda: load_policy(compiled))
+    code, _, err = rbrc("eval", compiled, "--report", report, "--gold", gold, "--probs", partial)
+    assert code == 1 and "refit it on a gold set (`--calibrate`), or delete the file" in err
+    code, _, err = rbrc("fit", compiled, "--data", gold)
+    assert code == 1 and "refit it on a gold set (`rbrc eval COMPILED --gold FILE … --calibrate`)" in err
+
+
 def test_several_errors_sorted(tmp_path, rbrc):
     src = write(tmp_path / "p.rbr", MINIMAL.replace("good = a and b", "good = x and b") + 'route "Q" -> nope\n')
     code, _, err = rbrc("check", src)
@@ -256,13 +326,6 @@ def test_explain_sum_of_products_is_equivalent():
 
 
 # --- every command, given the wrong kind of path or a broken file: a clear error, exit 1 ---
-
-def one_line_error(command: str, err: str) -> str:
-    assert "Traceback" not in err and "internal error" not in err, err
-    lines = [x for x in err.strip().splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"rbrc {command}: error: "), err
-    return lines[0]
-
 
 @pytest.fixture
 def compiled(tmp_path, rbrc):

@@ -25,7 +25,8 @@ ELSEWHERE = {"E0001": "test_cli", "E0002": "test_cli", "E0900": "formatter self-
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 def test_diagnostic_golden(case: Path, monkeypatch):
     monkeypatch.chdir(case.parent)
-    _, diags, sources = check_file(Path(case.name))
+    result = check_file(Path(case.name))
+    diags, sources = result.diagnostics, result.sources
     assert diags, "every golden case must produce a diagnostic"
     code = case.stem.split("_")[0]
     assert code in {d.code for d in diags}, f"{case.name} should report {code}"
@@ -46,7 +47,7 @@ def test_every_diagnostic_has_location_and_help():
         cwd = os.getcwd()
         os.chdir(case.parent)
         try:
-            _, diags, _ = check_file(Path(case.name))
+            diags = check_file(Path(case.name)).diagnostics
         finally:
             os.chdir(cwd)
         for d in diags:

@@ -18,13 +18,13 @@ CASES = sorted((GOLDEN / "format").glob("*.rbr"))
 def test_format_golden(case: Path):
     src = read_source(case, case.name)
     result = format_source(src)
-    assert result.text is not None, result.diagnostics
-    golden(case.with_suffix(".rbr.formatted"), result.text)
+    assert result.value is not None, result.diagnostics
+    golden(case.with_suffix(".rbr.formatted"), result.value)
     # Idempotent, and the same tree with the same comments.
-    again = format_source(SourceFile(case, case.name, result.text))
-    assert again.text == result.text
-    before = parse_source(src).module
-    after = parse_source(SourceFile(case, case.name, result.text)).module
+    again = format_source(SourceFile(case, case.name, result.value))
+    assert again.value == result.value
+    before = parse_source(src).value
+    after = parse_source(SourceFile(case, case.name, result.value)).value
     assert before == after
     assert [c.text for c in before.comments] == [c.text for c in after.comments]
 
@@ -32,7 +32,7 @@ def test_format_golden(case: Path):
 @pytest.mark.parametrize("policy", ["policies/safety.rbr", "policies/common/style.rbr"])
 def test_shipped_policies_are_formatted(policy):
     src = read_source(ROOT / policy, policy)
-    assert format_source(src).text == src.text
+    assert format_source(src).value == src.text
 
 
 def test_fmt_cli_check_diff_and_write(tmp_path, rbrc):
@@ -63,15 +63,15 @@ def test_fmt_refuses_broken_file_and_leaves_it(tmp_path, rbrc):
 ])
 def test_comment_before_header_stays_above_it(text):
     result = format_source(SourceFile(Path("p.rbr"), "p.rbr", text))
-    assert result.diagnostics == () and result.text is not None  # no E0900
+    assert result.diagnostics == () and result.value is not None  # no E0900
     head = text[:text.index("rbr 1")]
-    out_head = result.text[:result.text.index("rbr 1")]
+    out_head = result.value[:result.value.index("rbr 1")]
     comments = [line for line in head.splitlines() if line.startswith("#")]
     assert comments and [line for line in out_head.splitlines() if line] == comments
-    assert format_source(SourceFile(Path("p.rbr"), "p.rbr", result.text)).text == result.text
+    assert format_source(SourceFile(Path("p.rbr"), "p.rbr", result.value)).value == result.value
 
 
 def test_scores_line_is_printed_canonically():
     text = "rbr 1\nresponse r {\n  scores   good 1 ,ok .5,\n    bad -2e-1\n}\n"
     result = format_source(SourceFile(Path("p.rbr"), "p.rbr", text))
-    assert result.text == "rbr 1\n\nresponse r {\n  scores good 1, ok .5, bad -2e-1\n}\n"
+    assert result.value == "rbr 1\n\nresponse r {\n  scores good 1, ok .5, bad -2e-1\n}\n"

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import one_line_error
 from tests.support.files import SHARED, write
 from tests.support.policies import MINIMAL
 
@@ -19,14 +20,6 @@ ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0
 needs_non_root = pytest.mark.skipif(ROOT_USER, reason="root writes into read-only folders")
 UNWRITABLE = Path("/proc/rbrlang-no-such-place")  # cannot be created, whoever runs the tests
 needs_proc = pytest.mark.skipif(not os.path.ismount("/proc"), reason="needs Linux /proc")
-
-
-def one_line_error(command: str, err: str) -> str:
-    """The whole of stderr is one `rbrc CMD: error: …` line."""
-    assert "Traceback" not in err and "internal error" not in err, err
-    lines = [x for x in err.strip().splitlines() if x.strip()]
-    assert len(lines) == 1 and lines[0].startswith(f"rbrc {command}: error: "), err
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict:

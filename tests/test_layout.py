@@ -26,7 +26,7 @@ ALLOWED = {
     "compiler": {"policy"},
     "lsp": {"compiler", "policy"},  # the language server: authoring side, over the compiler
 }
-SHARED = {"errors", "diagnostics", "source", "files", "__init__", "__version__"}
+SHARED = {"errors", "diagnostics", "source", "files", "__init__", "_version"}
 
 
 def _module(path: Path) -> str:
@@ -41,7 +41,7 @@ MODULES = {_module(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 class Import:
     target: str  # the rbrlang module it loads (a package means its __init__)
     line: int
-    deferred: bool  # in a TYPE_CHECKING block or a package's lazy `__getattr__`: see test_no_import_circles
+    deferred: bool  # in a TYPE_CHECKING block (never run): see test_no_import_circles
 
 
 def _rbrlang_imports(path: Path) -> list[Import]:
@@ -61,8 +61,6 @@ def _rbrlang_imports(path: Path) -> list[Import]:
                 visit_one(child, deferred)
 
     def visit_one(node, deferred):
-        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__" and path.name == "__init__.py":
-            deferred = True
         if isinstance(node, ast.Import):
             found.extend(Import(a.name, node.lineno, deferred) for a in node.names if a.name in MODULES)
         elif isinstance(node, ast.ImportFrom):
@@ -125,11 +123,12 @@ def _import_graph() -> dict[str, dict[str, str]]:
     import up (or calls the function while the other module is loading), and
     it hides which of the two is the lower layer. Deferring an import is for
     optional third-party engines and start-up cost, which need no circle.
-    Not counted: `if TYPE_CHECKING:` blocks (never run) and a package's lazy
-    `__getattr__` (PEP 562 re-exports, e.g. rbrlang/__init__.py: it runs only
-    once the package is loaded, and a facade's parts may read names from it).
-    Importing `a.b.c` also loads `a.b`'s `__init__` unless the importer is
-    inside `a.b` (then it is already loading)."""
+    A package's lazy `__getattr__` (PEP 562 re-exports, rbrlang/__init__.py)
+    counts too: a part that reads a name from its facade (`from .. import
+    __version__`) while the facade imports it is the same circle. Not
+    counted: `if TYPE_CHECKING:` blocks (never run). Importing `a.b.c` also
+    loads `a.b`'s `__init__` (and `a`'s) unless the importer is inside `a.b`
+    (then it is already loading)."""
     graph: dict[str, dict[str, str]] = {m: {} for m in MODULES}
     for module, path in MODULES.items():
         where = path.relative_to(ROOT)
@@ -137,7 +136,7 @@ def _import_graph() -> dict[str, dict[str, str]]:
             if imp.deferred:
                 continue
             parts = imp.target.split(".")
-            for k in range(2, len(parts) + 1):
+            for k in range(1, len(parts) + 1):
                 loaded = ".".join(parts[:k])
                 inside = module == loaded or module.startswith(loaded + ".")
                 if loaded != module and (loaded == imp.target or not inside):
@@ -212,3 +211,21 @@ def test_the_circle_check_finds_a_circle_through_a_deferred_import():
              "a.batching": {}}
     assert _circles(graph) == [["a.base", "a.hf"]]
     assert _path(graph, ["a.base", "a.hf"]) == "a.base -> a.hf (base.py:9)\n  a.hf -> a.base (hf.py:3)"
+
+
+def test_the_circle_check_reads_lazy_re_exports_and_imports_of_the_package_itself():
+    """The circle rbrlang/__init__'s `__getattr__` -> compiler -> codegen ->
+    `from ... import __version__` (back to rbrlang) was invisible: the lazy
+    re-exports were not read, and an import of the top package itself made no
+    edge. Both count now; the version lives in the leaf `_version`."""
+    graph = _import_graph()
+    assert {"rbrlang.compiler", "rbrlang.policy", "rbrlang.errors", "rbrlang.data.classify"} <= set(graph["rbrlang"])
+    assert "rbrlang._version" in graph["rbrlang.compiler.codegen.policy_json"]
+    assert not [m for m, targets in graph.items() if "rbrlang" in targets], "a module imports the rbrlang facade"
+
+
+def test_the_version_is_the_one_pyproject_declares():
+    import tomllib
+
+    from rbrlang._version import __version__
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["version"] == __version__

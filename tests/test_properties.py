@@ -33,10 +33,11 @@ def common(n: int):
 def _only_diagnostics(text: str) -> None:
     path = _work / "policies" / "mutant.rbr"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    policy, diags, _ = check_file(path)  # must not raise
+    checked = check_file(path)  # must not raise
+    policy, diags = checked.value, checked.diagnostics
     assert policy is not None or any(d.is_error for d in diags)
     result = format_source(SourceFile(path, "mutant.rbr", text))
-    assert (result.text is None) == bool(result.diagnostics)
+    assert (result.value is None) == bool(result.diagnostics)
 
 
 @common(200)
@@ -70,8 +71,8 @@ def test_formatting_keeps_meaning(module):
     text = format_module(module)
     parsed = parse_source(SourceFile(Path("g.rbr"), "g.rbr", text))
     assert parsed.diagnostics == (), (text, parsed.diagnostics)
-    assert parsed.module == module
-    assert format_module(parsed.module) == text  # idempotent
+    assert parsed.value == module
+    assert format_module(parsed.value) == text  # idempotent
 
 
 @common(300)
@@ -96,7 +97,7 @@ def test_partition_check_agrees_with_brute_force(class_formulas):
     text += "".join(f"  {n} = {formula_text(f)}\n" for n, f in zip(names, class_formulas)) + "}\n"
     path = _work / "partition.rbr"
     path.write_text(text)
-    _, diags, _ = check_file(path)
+    diags = check_file(path).diagnostics
     found = {d.code for d in diags if d.is_error}
 
     rows = [dict(zip(VARS[:3], bits)) for bits in itertools.product((False, True), repeat=3)]
@@ -135,7 +136,7 @@ def test_class_score_checks_agree_with_their_definition(scores):
             "  scores " + ", ".join(f"c{i} {n.text}" for i, n in enumerate(scores)) + "\n}\n")
     path = _work / "scores.rbr"
     path.write_text(text)
-    _, diags, _ = check_file(path)
+    diags = check_file(path).diagnostics
     found = {d.code for d in diags if d.is_error}
     values = [n.value for n in scores]
     finite = [v for v in values if math.isfinite(v)]
@@ -216,6 +217,6 @@ def test_comments_anywhere_keep_their_order_and_are_stable(spots):
     text = "\n".join(lines)
     src = SourceFile(Path("c.rbr"), "c.rbr", text)
     result = format_source(src)
-    assert result.text is not None, (text, result.diagnostics)
-    again = format_source(SourceFile(Path("c.rbr"), "c.rbr", result.text))
-    assert again.text == result.text, (text, result.text)
+    assert result.value is not None, (text, result.diagnostics)
+    again = format_source(SourceFile(Path("c.rbr"), "c.rbr", result.value))
+    assert again.value == result.value, (text, result.value)

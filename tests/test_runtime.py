@@ -149,8 +149,9 @@ def test_context_too_long_errors_or_drops_oldest_turns(tmp_path, safety):
     path = build_tiny_grader(tmp_path / "short", seed=1, config=TinyConfig(max_position_embeddings=700))
     conv = [{"role": "user", "content": f"turn {i} " + "word " * 60} for i in range(6)]
     g = HFGrader.from_pretrained(str(path), device="cpu")
-    with pytest.raises(GraderError, match=r"item 0, proposition `\w+`.*context of 700.*oldest_turns"):
+    with pytest.raises(GraderError, match=r"item 0, proposition `\w+`.*context of 700.*oldest_turns") as exc:
         g.grade(safety, [conv], ["Sorry."])
+    assert "--" not in str(exc.value) and exc.value.params == ("truncate",)  # the CLI shows its flag there
     g = HFGrader.from_pretrained(str(path), device="cpu", truncate="oldest_turns")
     grades = g.grade_detailed(safety, [conv], ["Sorry."])
     assert grades.stats.dropped_turns > 0 and torch.isfinite(grades.p_yes).all()

@@ -16,8 +16,9 @@ needs_data = pytest.mark.skipif(not SHARED.is_dir(), reason="shared/data/openai-
 
 @pytest.fixture(scope="module")
 def checked():
-    policy, diags, _ = check_file(ROOT / "policies/safety.rbr")
-    assert diags == [], diags
+    result = check_file(ROOT / "policies/safety.rbr")
+    policy, diags = result.value, result.diagnostics
+    assert diags == (), diags
     return policy
 
 

@@ -16,7 +16,7 @@ import sys
 import threading
 from typing import Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, RbrError
 from . import authoring, compiler, data, output, tiny
 
@@ -72,14 +72,34 @@ def _format_asked(argv: Sequence[str]) -> str:
     return found.format
 
 
+# What an error may name that no flag of the running command sets: the
+# command that does it (a stale calibration is refitted by `rbrc eval`).
+ELSEWHERE = {"calibrate=True": "rbrc eval COMPILED --gold FILE … --calibrate",
+             "keep_going=False": "rbrc grade without --keep-going"}
+
+
 def flags_of(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """Each argument's destination -> its long flag (`gold` -> `--gold`), so
-    that an error naming a library argument can name the flag instead."""
-    out = {}
+    """How the command line says what an error names in the library's words
+    (`output.in_flags`): each argument's destination -> its long flag (`gold`
+    -> `--gold`), and an argument with a value -> the flag with it: a choice
+    (`truncate=oldest_turns` -> `--truncate oldest-turns`), the metavar
+    (`cache=PATH` -> `--cache PATH`), a switch (`calibrate=True` ->
+    `--calibrate`), a `--no-X` switch (`cache=None` -> `--no-cache`)."""
+    out = dict(ELSEWHERE)
     for action in parser._actions:  # argparse keeps them only here
         longs = [o for o in action.option_strings if o.startswith("--")]
-        if longs:
-            out.setdefault(action.dest, longs[0])
+        if not longs:
+            continue
+        flag, dest = longs[0], action.dest
+        out.setdefault(dest, flag)
+        for choice in action.choices or ():
+            out[f"{dest}={str(choice).replace('-', '_')}"] = out[f"{dest}={choice}"] = f"{flag} {choice}"
+        if isinstance(action.metavar, str):
+            out[f"{dest}={action.metavar}"] = f"{flag} {action.metavar}"
+        if action.nargs == 0 and action.const is not None:  # store_true and kin
+            out[f"{dest}={action.const}"] = flag
+            if flag.startswith("--no-"):
+                out[f"{flag[5:].replace('-', '_')}=None"] = flag
     return out
 
 
@@ -119,6 +139,7 @@ def _sigterm_as_exception():
 
 
 def _run(parser: _Parser, args) -> int:
+    output.use_flags(flags_of(parser.commands[args.command]))
     try:
         with _sigterm_as_exception():
             status = args.run(args)
@@ -130,7 +151,7 @@ def _run(parser: _Parser, args) -> int:
         sys.stderr.close()
         return EXIT_OK
     except RbrError as exc:  # a mistake in the input, the command line or a path
-        output.error(args.command, exc, flags_of(parser.commands[args.command]))
+        output.error(args.command, exc)
         status = exc.exit_code
     except Exception as exc:  # a bug in rbrc, never a mistake in the input
         import traceback

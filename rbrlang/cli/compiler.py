@@ -95,7 +95,7 @@ def cmd_compile(args) -> int:
             return EXIT_ERRORS
         print(f"{out} is up to date", file=sys.stderr)
         return EXIT_OK
-    stale = write_output(comp.files, out, sources=[Path(name) for name in result.sources])
+    stale = write_output(comp.files, out, sources=[Path(name) for name in result.sources], option="-o")
     elapsed = time.perf_counter() - started
     print(f"compiled {comp.checked.name} → {out} ({len(comp.files)} files, {elapsed:.2f}s)", file=sys.stderr)
     for line in stale:  # fitted files the edit made stale: kept, and said so once here

@@ -66,7 +66,7 @@ def cmd_eval(args) -> int:
                          calibration="ignore" if args.calibrate else "check")
     folder = resolve_folder(args.compiled)
     inputs = [Path(x) for x in (args.gold, args.probs, args.comparisons) if x] + [folder / POLICY_FILE]
-    check_report_folder(args.report, inputs)  # refuse a folder we may not replace before any slow work
+    check_report_folder(args.report, inputs, "--report")  # refuse a folder we may not replace before any slow work
     if args.grader:
         check_grader_options(args)
     with plain_warnings("eval"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -26,6 +27,7 @@ class _Run:
     def __init__(self, fmt: str = "human"):
         self.json = fmt == "json"
         self.rows: list[dict] = []
+        self.flags: dict[str, str] = {}  # the command's flags, for the arguments errors name (`in_flags`)
 
 
 _run = _Run()  # calls from outside `main` (tests, the library) print as humans read
@@ -34,6 +36,21 @@ _run = _Run()  # calls from outside `main` (tests, the library) print as humans 
 def begin(fmt: str) -> None:
     global _run
     _run = _Run(fmt)
+
+
+def use_flags(flags: dict[str, str]) -> None:
+    """The running command's flags (`cli.flags_of`): every error and diagnostic
+    it reports names them where the library names its arguments."""
+    _run.flags = dict(flags)
+
+
+def in_words(d: dg.Diagnostic, params: Iterable[str] = (), flags: Optional[dict[str, str]] = None) -> dg.Diagnostic:
+    """A diagnostic as the command line says it: the arguments it names (its own
+    `params`, and those of the error holding it) as the flags that set them."""
+    named, flags = (*d.params, *params), _run.flags if flags is None else flags
+    if not named:
+        return d
+    return dataclasses.replace(d, message=in_flags(d.message, named, flags), help=in_flags(d.help, named, flags))
 
 
 def end() -> None:
@@ -55,6 +72,7 @@ def row(message: str, help: str = "", severity: str = dg.ERROR) -> dict:
 
 
 def report(diags: Sequence[dg.Diagnostic], sources: dict) -> None:
+    diags = [in_words(d) for d in diags]
     if _run.json:
         _run.rows += [dg.to_row(dg.with_offsets(d, sources)) for d in diags]
         return
@@ -74,30 +92,45 @@ def problem(human: str, message: str, help: str = "") -> None:
 
 def error(command: str, exc: RbrError, flags: Optional[dict[str, str]] = None) -> None:
     """An `RbrError` the way the user reads it: its diagnostics, or one line
-    `rbrc COMMAND: error: …`. `flags` maps the API arguments an error names
-    (its `params`) to the command's flags, written in their place."""
+    `rbrc COMMAND: error: …`. `flags` (default: the command's, `use_flags`)
+    maps the API arguments an error names (its `params`) to the command's
+    flags, written in their place."""
+    flags = _run.flags if flags is None else flags
     if isinstance(exc, InputError) and exc.diagnostics:
-        report([dataclasses.replace(d, message=in_flags(d.message, exc.params, flags or {}),
-                                    help=in_flags(d.help, exc.params, flags or {})) for d in exc.diagnostics],
-               exc.sources)
+        report([in_words(d, exc.params, flags) for d in exc.diagnostics], exc.sources)
         return
     if isinstance(exc, PathError):  # the path and the cause, and its own help
         message, help = f"{exc.path}: {exc.cause}", exc.help
     else:
         message, help = str(exc), ""
-    message, help = (in_flags(text, exc.params, flags or {}) for text in (message, help))
+    message, help = (in_flags(text, exc.params, flags) for text in (message, help))
     if _run.json:
         _run.rows.append(row(message, help))
     else:
         print(f"rbrc {command}: error: {message}" + (f"; {help}" if help else ""), file=sys.stderr)
 
 
+# An argument in backticks, alone or with a value: `gold`, `truncate="oldest_turns"`, `cache=None`.
+_NAMED = re.compile(r"`([A-Za-z_]\w*)(?:=([^`]*))?`")
+
+
 def in_flags(text: str, params: Iterable[str], flags: dict[str, str]) -> str:
-    """`give `gold`` as `give --gold`: each named API argument as the flag that sets it."""
-    for name in params:
-        if name in flags:
-            text = text.replace(f"`{name}`", flags[name])
-    return text
+    """Each named API argument as the flag that sets it (`flags`, from `cli.flags_of`):
+    give `gold` -> give --gold; `truncate="oldest_turns"` -> `--truncate oldest-turns`
+    (with a value, still quoted: it is a piece of a command line). Arguments
+    the command has no flag for keep the library's words."""
+    params = set(params)
+
+    def flag(m: re.Match) -> str:
+        name, value = m.group(1), m.group(2)
+        if name not in params:
+            return m.group(0)
+        if value is None:
+            return flags.get(name, m.group(0))
+        shown = flags.get(f"{name}={value.strip(chr(34) + chr(39))}")
+        return f"`{shown}`" if shown else m.group(0)
+
+    return _NAMED.sub(flag, text)
 
 
 def lines(n: int, what: str = "") -> str:
@@ -147,6 +180,7 @@ class BadLines:
             return None
 
     def report(self, d: dg.Diagnostic) -> None:
+        d = in_words(d)
         self.count += 1
         if self.count > self.limit:
             return

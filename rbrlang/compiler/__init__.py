@@ -3,7 +3,10 @@
 `import_yaml` (and `load_target`, the policy `explain` reads). Each returns a `Result`: the value (None when there are errors), every
 diagnostic, and the sources they point into; `Result.unwrap()` is the raising
 form, a `CompileError` holding the same diagnostics and sources. So a caller
-(the CLI, an editor, a test) handles every command the same way.
+(the CLI, an editor, a test) handles every command the same way. The
+stages' own entries return the same `Result` too: `syntax.parser.parse_source`
+(the module), `fmt.format_source` (the text) and `check.check_file` (the
+checked policy).
 
 Formatting, explaining and the YAML import are imported when called: checking
 and compiling need none of them.
@@ -35,8 +38,7 @@ class Compilation:
 
 def check_policy(path) -> Result[CheckedPolicy]:
     """Load, parse and check a policy file and what it imports."""
-    checked, diags, sources = check_file(Path(path))
-    return Result(checked, tuple(diags), sources)
+    return check_file(Path(path))
 
 
 def compile_policy(path) -> Result[Compilation]:
@@ -66,8 +68,7 @@ def format_policy(path) -> Result[str]:
         src = read_source(Path(path))
     except SourceError as exc:
         return Result(None, tuple(exc.diagnostics), exc.sources)
-    formatted = format_source(src)
-    return Result(formatted.text, formatted.diagnostics, {src.name: src.text})
+    return format_source(src)
 
 
 def load_target(target) -> Result[CompiledPolicy]:

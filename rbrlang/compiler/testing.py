@@ -172,7 +172,7 @@ def example_cases(suite: TestSuite) -> list[ExampleCase]:
     for name, text in suite.sources.items():
         if name == suite.path:
             continue
-        module = parse_source(SourceFile(suite.policy_path, name, text)).module
+        module = parse_source(SourceFile(suite.policy_path, name, text)).value
         for item in (module.items if module else ()):
             if isinstance(item, ast.Proposition):
                 places[item.name.text] = [i.span for i in item.items if isinstance(i, ast.Example)]

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Mapping, Union
 
 from .. import diagnostics as dg
 from ..policy import CompiledPolicy
-from .jsonl import finite_number, read_jsonl, shown
+from .jsonl import finite_number, read_records, shown
 from .records import LineError, response_type_of
 
 
@@ -100,11 +100,4 @@ def classify_record(policy: CompiledPolicy, record: Any, line: int = 0) -> Class
 
 def classify_file(policy: CompiledPolicy, path: Path) -> Iterator[Union[Classified, dg.Diagnostic]]:
     """Every line of a JSONL file, as a result or a located diagnostic."""
-    for number, text, record in read_jsonl(path):
-        if isinstance(record, dg.Diagnostic):
-            yield record
-            continue
-        try:
-            yield classify_record(policy, record, number)
-        except LineError as exc:
-            yield exc.diagnostic(str(path), number, text)
+    return read_records(path, lambda number, _, record: classify_record(policy, record, number))

@@ -291,7 +291,8 @@ def _line(policy: CompiledPolicy, row: Any, index: Mapping[str, int], grader: bo
     if to_grade and not grader:
         if graded:
             raise LineError("E0303", "the line has no `propositions`, and no grader is given to grade it", None,
-                       f"give P(yes) for {', '.join(graded)} in `propositions`, or a grader (--grader MODEL)")
+                       f"give P(yes) for {', '.join(graded)} in `propositions`, or a grader (`grader`)",
+                       params=("grader",))
     if props is not None:
         if not isinstance(props, dict):
             raise LineError("E0301", "`propositions` must be an object of P(yes) or true/false", "propositions")

@@ -10,9 +10,9 @@ from typing import Iterator, Optional, Sequence, Union
 from .. import diagnostics as dg
 from ..policy import CompiledPolicy
 from ..files import AtomicFile, check_output_file
-from .jsonl import line_texts, read_jsonl
+from .jsonl import line_texts, read_records
 from .probabilities import CHUNK, probabilities, too_long
-from .records import LineError, read_line
+from .records import read_line
 
 
 @dataclass(frozen=True)
@@ -25,16 +25,10 @@ class GradeItem:
 
 def read_items(policy: CompiledPolicy, path: Path) -> Iterator[Union[GradeItem, dg.Diagnostic]]:
     """Each line as a `GradeItem`, or an E0300/E0301/E0302 diagnostic at the bad field."""
-    for number, text, row in read_jsonl(path):
-        if isinstance(row, dg.Diagnostic):
-            yield row
-            continue
-        try:
-            response_type, conversation, completion = read_line(policy, row)
-        except LineError as exc:
-            yield exc.diagnostic(str(path), number, text)
-        else:
-            yield GradeItem(number, conversation, completion, response_type)
+    def item(number: int, _: str, row) -> GradeItem:
+        response_type, conversation, completion = read_line(policy, row)
+        return GradeItem(number, conversation, completion, response_type)
+    return read_records(path, item)
 
 
 def check_lengths(policy: CompiledPolicy, grader, items: Sequence[GradeItem],

@@ -20,11 +20,11 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import Iterator, Optional, Union
+from typing import Callable, Iterator, Optional, TypeVar, Union
 
 from .. import diagnostics as dg
 from ..diagnostics import key_span  # noqa: F401 (the readers of data lines import it from here)
-from ..errors import PathError
+from ..errors import LINE_SHAPE, LineError, PathError
 from ..files import open_input
 from ..source import Span
 
@@ -253,6 +253,25 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnost
                                              "each line holds one JSON object")
             else:
                 yield number, text, value
+
+
+T = TypeVar("T")
+
+
+def read_records(path: Path, parse: Callable[[int, str, object], T],
+                 shape: str = LINE_SHAPE) -> Iterator[Union[T, dg.Diagnostic]]:
+    """`parse(line number, line text, value)` of each line of a JSONL file, or
+    the located diagnostic of what is wrong with the line (E0300 from the
+    reader, or the `LineError` that `parse` raises, at its field; `shape` is
+    its help when it has none): the loop every reader of one record a line shares."""
+    for number, text, value in read_jsonl(path):
+        if isinstance(value, dg.Diagnostic):
+            yield value
+            continue
+        try:
+            yield parse(number, text, value)
+        except LineError as exc:
+            yield exc.diagnostic(str(path), number, text, shape)
 
 
 def line_texts(path, numbers) -> dict[int, str]:

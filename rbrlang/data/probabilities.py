@@ -238,8 +238,12 @@ class TooLong:
         if self.alone > self.limit:  # dropping turns cannot help: say so, not "truncate"
             return (f"even the completion alone makes a prompt of {self.alone} tokens: use a grader with a longer "
                     "context, or a shorter completion")
-        return ("drop the conversation's oldest turns to fit it (`--truncate oldest-turns`; "
-                "truncate=\"oldest_turns\" for a grader made in Python)")
+        return "drop the conversation's oldest turns to fit it (`truncate=\"oldest_turns\"`)"
+
+    @property
+    def params(self) -> tuple[str, ...]:
+        """The argument the help names (`errors.RbrError.params`)."""
+        return () if self.alone > self.limit else ("truncate",)
 
     @property
     def key(self) -> str:
@@ -247,7 +251,8 @@ class TooLong:
         return "completion" if self.alone > self.limit else "prompt"
 
     def diagnostic(self, file: str, line: int, text: str) -> dg.Diagnostic:
-        return dg.error(TOO_LONG, key_span(file, line, text, self.key), self.message, self.help)
+        return dg.error(TOO_LONG, key_span(file, line, text, self.key), self.message, self.help,
+                        params=self.params)
 
 
 def too_long(policy: CompiledPolicy, grader: Any, conversations: Sequence, completions: Sequence[str]) -> dict:

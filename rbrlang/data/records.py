@@ -34,7 +34,8 @@ class PromptTooLong(GraderError):
         first = min(self.problems)
         more = len(self.problems) - 1
         super().__init__(f"item {first}: {self.problems[first].message}; {self.problems[first].help}"
-                         + (f" (and {more} more item{'s' * (more > 1)})" if more else ""))
+                         + (f" (and {more} more item{'s' * (more > 1)})" if more else ""),
+                         params=self.problems[first].params)
 
     def located(self, path, lines) -> DataError:
         """The same problems as a `DataError` at their lines of `path` (`lines[i]`: item i's line)."""

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .. import diagnostics as dg
-from ..data.jsonl import MAX_REPORTED, finite_number, key_span, read_jsonl, shown, stopped
+from ..data.jsonl import MAX_REPORTED, finite_number, key_span, read_records, shown, stopped
 from ..data.records import LineError, read_line, response_type_of
 from ..errors import DataError, PathError
 from ..policy import CompiledPolicy
@@ -69,19 +69,16 @@ def read_gold(policy: CompiledPolicy, path, with_texts: bool = False) -> GoldSet
     names = policy.proposition_names
     index = {n: j for j, n in enumerate(names)}
     lines, rts, keys, labels, convs, comps, diags = [], [], [], [], [], [], []
-    for number, text, row in read_jsonl(path):
-        if isinstance(row, dg.Diagnostic):
-            diags.append(row)
-        else:
-            try:
-                rt, key, values, conv, comp = _gold_line(policy, row, index, with_texts)
-            except LineError as exc:
-                diags.append(exc.diagnostic(str(path), number, text, GOLD_SHAPE))
-            else:
-                lines.append(number), rts.append(rt), keys.append(key), labels.append(values)
-                convs.append(conv), comps.append(comp)
-        if len(diags) >= MAX_REPORTED:
-            break
+    for entry in read_records(path, lambda number, _, row: (number, *_gold_line(policy, row, index, with_texts)),
+                              GOLD_SHAPE):
+        if isinstance(entry, dg.Diagnostic):
+            diags.append(entry)
+            if len(diags) >= MAX_REPORTED:
+                break
+            continue
+        number, rt, key, values, conv, comp = entry
+        lines.append(number), rts.append(rt), keys.append(key), labels.append(values)
+        convs.append(conv), comps.append(comp)
     raise_bad_lines(diags, path)
     if not lines:
         raise PathError(path, "no gold lines", "the gold set needs at least one labelled completion per line")
@@ -128,16 +125,14 @@ def read_probabilities(policy: CompiledPolicy, path, gold: GoldSet) -> np.ndarra
     index = {n: j for j, n in enumerate(names)}
     rows: list[tuple[int, Optional[int], np.ndarray, str]] = []  # (line, gold line named, values, text)
     diags = []
-    for number, text, row in read_jsonl(path):
-        if isinstance(row, dg.Diagnostic):
-            diags.append(row)
+    for entry in read_records(path, lambda number, text, row: (number, *_prob_line(policy, row, index), text),
+                              PROBS_SHAPE):
+        if isinstance(entry, dg.Diagnostic):
+            diags.append(entry)
+            if len(diags) >= MAX_REPORTED:
+                break
         else:
-            try:
-                rows.append((number, *_prob_line(policy, row, index), text))
-            except LineError as exc:
-                diags.append(exc.diagnostic(str(path), number, text, PROBS_SHAPE))
-        if len(diags) >= MAX_REPORTED:
-            break
+            rows.append(entry)
     raise_bad_lines(diags, path)
     by_line = all(named is not None for _, named, _, _ in rows)
     position = {line: i for i, line in enumerate(gold.lines)}
@@ -149,7 +144,7 @@ def read_probabilities(policy: CompiledPolicy, path, gold: GoldSet) -> np.ndarra
             if i is None:
                 diags.append(dg.error("E0301", key_span(str(path), number, text, "line"),
                                       f"line {named} of {gold.path} is no gold line",
-                                      "grade the same file you give as --gold"))
+                                      "grade the same file you give as `gold`", params=("gold",)))
                 continue
             out[i], seen[i] = values, True
     else:  # one row per gold line, in order
@@ -162,7 +157,7 @@ def read_probabilities(policy: CompiledPolicy, path, gold: GoldSet) -> np.ndarra
     if not seen.all():
         first = gold.lines[int(np.flatnonzero(~seen)[0])]
         raise PathError(path, f"no probabilities for {int((~seen).sum())} gold lines (the first is line {first} "
-                        f"of {gold.path})", "grade every gold line (`rbrc grade` without --keep-going)")
+                        f"of {gold.path})", "grade every gold line (`keep_going=False`)", params=("keep_going",))
     lacking = ~np.isnan(gold.labels) & np.isnan(out)
     if lacking.any():
         i, j = (int(v[0]) for v in np.nonzero(lacking))

@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 from typing import Iterable, Optional
 
-from .. import __version__
+from .._version import __version__
 from ..files import check_output_folder, replace_folder
 from . import plots
 from .evaluation import Evaluation
@@ -48,9 +48,10 @@ def is_report(folder: Path) -> bool:
     return names <= OURS and f'<meta name="generator" content="{GENERATOR}' in head
 
 
-def check_report_folder(folder, inputs: Iterable = ()) -> Path:
-    """Refuse a report folder we may not replace, before any slow work."""
-    return check_output_folder(folder, "--report", "an earlier `rbrc eval` report", is_report,
+def check_report_folder(folder, inputs: Iterable = (), option: str = "`folder`") -> Path:
+    """Refuse a report folder we may not replace, before any slow work.
+    `option`: what the messages call the folder (the CLI: its flag)."""
+    return check_output_folder(folder, option, "an earlier `rbrc eval` report", is_report,
                                [Path(p) for p in inputs])
 
 

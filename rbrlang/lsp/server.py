@@ -25,7 +25,7 @@ from pygls.exceptions import JsonRpcInvalidParams, JsonRpcInvalidRequest
 from pygls.lsp.server import LanguageServer
 from pygls.uris import to_fs_path
 
-from .. import __version__
+from .._version import __version__
 from .. import diagnostics as dg
 from ..compiler.fmt import format_source
 from ..compiler.syntax import ast
@@ -300,7 +300,7 @@ class RbrServer(LanguageServer):
             renamed = text
             for s in sorted(spans, key=lambda s: s.start, reverse=True):
                 renamed = renamed[:s.start] + new + renamed[s.end:]
-            if parse_source(SourceFile(Path(file), file, renamed)).module is None:
+            if parse_source(SourceFile(Path(file), file, renamed)).value is None:
                 raise JsonRpcInvalidParams(f"renaming `{occ.name}` to `{new}` would make {file} unparsable")
             edits[self.uri_for(file)] = [lsp.TextEdit(range=self.range(s, analysis), new_text=new) for s in spans]
         return edits
@@ -346,13 +346,13 @@ class RbrServer(LanguageServer):
         except SourceError:
             return None  # not text: its diagnostic says so
         formatted = format_source(src)
-        if formatted.text is None:
+        if formatted.value is None:
             return None  # syntax errors: the diagnostics say where; nothing is changed
-        if formatted.text == source:
+        if formatted.value == source:
             return []
         lines = source.split("\n")
         end = lsp.Position(len(lines) - 1, _units(lines[-1], self.encoding))
-        return [lsp.TextEdit(range=lsp.Range(lsp.Position(0, 0), end), new_text=formatted.text)]
+        return [lsp.TextEdit(range=lsp.Range(lsp.Position(0, 0), end), new_text=formatted.value)]
 
 
 def _check(path: Path, overlay: dict[Path, bytes], version) -> tuple[Optional[Analysis], str]:

@@ -92,7 +92,9 @@ def template_hash(policy: "CompiledPolicy", proposition: str) -> str:
     return sha256(policy.proposition(proposition).template)
 
 
-REDO = "rerun `rbrc eval COMPILED --gold FILE … --calibrate`, or delete the file"
+# In the library's words (`evaluate(…, calibrate=True)` fits it); the CLI names the command.
+REDO = "refit it on a gold set (`calibrate=True`), or delete the file"
+REDO_PARAMS = ("calibrate",)
 
 
 def read_calibration(folder, policy: "CompiledPolicy") -> Optional[Calibration]:
@@ -116,7 +118,7 @@ def _read(path: Path) -> Optional[Any]:
     except FileNotFoundError:
         return None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PolicyError(f"{path}: not valid JSON ({exc}); delete it or rerun `rbrc eval --calibrate`")
+        raise PolicyError(f"{path}: not valid JSON ({exc}); {REDO}", params=REDO_PARAMS)
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read: {(exc.strerror or str(exc)).lower()}")
 
@@ -124,7 +126,7 @@ def _read(path: Path) -> Optional[Any]:
 def from_json(doc: Any, policy: "CompiledPolicy", where: str = CALIBRATION_FILE) -> Calibration:
     maps, problems = _maps(doc, policy)
     if problems:
-        raise PolicyError(f"{where}: {problems[0][1]}; {REDO}")
+        raise PolicyError(f"{where}: {problems[0][1]}; {REDO}", params=REDO_PARAMS)
     return Calibration(policy.name, maps)
 
 

@@ -27,7 +27,9 @@ from ..errors import PathError
 
 CACHE_ENV = "RBRLANG_CACHE"
 CACHE_FILE = "grades.sqlite"
-CACHE_HELP = "give another file with --cache PATH (or $RBRLANG_CACHE), or grade without one with --no-cache"
+# In the library's words (`cache` of `GraderOptions`); the CLI shows its flags (`errors.RbrError.params`).
+CACHE_HELP = "give another file as `cache=PATH` (or $RBRLANG_CACHE), or grade without one (`cache=None`)"
+CACHE_PARAMS = ("cache",)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS grades (
@@ -55,7 +57,8 @@ def default_cache_path(environ: Optional[Mapping[str, str]] = None) -> Path:
     try:
         home = Path.home()
     except RuntimeError:  # no $HOME and no password entry
-        raise PathError("~/.cache", "no home folder to keep the grade cache in", CACHE_HELP) from None
+        raise PathError("~/.cache", "no home folder to keep the grade cache in", CACHE_HELP,
+                        params=CACHE_PARAMS) from None
     return home / ".cache" / "rbrlang" / CACHE_FILE
 
 
@@ -78,10 +81,11 @@ class GradeCache:
         db = None
         try:
             if self.path.is_dir():
-                raise PathError(self.path, "cannot open the grade cache: it is a folder", CACHE_HELP)
+                raise PathError(self.path, "cannot open the grade cache: it is a folder", CACHE_HELP, params=CACHE_PARAMS)
             above = next(p for p in self.path.parents if p.exists() or p == p.parent)
             if not above.is_dir():
-                raise PathError(self.path, f"cannot create the grade cache: {above} is a file", CACHE_HELP)
+                raise PathError(self.path, f"cannot create the grade cache: {above} is a file", CACHE_HELP,
+                                params=CACHE_PARAMS)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -98,7 +102,7 @@ class GradeCache:
 
     def _error(self, exc: Exception, doing: str) -> PathError:
         reason = (getattr(exc, "strerror", None) or str(exc)).lower()
-        return PathError(self.path, f"{doing}: {reason}", CACHE_HELP)
+        return PathError(self.path, f"{doing}: {reason}", CACHE_HELP, params=CACHE_PARAMS)
 
     def get_many(self, keys: Sequence[str]) -> dict[str, tuple[float, float]]:
         out: dict[str, tuple[float, float]] = {}

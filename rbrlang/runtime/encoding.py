@@ -144,10 +144,11 @@ class PromptEncoder:
             if self.max_length is None or longest is None or len(rows[longest]) <= self.max_length:
                 return self._shares(policy, rows, dropped)
             if self.truncate == "error" or not conversation:
-                hint = ("pass truncate='oldest_turns' (`--truncate oldest-turns`) to drop the oldest turns"
+                hint = ('pass `truncate="oldest_turns"` to drop the oldest turns'
                         if self.truncate == "error" else "even the response alone does not fit")
                 raise GraderError(f"item {item}, proposition `{longest}`: the prompt has {len(rows[longest])} "
-                                  f"tokens, more than the grader's context of {self.max_length}; {hint}")
+                                  f"tokens, more than the grader's context of {self.max_length}; {hint}",
+                                  params=("truncate",))
             conversation = conversation[1:]  # never the response
             dropped += 1
             rows = dict(zip(names, self.ids([self.text(policy.render(n, conversation, response)) for n in names])))

@@ -12,6 +12,7 @@ from typing import Mapping, Optional
 
 from ... import diagnostics as dg
 from ...policy import logic
+from ..result import Result
 from ..syntax import ast
 from .context import Context
 from .defines import convert_defines, define_cycles
@@ -41,14 +42,13 @@ STAGES = (
 )
 
 
-def check_file(path: Path, overlay: Optional[Mapping[Path, bytes]] = None
-               ) -> tuple[Optional[CheckedPolicy], list[dg.Diagnostic], dict[str, str]]:
-    """Load, parse and check a policy file (`overlay`: as `load_program`).
-    Returns the checked policy when there is no error, every diagnostic, and
-    the sources they point into."""
+def check_file(path: Path, overlay: Optional[Mapping[Path, bytes]] = None) -> Result[CheckedPolicy]:
+    """Load, parse and check a policy file (`overlay`: as `load_program`): the
+    checked policy when there is no error, every diagnostic, and the sources
+    they point into."""
     program, diags, sources = load_program(path, overlay)
     policy, diags = check_loaded(program, diags)
-    return policy, diags, sources
+    return Result(policy, tuple(diags), sources)
 
 
 def check_loaded(program: Optional[Program], diags: list[dg.Diagnostic]

@@ -89,11 +89,11 @@ def load_program(path: Path, overlay: Optional[Mapping[Path, bytes]] = None
         sources[src.name] = src.text
         result = parse_source(src)
         diags.extend(result.diagnostics)
-        if result.module is None:
+        if result.value is None:
             return
-        unit = Unit(src, result.module, imported)
+        unit = Unit(src, result.value, imported)
         units[p] = unit
-        for item in result.module.items:
+        for item in result.value.items:
             if imported and not isinstance(item, IMPORTABLE):
                 kind = type(item).__name__.lower().replace("decl", "")
                 diags.append(dg.error("E0122", item.span, f"an imported file cannot declare a {kind}",

@@ -40,7 +40,8 @@ def is_ours(folder: Path) -> bool:
 OURS = "a compiled policy folder (only policy.json, templates/ and fitted files)"
 
 
-def write_output(files: dict[str, bytes], out: Path, sources: Iterable[Path] = ()) -> tuple[str, ...]:
+def write_output(files: dict[str, bytes], out: Path, sources: Iterable[Path] = (),
+                 option: str = "`out`") -> tuple[str, ...]:
     """Write the compiled folder at `out`, replacing only a missing path, an
     empty folder or an earlier compiled folder; anything else (a source file,
     a folder of sources, any other file or folder, the working folder, a mount
@@ -54,9 +55,10 @@ def write_output(files: dict[str, bytes], out: Path, sources: Iterable[Path] = (
     Returns one line for each carried fitted file that the new policy cannot
     use (`policy.loading.stale_fitted`), for the caller to warn with. They are
     kept, not dropped: a fit can take hours, and a recompile that reverts the
-    edit makes them valid again; loading refuses them meanwhile."""
+    edit makes them valid again; loading refuses them meanwhile. `option`: what
+    the messages call `out` (the CLI: its flag)."""
     given = Path(out)  # named as the user wrote it in the warnings
-    out = check_output_folder(out, "-o", OURS, is_ours, sources, "the policy's source")
+    out = check_output_folder(out, option, OURS, is_ours, sources, "the policy's source")
     stale = (stale_fitted(given, policy_from_files(files))
              if any((out / name).is_file() for name in FITTED_FILES) else ())
 

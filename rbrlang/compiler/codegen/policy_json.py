@@ -2,7 +2,7 @@
 as the rows of `policy/format.py` (the loader reads the same classes back)."""
 from __future__ import annotations
 
-from ... import __version__
+from ..._version import __version__
 from ...policy import logic
 from ...policy.format import (GRADER, MATCHES, ClassRow, DefineRow, GraderRow, PolicyDocument, PropositionRow,
                               ResponseTypeRow, canonical, sha256, template_path)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from typing import Optional
 
 from lark import Token
@@ -12,6 +11,7 @@ from lark.exceptions import UnexpectedInput, VisitError
 from ... import diagnostics as dg
 from ...errors import EscapeError
 from ...source import SourceFile, Span
+from ..result import Result
 from . import ast
 from .errors import ITEM_KEYWORDS, to_diagnostic
 from .grammar import collect_comments, parser
@@ -29,20 +29,20 @@ _INDENT = re.compile(r"[ \t]*")
 _HEADER = re.compile(r"\A(?:\s|#[^\n]*)*rbr\b")
 
 
-@dataclass(frozen=True)
-class ParseResult:
-    module: Optional[ast.Module]  # None when there were syntax errors
-    diagnostics: tuple[dg.Diagnostic, ...]
+def parse_source(src: SourceFile) -> Result[ast.Module]:
+    """The module (None when there are syntax errors), its diagnostics and its source."""
+    module, diags = _parse_module(src)
+    return Result(module, tuple(diags), {src.name: src.text})
 
 
-def parse_source(src: SourceFile) -> ParseResult:
+def _parse_module(src: SourceFile) -> tuple[Optional[ast.Module], tuple[dg.Diagnostic, ...]]:
     text = src.text
     diags: list[dg.Diagnostic] = []
     if not _HEADER.match(text):
         span = _first_token_span(src)
-        return ParseResult(None, (dg.error(
+        return None, (dg.error(
             "E0013", span, "missing version header" if text.strip() else "empty file: missing version header",
-            "start the file with `rbr 1`"),))
+            "start the file with `rbr 1`"),)
 
     # Recovery: blank out the item holding each error (keeping line and column
     # numbers intact) and parse again, so one run reports every broken item.
@@ -64,7 +64,7 @@ def parse_source(src: SourceFile) -> ParseResult:
                 break
             work = blanked
     if diags or tree is None:
-        return ParseResult(None, tuple(dg.normalise(diags)))
+        return None, tuple(dg.normalise(diags))
 
     depth, deepest = tree_depth(tree, MAX_DEPTH + 1)
     if depth > MAX_DEPTH:
@@ -74,27 +74,27 @@ def parse_source(src: SourceFile) -> ParseResult:
         word = re.match(r"\w+|\S", src.text[meta.start_pos:]) if not meta.empty else None
         span = Span(src.name, meta.line, meta.column, meta.line, meta.column + len(word.group(0)),
                     meta.start_pos, meta.start_pos + len(word.group(0))) if word else Span.point(src.name)
-        return ParseResult(None, (dg.error("E0015", span, f"expression nested more than {MAX_DEPTH} levels deep",
-                                           "name parts of it with `define`"),))
+        return None, (dg.error("E0015", span, f"expression nested more than {MAX_DEPTH} levels deep",
+                               "name parts of it with `define`"),)
     try:
         try:
             module: ast.Module = ToAst(src.name).transform(tree)
         except VisitError as exc:
             raise exc.orig_exc
     except EscapeError as exc:
-        return ParseResult(None, (dg.error("E0014", exc.span, f"invalid escape `{exc.text}` in string",
-                                           'escapes are \\n \\t \\r \\\\ \\" \\0 and \\u{hex}'),))
+        return None, (dg.error("E0014", exc.span, f"invalid escape `{exc.text}` in string",
+                               'escapes are \\n \\t \\r \\\\ \\" \\0 and \\u{hex}'),)
     except RecursionError:  # pragma: no cover - guarded by MAX_DEPTH
-        return ParseResult(None, (dg.error("E0015", Span.point(src.name), "input nested too deeply",
-                                           "name parts of it with `define`"),))
+        return None, (dg.error("E0015", Span.point(src.name), "input nested too deeply",
+                               "name parts of it with `define`"),)
     module = ast.Module(module.version, module.items, _comments(text, comments), module.span)
     if module.version != LANGUAGE_VERSION:
         hdr = re.search(r"rbr\s+(\d+)", text)
         span = _offset_span(src, hdr.start(1), hdr.end(1)) if hdr else Span.point(src.name)
         diags.append(dg.error("E0013", span, f"unsupported language version {module.version}",
                               f"this compiler reads `rbr {LANGUAGE_VERSION}`"))
-        return ParseResult(None, tuple(diags))
-    return ParseResult(module, ())
+        return None, tuple(diags)
+    return module, ()
 
 
 def _parse(text: str, comments: list[Token]):
