@@ -93,7 +93,12 @@ def test_rewards_equal_the_in_process_reward(served, reward, texts):
     ({"query": ["ab"], "prompts": ["a"], "labels": [{"category": "C-R", "messages": [{"role": "user"}]}]},
      422, "`messages`: message 0"),
     ({"query": ["xyz"], "prompts": ["abc"], "labels": ["C-R"]}, 422, "does not start with its prompt"),
-    ({"query": [7], "prompts": ["a"], "labels": ["C-R"]}, 422, "must be a string"),
+    ({"query": [7], "prompts": ["a"], "labels": ["C-R"]}, 422, "each `query` entry must be a string, not a number"),
+    ({"query": ["ab"], "prompts": [None], "labels": ["C-R"]}, 422, "each `prompts` entry must be a string, not null"),
+    ({"query": ["ab"], "prompts": ["a"], "labels": [{"category": "C-R", "messages": [{"role": "user", "content": 5}]}]},
+     422, "its `content` is a number"),
+    ({"query": ["ab"], "prompts": ["a"], "labels": [{"category": "C-R", "messages": [{"role": "user"}]}]},
+     422, "its `content` is missing"),
     # the types are named as JSON names them, not as Python does (NoneType, dict)
     ({"query": ["ab"], "prompts": ["a"], "labels": [None]}, 422, "JSON object, not null"),
     ({"query": ["ab"], "prompts": ["a"], "labels": {"C-R": 1}}, 422, "per sample), not an object"),
