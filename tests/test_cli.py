@@ -154,6 +154,12 @@ def test_json_offsets_are_the_places_in_the_file(tmp_path, rbrc, compiled):
     assert places(out, "# no policy yet\nrbr 1\n") == [("W0134", "rbr 1")]
     rows = json.loads(out)
     assert (rows[0]["span"]["line"], rows[0]["span"]["column"], rows[0]["span"]["start"]) == (2, 1, 16)
+    # A policy is read with its line ends as `\n` and without a byte-order mark
+    # (COMMANDS.md says so): `start` indexes that text, one behind per CRLF above.
+    crlf = tmp_path / "crlf.rbr"
+    crlf.write_bytes("\ufeff# no policy yet\r\nrbr 1\r\n".encode())
+    code, out, _ = rbrc("--format", "json", "check", crlf)
+    assert places(out, "# no policy yet\nrbr 1\n") == [("W0134", "rbr 1")]
 
 
 def test_bytes_that_are_not_utf8_are_shown_as_the_bytes(tmp_path, rbrc, compiled):
