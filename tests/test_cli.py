@@ -488,6 +488,17 @@ def test_empty_paths_are_usage_errors(tmp_path, rbrc, compiled, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["compiled", "l.jsonl", "model", "p.rbr"]
 
 
+@pytest.mark.parametrize("bad, says", [("99999999999999999999999", "is out of range; a seed is a whole number"),
+                                       (str(-2 ** 63 - 1), "is out of range"), ("1.5", "'1.5' is not a whole number")])
+def test_a_seed_torch_cannot_take_is_a_usage_error(tmp_path, rbrc, capsys, bad, says):
+    # It was a ValueError inside torch.manual_seed: a traceback and exit 70.
+    with pytest.raises(SystemExit) as exc:
+        rbrc("tiny-grader", tmp_path / "tg", "--seed", bad)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --seed: " in err and says in err
+    assert "Traceback" not in err and not (tmp_path / "tg").exists()
+
+
 def test_a_folder_of_compiled_policies_names_them(tmp_path, rbrc, compiled):
     labels = write(tmp_path / "l.jsonl", LABEL)
     code, _, err = rbrc("classify", tmp_path, "--labels", labels)
