@@ -262,6 +262,12 @@ def test_cli_errors_are_one_line(rbrc, tmp_path, tiny_model_dir):
     assert code == 2 and "--max-batch" in err
     code, _, err = rbrc("serve", SAFETY, "--grader", tmp_path / "nope")
     assert code == 1 and "no such folder" in err
+    # inf and nan are no limits: `1e400` was an OverflowError (exit 70), an infinite window
+    # would hold every request, and `nan` passed the checks.
+    for option, value in (("--max-body-mb", "1e400"), ("--max-body-mb", "nan"), ("--batch-window-ms", "inf"),
+                          ("--batch-window-ms", "nan"), ("--body-timeout-s", "inf"), ("--grace-s", "nan")):
+        code, _, err = rbrc("serve", SAFETY, "--grader", tiny_model_dir, option, value)
+        assert code == 2 and f"rbrc serve: error: {option} " in err and "Traceback" not in err, (option, value)
     import socket
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
