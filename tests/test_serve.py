@@ -82,6 +82,8 @@ def test_rewards_equal_the_in_process_reward(served, reward, texts):
 
 @pytest.mark.parametrize("body, status, says", [
     (b"{not json", 400, "not JSON"),
+    (b"", 400, "the body is empty; send {"),
+    (b" \r\n", 400, "the body is empty"),
     ([1, 2], 400, "JSON object"),
     ({"query": ["a"], "prompts": ["a"]}, 422, "'labels'"),
     ({"query": "a", "prompts": ["a"], "labels": ["C-R"]}, 422, "`query` must be a list"),
