@@ -82,7 +82,10 @@ def _lossy(data: bytes) -> str:
 
 
 def _offset_span(name: str, data: bytes, offset: int) -> Span:
-    before = data[:offset]
-    line = before.count(b"\n") + 1
-    column = offset - (before.rfind(b"\n") + 1) + 1
-    return Span.point(name, line, column, offset)
+    # Columns and offsets count characters, as every other span does (the text
+    # as shown: `_lossy`, a bad byte one character): counting bytes put the
+    # caret right of the bad byte by one column per extra byte of each `é` before it.
+    before = data[:offset].decode("utf-8", errors=LOSSY)
+    line = before.count("\n") + 1
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    return Span.point(name, line, column, len(before))

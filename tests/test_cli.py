@@ -155,6 +155,12 @@ def test_json_offsets_are_the_places_in_the_file(tmp_path, rbrc, compiled):
     assert places(out, "# no policy yet\nrbr 1\n") == [("W0134", "rbr 1")]
     rows = json.loads(out)
     assert (rows[0]["span"]["line"], rows[0]["span"]["column"], rows[0]["span"]["start"]) == (2, 1, 16)
+    # A policy is read with its line ends as `\n` and without a byte-order mark
+    # (COMMANDS.md says so): `start` indexes that text, one behind per CRLF above.
+    crlf = tmp_path / "crlf.rbr"
+    crlf.write_bytes("\ufeff# no policy yet\r\nrbr 1\r\n".encode())
+    code, out, _ = rbrc("--format", "json", "check", crlf)
+    assert places(out, "# no policy yet\nrbr 1\n") == [("W0134", "rbr 1")]
 
 
 def test_bytes_that_are_not_utf8_are_shown_as_the_bytes(tmp_path, rbrc, compiled):
@@ -543,6 +549,17 @@ def test_empty_paths_are_usage_errors(tmp_path, rbrc, compiled, monkeypatch):
     code, _, err = rbrc("classify", "", "--labels", labels)
     assert code == 1 and "the compiled policy's path is empty" in one_line_error("classify", err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["compiled", "l.jsonl", "model", "p.rbr"]
+
+
+@pytest.mark.parametrize("bad, says", [("99999999999999999999999", "is out of range; a seed is a whole number"),
+                                       (str(-2 ** 63 - 1), "is out of range"), ("1.5", "'1.5' is not a whole number")])
+def test_a_seed_torch_cannot_take_is_a_usage_error(tmp_path, rbrc, capsys, bad, says):
+    # It was a ValueError inside torch.manual_seed: a traceback and exit 70.
+    with pytest.raises(SystemExit) as exc:
+        rbrc("tiny-grader", tmp_path / "tg", "--seed", bad)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --seed: " in err and says in err
+    assert "Traceback" not in err and not (tmp_path / "tg").exists()
 
 
 def test_a_folder_of_compiled_policies_names_them(tmp_path, rbrc, compiled):

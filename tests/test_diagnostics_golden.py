@@ -129,3 +129,16 @@ def test_error_classes_render_lazily_and_the_base_modules_form_no_circle():
     assert imported("errors") == {"diagnostics"}
     assert imported("files") == {"errors"}
     assert imported("source") == {"diagnostics", "errors", "files"}
+
+
+def test_a_bad_bytes_place_counts_characters_not_bytes(monkeypatch):
+    # Columns and offsets count characters everywhere else (`--format json`'s
+    # `start` indexes the text); a byte count put the caret two columns right of
+    # `\x{ff}` after two `é`s and the offset past it.
+    case = GOLDEN / "diagnostics" / "E0003_not_utf8_after_accents.rbr"
+    monkeypatch.chdir(case.parent)
+    _, diags, _ = check_file(Path(case.name))
+    span = diags[0].span
+    shown = case.read_bytes().decode("utf-8", dg.LOSSY)
+    assert (span.line, span.column) == (3, 13)
+    assert shown[span.start] == "\udcff"  # the bad byte, one character in the shown text

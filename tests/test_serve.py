@@ -82,6 +82,8 @@ def test_rewards_equal_the_in_process_reward(served, reward, texts):
 
 @pytest.mark.parametrize("body, status, says", [
     (b"{not json", 400, "not JSON"),
+    (b"", 400, "the body is empty; send {"),
+    (b" \r\n", 400, "the body is empty"),
     ([1, 2], 400, "JSON object"),
     ({"query": ["a"], "prompts": ["a"]}, 422, "'labels'"),
     ({"query": "a", "prompts": ["a"], "labels": ["C-R"]}, 422, "`query` must be a list"),
@@ -93,7 +95,12 @@ def test_rewards_equal_the_in_process_reward(served, reward, texts):
     ({"query": ["ab"], "prompts": ["a"], "labels": [{"category": "C-R", "messages": [{"role": "user"}]}]},
      422, "`messages`: message 0"),
     ({"query": ["xyz"], "prompts": ["abc"], "labels": ["C-R"]}, 422, "does not start with its prompt"),
-    ({"query": [7], "prompts": ["a"], "labels": ["C-R"]}, 422, "must be a string"),
+    ({"query": [7], "prompts": ["a"], "labels": ["C-R"]}, 422, "each `query` entry must be a string, not a number"),
+    ({"query": ["ab"], "prompts": [None], "labels": ["C-R"]}, 422, "each `prompts` entry must be a string, not null"),
+    ({"query": ["ab"], "prompts": ["a"], "labels": [{"category": "C-R", "messages": [{"role": "user", "content": 5}]}]},
+     422, "its `content` is a number"),
+    ({"query": ["ab"], "prompts": ["a"], "labels": [{"category": "C-R", "messages": [{"role": "user"}]}]},
+     422, "its `content` is missing"),
     # the types are named as JSON names them, not as Python does (NoneType, dict)
     ({"query": ["ab"], "prompts": ["a"], "labels": [None]}, 422, "JSON object, not null"),
     ({"query": ["ab"], "prompts": ["a"], "labels": {"C-R": 1}}, 422, "per sample), not an object"),
@@ -257,6 +264,12 @@ def test_cli_errors_are_one_line(rbrc, tmp_path, tiny_model_dir):
     assert code == 2 and "--max-batch" in err
     code, _, err = rbrc("serve", SAFETY, "--grader", tmp_path / "nope")
     assert code == 1 and "no such folder" in err
+    # inf and nan are no limits: `1e400` was an OverflowError (exit 70), an infinite window
+    # would hold every request, and `nan` passed the checks.
+    for option, value in (("--max-body-mb", "1e400"), ("--max-body-mb", "nan"), ("--batch-window-ms", "inf"),
+                          ("--batch-window-ms", "nan"), ("--body-timeout-s", "inf"), ("--grace-s", "nan")):
+        code, _, err = rbrc("serve", SAFETY, "--grader", tiny_model_dir, option, value)
+        assert code == 2 and f"rbrc serve: error: {option} " in err and "Traceback" not in err, (option, value)
     import socket
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import signal
 import socket
@@ -111,16 +112,17 @@ def cmd_serve(args) -> int:
     check_grader_options(args)
     if args.max_batch < 1:
         raise UsageError("--max-batch must be at least 1")
-    if args.batch_window_ms < 0:
-        raise UsageError("--batch-window-ms cannot be negative")
-    if not args.max_body_mb > 0:
-        raise UsageError("--max-body-mb must be more than 0")
     if args.max_samples < 1:
         raise UsageError("--max-samples must be at least 1")
-    if not args.body_timeout_s > 0:
-        raise UsageError("--body-timeout-s must be more than 0")
-    if not args.grace_s >= 0:
-        raise UsageError("--grace-s cannot be negative")
+    # Finite too: `1e400` reads as inf (an OverflowError, exit 70, when the body
+    # limit is made bytes), an infinite window never closes a batch, and `nan`
+    # passes every comparison it is not asked to fail.
+    for option, value, positive in (("--batch-window-ms", args.batch_window_ms, False),
+                                    ("--max-body-mb", args.max_body_mb, True),
+                                    ("--body-timeout-s", args.body_timeout_s, True),
+                                    ("--grace-s", args.grace_s, False)):
+        if not (math.isfinite(value) and (value > 0 if positive else value >= 0)):
+            raise UsageError(f"{option} {value:g}: give a number " + ("more than 0" if positive else "of at least 0"))
     # The reward served is the one trained on: fitted weights and calibration are read, and a
     # stale one is refused here, before the model loads, as `load_policy` refuses it.
     policy = open_policy(args.compiled, weights="check", calibration="check")

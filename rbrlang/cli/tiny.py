@@ -20,10 +20,27 @@ def register(sub) -> None:
     p = sub.add_parser("tiny-grader", help="write a tiny random-weight grader model to try `rbrc grade` with",
                        description=__doc__.split("\n\n", 1)[1].replace("\n", " "))
     p.add_argument("dir", metavar="DIR", help="the folder to write (missing, empty, or an earlier tiny grader)")
-    p.add_argument("--seed", type=int, default=0, help="the weights' random seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="the weights' random seed (default 0)")
     p.add_argument("--config", choices=("tiny", "small"), default="tiny",
                    help="tiny: 2 layers, width 64 (0.2M parameters); small: 4 layers, width 256 (8M)")
     p.set_defaults(run=cmd_tiny_grader)
+
+
+# What torch.manual_seed takes; a seed past it was a ValueError deep in torch (exit 70).
+SEEDS = (-2 ** 63, 2 ** 64 - 1)
+
+
+def seed(text: str) -> int:
+    """An argparse type: a whole number torch can seed with."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not SEEDS[0] <= value <= SEEDS[1]:
+        raise argparse.ArgumentTypeError(f"{text} is out of range; a seed is a whole number from -2**63 to 2**64 - 1")
+    return value
 
 
 def cmd_tiny_grader(args) -> int:

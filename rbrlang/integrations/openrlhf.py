@@ -135,8 +135,9 @@ def samples_from_request(queries: Any, prompts: Any, labels: Any, policy=None,
                              f"{len(queries)}, {len(prompts)} and {len(labels)}")
     out = []
     for i, (query, prompt, label) in enumerate(zip(queries, prompts, labels)):
-        if not isinstance(query, str) or not isinstance(prompt, str):
-            raise SampleError(i, "each query and prompt must be a string")
+        for name, value in (("query", query), ("prompts", prompt)):
+            if not isinstance(value, str):
+                raise SampleError(i, f"each `{name}` entry must be a string, not {json_type(value)}")
         category, response_type, messages = parse_label(label, i)
         completion = strip_end(split_query(query, prompt, i), strip_suffixes)
         if messages is None:

@@ -50,9 +50,16 @@ def check_conversation(messages: Any) -> None:
     if not isinstance(messages, (list, tuple)):
         raise ConversationError(f"a conversation is a list of messages, not {json_type(messages)}")
     for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) \
-                or not isinstance(m.get("content"), str):
-            raise ConversationError(f"message {i} must be an object with string `role` and `content`")
+        if not isinstance(m, Mapping):
+            raise ConversationError(f"message {i} must be an object with string `role` and `content`, "
+                                    f"not {json_type(m)}")
+        for key in ("role", "content"):
+            if not isinstance(m.get(key), str):
+                # Name the field and what it holds: "must be an object with string `role` and
+                # `content`" alone sends the user hunting for which of the two is wrong.
+                got = "missing" if key not in m else json_type(m[key])
+                raise ConversationError(f"message {i} must be an object with string `role` and `content`; "
+                                        f"its `{key}` is {got}")
 
 
 # The most characters (or items) one operation in a template may make: a

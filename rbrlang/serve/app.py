@@ -129,6 +129,10 @@ def create_app(reward, max_batch: int = 64, batch_window_ms: float = 5.0,
             await budget.release(held)
 
     async def _reward(body: bytes) -> JSONResponse:
+        if not body.strip():
+            # Said plainly: "Expecting value, at character 0" reads as a syntax error in a body that was
+            # never sent (a client that posts no data, or sends it as a form or query string).
+            return _error(400, f"the body is empty; send {SHAPE} as JSON")
         try:
             data = parse_json(body.decode("utf-8"))
         except UnicodeDecodeError as exc:
