@@ -24,6 +24,8 @@ ALLOWED = {
     "integrations": {"policy", "runtime", "data", "rewards"},
     "serve": {"policy", "runtime", "data", "rewards", "integrations"},
     "compiler": {"policy"},
+    "generate": {"runtime"},
+    "synth": {"policy", "data", "generate", "compiler"},
 }
 SHARED = {"errors", "diagnostics", "source", "files", "__init__", "__version__"}
 
