@@ -26,7 +26,7 @@ and OUT.generations.jsonl (every reply: a rerun after a kill resumes from it).
 
 
 def register(sub) -> None:
-    from ..generate.base import GENERATOR_BACKENDS
+    from ..generate.loading import GENERATOR_BACKENDS
     from .grader_args import add_grader_options, positive_int
 
     p = sub.add_parser("synth", help="generate ranked completions per class from the policy, verified by the grader, "

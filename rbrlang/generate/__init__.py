@@ -6,6 +6,7 @@ backends: transformers in process (`HFGenerator`), vLLM's offline engine
 
 `load_generator(model, backend=...)` builds one by name. Nothing heavy is
 imported here: each backend is imported when it is asked for."""
-from .base import GENERATOR_BACKENDS, GenerationRequest, GenerationSettings, Generator, load_generator
+from .base import GenerationRequest, GenerationSettings, Generator
+from .loading import GENERATOR_BACKENDS, load_generator
 
 __all__ = ["GENERATOR_BACKENDS", "GenerationRequest", "GenerationSettings", "Generator", "load_generator"]
