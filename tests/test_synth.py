@@ -97,12 +97,15 @@ def _args(policy_dir, prompts, model, out, *more):
 
 
 def test_synth_writes_fit_data_that_fit_and_eval_read_unchanged(rbrc, policy_dir, tiny_model_dir, tmp_path):
+    from tests.support.tiny_rm import build_tiny_rm
+
+    rm = build_tiny_rm(tmp_path / "rm", tiny_model_dir)
     prompts, out = _prompts(tmp_path / "p.jsonl"), tmp_path / "out.jsonl"
-    code, _, err = rbrc(*_args(policy_dir, prompts, tiny_model_dir, out))
+    code, _, err = rbrc(*_args(policy_dir, prompts, tiny_model_dir, out), "--rm", rm)
     assert code == 0, err
     lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert lines and {tuple(sorted(x)) for x in lines} == {
-        ("completion", "completion_label", "prompt", "propositions", "response_type")}
+        ("completion", "completion_label", "prompt", "propositions", "response_type", "rm_score")}
     assert {x["completion_label"] for x in lines} <= {"good", "ok", "bad"} and len(
         {x["completion_label"] for x in lines}) > 1
     assert all(x["completion"].strip() and set(x["propositions"]) == {"a", "b"} for x in lines)
@@ -110,8 +113,9 @@ def test_synth_writes_fit_data_that_fit_and_eval_read_unchanged(rbrc, policy_dir
     assert stats["kept"] == len(lines) and [c["class"] for c in stats["classes"]] == ["good", "ok", "bad"]
     assert sum(c["accepted"] for c in stats["classes"]) == len(lines)
     assert "acceptance" in err and "kept out most by" in err
-    code, _, err = rbrc("fit", policy_dir, "--data", out)  # unchanged: no grader, the lines carry P(yes)
+    code, fitted, err = rbrc("fit", policy_dir, "--data", out)  # unchanged: no grader, the lines carry P(yes)
     assert code == 0, err
+    assert "RM val err" in fitted
     assert (policy_dir / "weights.json").is_file()
     code, out_text, err = rbrc("eval", policy_dir, "--comparisons", out, "--report", tmp_path / "report")
     assert code == 0, err
@@ -119,7 +123,7 @@ def test_synth_writes_fit_data_that_fit_and_eval_read_unchanged(rbrc, policy_dir
 
     # A second run is answered by its caches, and writes the same bytes over its own output.
     before = out.read_bytes()
-    code, _, err = rbrc(*_args(policy_dir, prompts, tiny_model_dir, out))
+    code, _, err = rbrc(*_args(policy_dir, prompts, tiny_model_dir, out), "--rm", rm)
     assert code == 0 and "resuming" in err and out.read_bytes() == before
     assert json.loads((tmp_path / "out.stats.json").read_text())["cached_requests"] == stats["requests"]
 

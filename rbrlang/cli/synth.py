@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .. import diagnostics as dg
-from ..errors import EXIT_ERRORS, EXIT_OK, PathError, UsageError
+from ..errors import EXIT_ERRORS, EXIT_OK, PathError, RbrError, UsageError
 
 SYNTH_EPILOG = """\
 prompts (--prompts), one JSON object per line:
@@ -55,6 +55,9 @@ def register(sub) -> None:
                    help="transformers here (hf, default), vLLM's engine (vllm), or a chat-completions server (openai)")
     g.add_argument("--generator-base-url", metavar="URL", help="the server for --generator-backend openai")
     g.add_argument("--generator-device", default="auto", help="hf: auto (default), cpu, cuda, cuda:N")
+    g.add_argument("--generator-gpu-memory", type=float, metavar="F",
+                   help="vllm: the share of GPU memory the generator's engine takes (vLLM's gpu_memory_utilization; "
+                        "leave room for the grader when both are on one GPU)")
     g.add_argument("--max-new-tokens", type=positive_int, default=256, metavar="N",
                    help="tokens per completion at most (default 256)")
     g.add_argument("--temperature", type=float, default=1.0, metavar="X", help="sampling temperature (default 1)")
@@ -99,6 +102,9 @@ def _check_numbers(args) -> None:
         raise UsageError(f"--top-p {args.top_p}: give a number in (0, 1]")
     if args.generator_backend == "openai" and not args.generator_base_url:
         raise UsageError("--generator-backend openai needs --generator-base-url URL (e.g. http://HOST:8000/v1)")
+    if args.generator_gpu_memory is not None and (args.generator_backend != "vllm"
+                                                  or not 0 < args.generator_gpu_memory <= 1):
+        raise UsageError("--generator-gpu-memory is a share in (0, 1] of the GPU for --generator-backend vllm")
     if args.generator_backend != "openai" and args.generator_base_url:
         raise UsageError("--generator-base-url is for --generator-backend openai (a server)")
 
@@ -159,9 +165,12 @@ def cmd_synth(args) -> int:
         text = "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in result.lines)
         if result.lines:
             fh.write(text)
-    except BaseException:
+    except BaseException as exc:
         fh.discard()
         cache.close()
+        if isinstance(exc, (KeyboardInterrupt, RbrError)):  # what was made is in the cache: say how to go on
+            print(f"rbrc synth: stopped; {len(cache.entries)} generation requests are kept in {cache_path}: run the "
+                  "same command again to resume", file=sys.stderr)
         raise
     cache.close()
     stats = _stats(policy, result, args, hashlib.sha256(text.encode()).hexdigest() if result.lines else None)
@@ -189,6 +198,8 @@ def _run(policy, prompts, cache, args):
         grader = load_grader(args, open_cache(args))
         settings = GenerationSettings(args.max_new_tokens, args.temperature, args.top_p)
         kwargs = {"device": args.generator_device} if args.generator_backend == "hf" else {}
+        if args.generator_backend == "vllm" and args.generator_gpu_memory is not None:
+            kwargs["gpu_memory_utilization"] = args.generator_gpu_memory
         generator = load_generator(args.generator, backend=args.generator_backend,
                                    base_url=args.generator_base_url, settings=settings, **kwargs)
         rm = None
