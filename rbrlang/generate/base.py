@@ -37,6 +37,7 @@ class GenerationRequest:
 class Generator(Protocol):
     identity: str
     settings: GenerationSettings
+    batch_size: int  # requests one `generate` call takes well (callers cache between calls)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[tuple[str, ...]]:
         """Each request's `n` replies, in order."""

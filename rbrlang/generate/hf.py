@@ -16,6 +16,8 @@ from .base import GenerationRequest, GenerationSettings
 
 
 class HFGenerator:
+    batch_size = 1  # one `generate` per request anyway (see above)
+
     def __init__(self, model: str, settings: Optional[GenerationSettings] = None, *, device: str = "auto",
                  dtype: str = "auto", tokenizer: Optional[str] = None):
         import torch

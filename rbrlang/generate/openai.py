@@ -24,6 +24,7 @@ class OpenAIGenerator:
         self.server = Server(base_url, api_key=api_key, concurrency=concurrency, timeout=timeout, retries=retries,
                              backoff=backoff, role="generator")
         self.model = model
+        self.batch_size = self.server.concurrency  # as many as are in flight at once
         served = self.server.served_model(model)
         self.retries = 0  # requests sent again, over this generator's life
         self.identity = json.dumps({"backend": "openai", "url": self.server.base_url, "model": model,

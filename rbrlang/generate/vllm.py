@@ -19,6 +19,8 @@ from .base import GenerationRequest, GenerationSettings
 
 
 class VLLMGenerator:
+    batch_size = 256  # the engine schedules a batch itself; more per call is faster
+
     def __init__(self, model: str, settings: Optional[GenerationSettings] = None, *, dtype: str = "auto",
                  tokenizer: Optional[str] = None, kv_cache_memory_bytes: Optional[int] = None,
                  max_model_len: Optional[int] = None, **engine_kwargs):

@@ -150,9 +150,13 @@ def synthesize(policy: CompiledPolicy, prompts: Sequence[SynthPrompt], generator
                         cached += 1
                     else:
                         missing.append(j)
-                if missing:
-                    answers = generator.generate([part[j][4] for j in missing])
-                    for j, texts in zip(missing, answers, strict=True):
+                # In the generator's own step (transformers: one request; a server: as many as are in
+                # flight), each step's replies cached before the next: a kill loses at most one step.
+                step = max(1, int(getattr(generator, "batch_size", len(missing) or 1)))
+                for at in range(0, len(missing), step):
+                    some = missing[at:at + step]
+                    answers = generator.generate([part[j][4] for j in some])
+                    for j, texts in zip(some, answers, strict=True):
                         replies[j] = list(texts)
                         if cache is not None:
                             cache.put(part[j][5], texts)
