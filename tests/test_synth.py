@@ -59,7 +59,7 @@ def test_instruct_lines_are_the_words_and_absent_ones_change_no_byte(tmp_path, r
     assert code == 1 and "error[E0120]: the instruct text is empty" in err and "instruct declared twice" in err
 
 
-def test_a_class_without_graded_propositions_or_any_way_in_is_said(tmp_path, rbrc):
+def test_a_class_without_graded_propositions_or_any_way_in_is_said(tmp_path, rbrc, tiny_model_dir):
     src = write(tmp_path / "m.rbr", "rbr 1\nproposition link = matches /http/\nclasses good > bad\n"
                 "response r {\n  good = not link\n  bad  = link\n}\nroute default -> r\n")
     assert rbrc("compile", src, "-o", tmp_path / "c")[0] == 0
@@ -67,6 +67,9 @@ def test_a_class_without_graded_propositions_or_any_way_in_is_said(tmp_path, rbr
     assert code == 0 and "- contain text matching the pattern /http/" in out
     assert "warning[W0402]: class `good` of response `r` needs no graded proposition: its instruction only " \
            "names patterns" in out
+    code, out, _ = rbrc("explain", "--synth", tmp_path / "c", "--tokenizer", tiny_model_dir)
+    assert code == 0 and "response r, class good: variant 1 of 1 (" in out and " tokens)\n" in out
+    assert rbrc("explain", "--synth", "--proposition", "link", tmp_path / "c")[0] == 2
     never = ClassInstruction("r", "x", (), False)
     assert never.problem[0] == "E0401" and "can never hold" in never.problem[1]
 
