@@ -6,8 +6,9 @@ from __future__ import annotations
 import difflib
 import json
 import unicodedata
-from dataclasses import asdict, dataclass, field
-from typing import Iterable, Mapping, Optional
+import itertools
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable, Iterable, Mapping, Optional
 
 ERROR = "error"
 WARNING = "warning"
@@ -72,6 +73,18 @@ CODES: dict[str, str] = {
     "E0311": "a prompt longer than the grader's context",
     "W0313": "comparison line repeated (counted once) or labelled two ways",
     "W0314": "a given value for a `matches` proposition (its pattern decides)",
+    "E0400": "policy tests: the policy they are for is not a file",
+    "E0401": "policy tests: a proposition, class or response type the policy does not have",
+    "E0402": "policy test without one response type, with an unrouted category, or checking nothing",
+    "E0403": "policy test's conversation does not end with the assistant's completion",
+    "E0404": "policy test answers a proposition twice, or has two `otherwise` lines",
+    "E0405": "policy test's reward range is empty, or given twice",
+    "E0406": "policy test name used twice",
+    "W0407": "policy test answers a proposition its response type does not use",
+    "W0408": "policy test file without tests",
+    "E0409": "policy test expects two classes at once",
+    "E0420": "a policy test fails",
+    "E0421": "the grader disagrees with a proposition's example",
     "E0900": "internal error: formatter would change the meaning",
 }
 
@@ -165,16 +178,46 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
     return f"did you mean `{best}`?" if best else ""
 
 
+def json_type(value) -> str:
+    """What a value is, named as JSON names it (`null`, `a number`, `a list`…):
+    a message about a wrong type speaks of what the user wrote in a data line
+    or a request body, not of Python's classes (`NoneType`, `dict`). A value
+    no JSON holds (a tensor from a Python caller) keeps its class's name."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return type(value).__name__
+
+
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
     return any(d.is_error for d in diagnostics)
+
+
+# How the text of a file is decoded to be shown in a diagnostic (never to be
+# read as data): a byte that is not UTF-8 becomes the lone surrogate
+# U+DC80 + byte, which is printed as `\x{ff}`, the byte itself; a U+FFFD in
+# its place would not say which byte, nor tell it from a real U+FFFD.
+LOSSY = "surrogateescape"
 
 
 def _shown(ch: str, keep_tab: bool) -> str:
     """How one character is printed: control and format characters (escape
     sequences, bidirectional overrides, zero-width marks) from a source never
-    reach the terminal raw; they are written as the language's `\\u{…}`."""
+    reach the terminal raw; they are written as the language's `\\u{…}`, and a
+    byte that is not UTF-8 (see `LOSSY`) as `\\x{…}`."""
     if ch == "\t" and keep_tab:
         return ch
+    if "\udc80" <= ch <= "\udcff":
+        return f"\\x{{{ord(ch) - 0xDC00:02x}}}"
     if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
         return f"\\u{{{ord(ch):x}}}"
     return ch
@@ -259,9 +302,52 @@ def render_all(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str]) ->
     return "\n\n".join(render(d, sources.get(d.span.file), sources) for d in diagnostics)
 
 
+def line_starts(text: str) -> list[int]:
+    """The offset where each line of `text` begins (lines split at `\\n`, as
+    every reader here numbers them)."""
+    return [0, *itertools.accumulate(len(line) + 1 for line in text.split("\n"))][:-1]
+
+
+def placed(span: Span, line_at: Callable[[int], Optional[tuple[int, int]]]) -> Span:
+    """`span` with `start`/`end` from its lines and columns; `line_at(n)` gives
+    where line n begins and ends (or None: unknown). A span built from a line
+    and column alone (a data line's field, a header) has offsets 0, which no
+    tool reading the JSON form can use; spans that have offsets keep them."""
+    if span.start or span.end:
+        return span
+    first, last = line_at(span.line), line_at(span.end_line)
+    if first is None:
+        return span
+    last = last or first
+    start = min(first[0] + max(span.column - 1, 0), first[1])
+    return replace(span, start=start, end=max(start, min(last[0] + max(span.end_column - 1, 0), last[1])))
+
+
+def with_offsets(d: Diagnostic, sources: Mapping[str, str]) -> Diagnostic:
+    """`d` with offsets in every span (its own and related ones) whose file's
+    text `sources` holds: 0-based character offsets into that text."""
+    index: dict[str, list[int]] = {}
+
+    def fill(span: Span) -> Span:
+        text = sources.get(span.file)
+        if text is None:
+            return span
+        if span.file not in index:  # one pass over a file, however many diagnostics point into it
+            index[span.file] = line_starts(text) + [len(text) + 1]
+        starts = index[span.file]
+
+        def line_at(n: int) -> Optional[tuple[int, int]]:
+            return (starts[n - 1], starts[n] - 1) if 0 < n < len(starts) else None
+
+        return placed(span, line_at)
+
+    return replace(d, span=fill(d.span), related=tuple((fill(s), label) for s, label in d.related))
+
+
 def to_row(d: Diagnostic) -> dict:
     """The JSON object of one diagnostic: `code`, `severity`, `span`, `message`,
-    `help`, `notes`, and `related` as [{`span`, `label`}]."""
+    `help`, `notes`, and `related` as [{`span`, `label`}]. (Offsets a span
+    lacks are filled first by `with_offsets`, where its file's text is known.)"""
     row = asdict(d)
     row["notes"] = list(d.notes)
     row["related"] = [{"span": asdict(span), "label": label} for span, label in d.related]

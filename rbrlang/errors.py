@@ -36,6 +36,7 @@ from typing import Iterable, Mapping, Optional
 from .diagnostics import Diagnostic, Span, error, key_span, normalise, render_all
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE, EXIT_INTERNAL = 0, 1, 2, 70
+EXIT_TERMINATED = 128 + 15  # SIGTERM, as a shell reports a process it ended (Ctrl-C: 130)
 
 LINE_SHAPE = ('a line reads {"prompt": [messages], "completion": "…" or [assistant messages], '
               '"response_type": "…" or "category": "…"}')

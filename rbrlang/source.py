@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .diagnostics import Span
+from .diagnostics import LOSSY, Span
 from .errors import SourceError
 from .files import NotAFileError, read_bounded
 
@@ -24,11 +24,15 @@ class SourceFile:
 
 
 def display_name(path: Path) -> str:
-    """Relative to the working folder when possible: short and clickable."""
+    """Relative to the working folder when below it: short and clickable;
+    otherwise as given. The working folder itself (`../here` typed from
+    inside `here`) is shown as typed, not as `.`, which names nothing the user
+    wrote."""
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+        relative = path.resolve().relative_to(Path.cwd().resolve())
+    except (ValueError, OSError):
         return str(path)
+    return str(relative) if relative.parts else str(path)
 
 
 def read_source(path: Path, name: str | None = None) -> SourceFile:
@@ -65,10 +69,9 @@ def read_source(path: Path, name: str | None = None) -> SourceFile:
 
 
 def _lossy(data: bytes) -> str:
-    # One replacement character per bad byte keeps columns aligned with bytes
-    # for ASCII text around the error.
-    text = data.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-    return "".join(ch if ch.isprintable() or ch in "\n\t" else "\ufffd" for ch in text)
+    # Each byte that is not UTF-8 stays one character, shown as `\x{ff}`
+    # (`diagnostics.LOSSY`): columns stay aligned with bytes around the error.
+    return data.decode("utf-8", errors=LOSSY)
 
 
 def _offset_span(name: str, data: bytes, offset: int) -> Span:

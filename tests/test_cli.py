@@ -58,6 +58,18 @@ def test_missing_file_and_folder(tmp_path, rbrc):
     assert code == 1 and "E0001" in err and "folder" in err
 
 
+def test_the_working_folder_given_by_another_path_is_named_as_typed(tmp_path, rbrc, monkeypatch):
+    here = tmp_path / "x" / "bad"
+    here.mkdir(parents=True)
+    monkeypatch.chdir(here)
+    for command in ("check", "compile", "fmt"):
+        code, _, err = rbrc(command, "../bad")
+        assert code == 1 and err.startswith("../bad:1:1: error[E0001]: cannot read `../bad`: it is a folder"), err
+    write(here / "p.rbr", MINIMAL.replace("good = a and b", "good = a and bb"))
+    code, _, err = rbrc("check", "../bad/p.rbr")  # a file below the working folder: relative to it
+    assert code == 1 and err.startswith("p.rbr:14:"), err
+
+
 def test_too_large_file(tmp_path, rbrc):
     path = tmp_path / "big.rbr"
     path.write_bytes(b"rbr 1\n" + b"#" * (3 * 1024 * 1024))
@@ -121,6 +133,40 @@ def test_json_reports_bad_data_lines_and_failures_that_are_no_exception(tmp_path
     code, out, err = rbrc("--format", "json", "fmt", "--check", messy)
     assert code == 1 and [r["message"] for r in json.loads(out)] == [f"{messy}: not formatted"]
     assert not err
+
+
+def test_json_offsets_are_the_places_in_the_file(tmp_path, rbrc, compiled):
+    # Data lines (one read line by line, one raised whole) and a header warning:
+    # `start`/`end` are the character offsets of the span's line and column in
+    # the file's text, not 0. A CRLF line end and a wide character come before.
+    def places(out, text):
+        rows = json.loads(out[out.index("["):])
+        return [(r["code"], text[r["span"]["start"]:r["span"]["end"]]) for r in rows]
+
+    text = ('{"response_type": "r", "propositions": {"a": true, "b": false}, "note": "界"}\r\n'
+            '{"response_type": 3, "propositions": {"a": true, "b": false}}\n')
+    labels = tmp_path / "l.jsonl"
+    labels.write_bytes(text.encode())
+    code, out, _ = rbrc("--format", "json", "classify", compiled, "--labels", labels, "--keep-going")
+    assert code == 1 and places(out, text) == [("E0301", '"response_type"')]
+    bare = write(tmp_path / "bare.rbr", "# no policy yet\nrbr 1\n")
+    code, out, _ = rbrc("--format", "json", "check", bare)
+    assert places(out, "# no policy yet\nrbr 1\n") == [("W0134", "rbr 1")]
+    rows = json.loads(out)
+    assert (rows[0]["span"]["line"], rows[0]["span"]["column"], rows[0]["span"]["start"]) == (2, 1, 16)
+
+
+def test_bytes_that_are_not_utf8_are_shown_as_the_bytes(tmp_path, rbrc, compiled):
+    # As LANGUAGE.md says: `\\x{ff}`, not U+FFFD (which says neither which byte nor that it is one).
+    labels = tmp_path / "l.jsonl"
+    labels.write_bytes(b'{"response_type": "r", "note": "caf\xe9 \xff", "propositions": {"a": true, "b": false}}\n')
+    code, _, err = rbrc("classify", compiled, "--labels", labels)
+    assert code == 1 and '1 | {"response_type": "r", "note": "caf\\x{e9} \\x{ff}", "propositions"' in err, err
+    assert "\ufffd" not in err and err.splitlines()[3].endswith("   ^^^^^^")  # the caret under `\\x{e9}`
+    policy = tmp_path / "p.rbr"
+    policy.write_bytes(b'rbr 1\npolicy p "caf\xe9"\n')
+    code, _, err = rbrc("check", policy)
+    assert code == 1 and '2 | policy p "caf\\x{e9}"' in err and "\ufffd" not in err, err
 
 
 def test_library_errors_name_arguments_and_the_cli_names_flags(tmp_path, rbrc, compiled):
@@ -226,6 +272,20 @@ def compiled(tmp_path, rbrc):
 
 
 LABEL = '{"response_type": "r", "propositions": {"a": true, "b": false}}\n'
+
+
+def test_classify_refuses_a_label_name_the_policy_does_not_have(tmp_path, rbrc, compiled):
+    # Every label the response type needs is there, and one more the policy has no
+    # proposition for: a misspelling whose value was ignored in silence before.
+    line = '{"response_type": "r", "propositions": {"a": true, "b": false, "apology": true}}'
+    labels = write(tmp_path / "l.jsonl", line + "\n")
+    code, out, err = rbrc("classify", compiled, "--labels", labels)
+    col = line.index('"apology"') + 1
+    assert code == 1 and out == "" and f"l.jsonl:1:{col}: error[E0301]: `apology` is no proposition of policy" in err
+    assert "help: use the policy's proposition names: a, b" in err
+    write(labels, line.replace('"apology"', '"bb"') + "\n")
+    code, _, err = rbrc("classify", compiled, "--labels", labels)
+    assert code == 1 and "`bb` is no proposition" in err and "help: did you mean `b`?" in err, err
 
 
 def test_classify_and_grade_with_a_policy_source_say_compile_it(tmp_path, rbrc, compiled):
@@ -379,6 +439,20 @@ def test_grader_warnings_are_one_line(tmp_path, rbrc, compiled, tiny_model_dir):
     warning = err[err.index("rbrc grade: warning:"):].splitlines()[0]
     assert warning.startswith("rbrc grade: warning: the grader put less than 50%")  # random weights: little mass
     assert "GraderWarning" not in err and ".py:" not in err
+
+
+def test_other_libraries_warnings_are_one_line_with_their_name_once(capsys):
+    import warnings
+
+    from rbrlang.cli.output import plain_warnings
+
+    where = "/venv/lib/python3.11/site-packages/transformers/modeling_utils.py"
+    with plain_warnings("serve"), warnings.catch_warnings():
+        warnings.simplefilter("always")
+        for _ in range(3):  # a warning a server would print each request: once
+            warnings.warn_explicit("`torch_dtype` is deprecated!\n  details", FutureWarning, where, 42)
+    err = capsys.readouterr().err
+    assert err == "rbrc serve: warning: (transformers) `torch_dtype` is deprecated!\n", err
 
 
 def test_explain_options_that_need_another(tmp_path, rbrc):

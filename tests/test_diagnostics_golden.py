@@ -17,7 +17,9 @@ ELSEWHERE = {"E0001": "test_cli", "E0002": "test_cli", "E0900": "formatter self-
              "E0301": "test_yaml_import", "E0302": "test_yaml_import", "E0303": "test_yaml_import",
              "E0304": "test_yaml_import", "E0305": "test_fit", "E0306": "test_fit", "E0307": "test_fit",
              "W0308": "test_fit", "W0309": "test_fit", "E0310": "test_fit",
-             "E0311": "test_cli", "W0313": "test_fit", "W0314": "test_fit"}
+             "E0311": "test_cli", "W0313": "test_fit", "W0314": "test_fit",
+             **{c: "test_authoring" for c in ("E0400", "E0401", "E0402", "E0403", "E0404", "E0405", "E0406",
+                                              "W0407", "W0408", "E0409", "E0420", "E0421")}}
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])

@@ -86,21 +86,29 @@ def test_classify_example_prints_what_commands_md_shows(tmp_path, rbrc, refusals
     assert out == shown
 
 
-def test_grade_example_formats(tmp_path, rbrc, refusals, tiny_model_dir):
+def test_grade_example_prints_what_commands_md_shows(tmp_path, rbrc, refusals):
+    """The grade example's rows as `rbrc tiny-grader DIR` (seed 0) and `rbrc grade` give them
+    today: the keys, and the numbers to the digits shown (they drifted when the tiny grader
+    changed: the docs said 0.548 where grade printed 0.5525)."""
+    from rbrlang.runtime.tiny import build_tiny_grader
+
     given, shown = fenced(section(COMMANDS, "## rbrc grade"), "jsonl")
     data = write(tmp_path / "in.jsonl", given)
+    model = build_tiny_grader(tmp_path / "tiny-grader", seed=0)  # the bytes `rbrc tiny-grader` writes
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        code, _, err = rbrc("grade", refusals, "--data", data, "--grader", tiny_model_dir,
-                            "-o", tmp_path / "out.jsonl", "--no-cache")
+        code, _, err = rbrc("grade", refusals, "--data", data, "--grader", model,
+                            "-o", tmp_path / "out.jsonl", "--no-cache", "--device", "cpu")
     assert code == 0, err
     real = {r["line"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
     assert sorted(real) == [1, 2, 3]
     for doc in map(json.loads, shown.splitlines()):
         row = real[doc["line"]]
         assert list(doc) == list(row) and doc["response_type"] == row["response_type"]
-        for key in ("propositions", "answer_mass", "features", "classes"):
+        for key, digits in (("propositions", 3), ("answer_mass", 4), ("features", 3), ("classes", 3)):
             assert (doc[key] is None) == (row[key] is None) and list(doc[key] or ()) == list(row[key] or ())
+            for name, value in (doc[key] or {}).items():  # as rounded, with a float's jitter beside it
+                assert abs(row[key][name] - value) <= 0.5 * 10 ** -digits + 1e-5, (doc["line"], key, name, row[key])
         assert doc.get("schema_hash") == row.get("schema_hash")
 
 
@@ -128,7 +136,8 @@ def test_every_exit_code_is_documented():
 
     table = section(COMMANDS, "## Exit codes")
     codes = {int(m) for m in re.findall(r"^\| (\d+) \|", table, re.M)}
-    assert codes == {errors.EXIT_OK, errors.EXIT_ERRORS, errors.EXIT_USAGE, errors.EXIT_INTERNAL, 130}
+    assert codes == {errors.EXIT_OK, errors.EXIT_ERRORS, errors.EXIT_USAGE, errors.EXIT_INTERNAL, 130,
+                     errors.EXIT_TERMINATED}
     readme_codes = {int(m) for m in re.findall(r"^\| (\d+) \|", README, re.M)}
     assert readme_codes == codes
 

@@ -38,6 +38,8 @@ HOSTILE_JSON = {
     "overflow": ('{"x": 1e999}', "too large for a 64-bit float"),
     "lone_high_surrogate": ('{"completion": "ok \\ud800"}', "lone UTF-16 surrogate"),
     "lone_low_surrogate": ('{"completion": "\\udc00"}', "lone UTF-16 surrogate"),
+    # json.loads keeps the last value: the first, which the user may mean, is dropped in silence.
+    "duplicate_key": ('{"category": "C-R", "completion": "a", "category": "C-X"}', 'the key "category" is given twice'),
 }
 # Readers of data lines take NaN and Infinity as numbers: each field that holds a number checks it,
 # and says which field (fit's `rm_score`, classify's labels); only the server refuses them on sight.
@@ -54,6 +56,19 @@ def test_parse_json_refuses_what_json_loads_takes_or_crashes_on(name):
     with pytest.raises(JSONTextError) as caught:
         parse_json(text)
     assert says in caught.value.message and 0 <= caught.value.position < len(text)
+
+
+def test_a_key_given_twice_is_located_at_its_second_place(minimal_dir, tmp_path, rbrc):
+    # Nested, beside the same key in a list's objects and in a string, and spelt with an escape.
+    line = ('{"response_type": "r", "x": [{"a": 1}, {"a": 2}], "note": "\\"b\\": 1", '
+            '"propositions": {"a": true, "b": false, "\\u0062": true}}')
+    labels = write(tmp_path / "l.jsonl", line + "\n")
+    code, _, err = rbrc("classify", minimal_dir, "--labels", labels)
+    col = line.index('"\\u0062"') + 1
+    assert code == 1 and f"{labels}:1:{col}: error[E0300]: the key \"b\" is given twice in one object" in err
+    source, caret = err.splitlines()[2:4]  # the caret under the second key, the whole of it
+    at = caret.index("^")
+    assert source[at:at + caret.count("^")] == '"\\u0062"', err
 
 
 def test_classify_locates_nan_at_its_field(minimal_dir, tmp_path, rbrc):
@@ -157,7 +172,7 @@ def test_an_over_long_line_is_one_located_error_and_the_rest_is_read(minimal, tm
 def test_grade_reports_a_lone_surrogate_at_its_line_and_keep_going_grades_the_rest(minimal_dir, tmp_path, rbrc,
                                                                                  tiny_model_dir):
     compiled = minimal_dir
-    bad = json.dumps(LINE)[:-1] + ', "completion": "\\udcff"}'  # a later key wins: the completion
+    bad = json.dumps({**LINE, "completion": "\udcff"})  # json.dumps writes it as the escape `\\udcff`
     data = write(tmp_path / "in.jsonl", "\n".join([json.dumps(LINE), bad, json.dumps(LINE)]) + "\n")
     out = tmp_path / "o.jsonl"
     grade = ("grade", compiled, "--data", data, "--grader", tiny_model_dir, "-o", out, "--no-cache")
@@ -274,6 +289,44 @@ def test_a_chunked_body_is_cut_off_at_the_limit(served):
     assert answer.startswith(b"HTTP/1.1 413") and b"the body has more than" in answer
 
 
+def test_a_body_that_stalls_or_trickles_is_a_408_and_frees_the_server(torch_one_thread, minimal, grader):
+    """A client that sends its headers and then stops, or sends a byte now and then, gets a
+    408 once the body's deadline passes (one deadline for the whole body: a trickle meets
+    any per-chunk timeout), and the server goes on serving."""
+    import time
+
+    from rbrlang.rewards import RBRReward
+    from rbrlang.serve import create_app
+    from tests.support.serving import running_server
+
+    app = create_app(RBRReward(minimal, grader), max_batch=8, batch_window_ms=1, body_timeout_s=0.3)
+    head = (b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    with running_server(app) as (url, _):
+        stalled = raw_exchange(url, head, [b'{"query": '])  # 10 of the 1,000 bytes, then nothing
+        assert stalled.startswith(b"HTTP/1.1 408"), stalled
+        assert b"the body was not sent within 0.3 s (10 bytes received)" in stalled
+
+        host, port = url.split("//")[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(head)
+            s.setblocking(False)
+            answer = b""
+            for _ in range(3000):  # a byte every 10 ms until the server answers (0.3 s in, ~30 bytes)
+                try:
+                    s.sendall(b" ")
+                    answer += s.recv(65536)
+                except BlockingIOError:
+                    pass
+                except OSError:  # the server closed the connection after answering
+                    break
+                if b"\r\n\r\n" in answer:
+                    break
+                time.sleep(0.01)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert post(url, sample_body(1)).status_code == 200
+
+
 def sample_body(n: int = 1, completion: str = "Sure.", prompt: str = "Q: hi\n") -> bytes:
     return json.dumps({"query": [prompt + completion] * n, "prompts": [prompt] * n,
                        "labels": [json.dumps({"category": "C-R", "messages": [{"role": "user", "content": "hi"}]})]
@@ -329,7 +382,7 @@ def test_invalid_utf8_and_the_health_grader_is_an_object(served, grader):
     health = http().get(url + "/health", timeout=30).json()
     assert isinstance(health["grader"], dict) and health["grader"]["class"] == "HFGrader"
     assert health["grader"] == {"class": "HFGrader", **json.loads(grader.identity), "context": 8192}
-    assert health["limits"] == {"max_body": LIMIT, "max_samples": 4}
+    assert health["limits"] == {"max_body": LIMIT, "max_samples": 4, "body_timeout_s": 60.0}
 
 
 def test_body_budget_waits_instead_of_holding_more_than_its_total():

@@ -330,6 +330,28 @@ def test_grade_failing_mid_run_leaves_no_partial_file(graded, rbrc, tiny_model_d
     assert sorted(os.listdir(graded)) == ["compiled", "in.jsonl", "not-a-model", "p.rbr"]
 
 
+def test_sigterm_mid_grade_exits_143_and_leaves_no_partial_file(graded, rbrc, tiny_model_dir, monkeypatch):
+    """SIGTERM (a scheduler's stop, `kill`) undoes a half-done write as Ctrl-C does, and the
+    exit code is 143, as documented (Python's default would end the process at once and
+    leave `.out.jsonl.partial.*` behind). The signal is real, sent mid-write."""
+    import signal
+
+    from rbrlang.data import grade as grading
+
+    real = grading.write_grades
+
+    def write_then_terminated(policy, grader, items, fh, **options):
+        real(policy, grader, items[:1], fh, **options)  # a line is in the temporary file
+        signal.raise_signal(signal.SIGTERM)
+        raise AssertionError("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(grading, "write_grades", write_then_terminated)
+    code, _, err = grade(rbrc, "-o", "out.jsonl", "--no-cache", grader=tiny_model_dir)
+    assert code == 143 and "Traceback" not in err, err
+    assert sorted(os.listdir(graded)) == ["compiled", "in.jsonl", "not-a-model", "p.rbr"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is rbrc's only while it runs
+
+
 # --- rbrc tiny-grader -------------------------------------------------------------------
 
 def test_tiny_grader_writes_a_model_and_refuses_other_folders(work, rbrc, umask_027):

@@ -31,7 +31,7 @@ def test_render_uses_transcript_and_response(safety):
 def test_render_rejects_bad_conversation(safety):
     with pytest.raises(ValueError, match="message 0"):
         safety.render("apology", [{"role": "user"}], "x")
-    with pytest.raises(ValueError, match="a conversation is a list of messages, not str"):
+    with pytest.raises(ValueError, match="a conversation is a list of messages, not a string"):
         safety.render("apology", "How do I pick a lock?", "x")  # not one message per character
     with pytest.raises(PolicyError, match="no proposition"):
         safety.render("apologee", [], "x")

@@ -30,6 +30,29 @@ def test_chunks_and_one_call_give_the_grader_s_answers(minimal, grader):
     assert chunked.answer_mass is None
 
 
+def test_the_grader_s_warnings_come_once_after_the_progress_bar(minimal, grader, capsys):
+    """Every grader call warns about its answer mass (the tiny grader's random weights
+    put little on yes/no): shown as one warning for the whole run, after the bar has
+    closed, not one per chunk, each cutting the bar in two and printing it again."""
+    import warnings
+
+    from rbrlang.cli.output import plain_warnings
+
+    with warnings.catch_warnings(), plain_warnings("grade"):
+        warnings.simplefilter("always")
+        probabilities(minimal, grader, CONVERSATIONS, COMPLETIONS, chunk=2, progress=True)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1, err
+    bar, warning = err.rstrip("\n").rsplit("\n", 1)
+    assert warning.startswith("rbrc grade: warning: the grader put less than 50% of its next-token probability on "
+                              "yes/no answers for 10 of 10 gradings"), err  # 3 calls, merged
+    assert "5/5" in bar.split("\r")[-1] and bar.count("0/5") == 1, err  # the bar drawn once, to its end
+    with warnings.catch_warnings(record=True) as caught:  # a library caller: one warning too, at its call
+        warnings.simplefilter("always")
+        probabilities(minimal, grader, CONVERSATIONS, COMPLETIONS, chunk=2)
+    assert len(caught) == 1 and str(caught[0].message).split(" (lowest")[0].endswith("for 10 of 10 gradings")
+
+
 def test_given_rows_stay_and_only_a_grader_s_numbers_are_calibrated(minimal, grader):
     cal = Calibration(minimal.name, {"a": PlattMap("a", "", coef=2.0, intercept=0.5)})
     values = np.full((3, 2), np.nan)

@@ -60,7 +60,7 @@ def fresh_venv(tmp_path_factory):
                    check=True, capture_output=True)
     (wheel,) = tmp.glob("rbrlang-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "rbrlang/grammar/rbr.lark" in names
+    assert "rbrlang/grammar/rbr.lark" in names and "rbrlang/grammar/rbrtest.lark" in names
     assert zipfile.ZipFile(wheel).read("rbrlang/grammar/rbr.lark") == (ROOT / "grammar/rbr.lark").read_bytes()
     env_dir = tmp / "venv"
     venv.create(env_dir, with_pip=True)

@@ -346,7 +346,7 @@ def test_one_routing_rule_for_data_lines_the_reward_and_engine_samples(safety):
     assert (line.value.code, line.value.key) == ("E0301", "category")
     with pytest.raises(SampleError, match="sample 4: unknown response type `refuse_hard`"):
         check_route(safety, Sample((), "", None, "refuse_hard"), 4)
-    with pytest.raises(PolicyError, match="`response_type` must be a string, not int"):
+    with pytest.raises(PolicyError, match="`response_type` must be a string, not a number"):
         safety.route_item(response_type=3)
 
 

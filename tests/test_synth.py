@@ -65,13 +65,13 @@ def test_a_class_without_graded_propositions_or_any_way_in_is_said(tmp_path, rbr
     assert rbrc("compile", src, "-o", tmp_path / "c")[0] == 0
     code, out, _ = rbrc("explain", "--synth", tmp_path / "c")
     assert code == 0 and "- contain text matching the pattern /http/" in out
-    assert "warning[W0402]: class `good` of response `r` needs no graded proposition: its instruction only " \
+    assert "warning[W0431]: class `good` of response `r` needs no graded proposition: its instruction only " \
            "names patterns" in out
     code, out, _ = rbrc("explain", "--synth", tmp_path / "c", "--tokenizer", tiny_model_dir)
     assert code == 0 and "response r, class good: variant 1 of 1 (" in out and " tokens)\n" in out
     assert rbrc("explain", "--synth", "--proposition", "link", tmp_path / "c")[0] == 2
     never = ClassInstruction("r", "x", (), False)
-    assert never.problem[0] == "E0401" and "can never hold" in never.problem[1]
+    assert never.problem[0] == "E0430" and "can never hold" in never.problem[1]
 
 
 # --- the loop with the tiny models --------------------------------------------------------
@@ -159,7 +159,7 @@ def test_bad_prompt_lines_are_located_and_nothing_is_made(rbrc, policy_dir, tiny
     for where in ("p.jsonl:2:1", "p.jsonl:3:1", "p.jsonl:4:", "p.jsonl:6:"):
         assert where in err, err
     assert "neither `response_type` nor `category`" in err and "did you mean `r`" in err
-    assert "warning[W0404]" in err and "the `default` route takes it to `r`" in err
+    assert "warning[W0433]" in err and "the `default` route takes it to `r`" in err
     assert "4 bad prompt lines" in err and "nothing generated" in err
     assert not out.exists() and not (tmp_path / "out.generations.jsonl").exists()
 

@@ -17,7 +17,7 @@ from tests.support.files import ROOT, SHARED, gold_rows
 from tests.support.policies import copy_safety
 from tests.support.rewards import expected_rewards
 
-pytest.importorskip("trl.experimental.ppo", reason="trl 1.12 (pip install 'rbrlang[trl]') is not installed")
+pytest.importorskip("trl.experimental.ppo", reason="trl 1.12 (pip install 'rbrlang[trl-ppo]') is not installed")
 
 from transformers import AutoTokenizer  # noqa: E402
 from trl.experimental.utils import get_reward  # noqa: E402
@@ -136,7 +136,7 @@ def test_the_import_names_the_alternatives_without_trl_ppo(tmp_path):
     assert trl_ppo_problem("1.12.0", True) is None
     message = trl_ppo_problem(None, False)
     assert "trl is not installed" in message
-    for name in ("trl 1.12", "GRPO", "RLOO", "OpenRLHF", "veRL", "rbrlang[trl]"):
+    for name in ("trl 1.12", "GRPO", "RLOO", "OpenRLHF", "veRL", "rbrlang[trl-ppo]"):
         assert name in message
     # A trl without trl.experimental.ppo (as 1.13 is), found first on the path.
     (tmp_path / "trl").mkdir()

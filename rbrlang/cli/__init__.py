@@ -1,7 +1,8 @@
 """rbrc: thin commands over the library, one module per command group.
 
 Exit codes: 0 fine, 1 the input has errors (a policy, a data file, a path),
-2 the command line is wrong, 70 a bug in rbrc (please report it).
+2 the command line is wrong, 70 a bug in rbrc (please report it), 130
+interrupted (Ctrl-C), 143 terminated (SIGTERM).
 
 `rbrc --format json COMMAND …` (or `--format json` after the command) reports
 every diagnostic and error of the run as one JSON array on stdout (see
@@ -9,12 +10,15 @@ every diagnostic and error of the run as one JSON array on stdout (see
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from .. import __version__
-from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, RbrError
-from . import compiler, data, output, tiny
+from ..errors import EXIT_INTERNAL, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, RbrError
+from . import authoring, compiler, data, output, tiny
 
 FORMATS = ("human", "json")
 
@@ -41,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "or one JSON array on stdout")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     compiler.register(sub)
+    authoring.register(sub)  # rbrc test, rbrc diff
     data.register(sub)
     tiny.register(sub)
     from . import eval as eval_command  # rbrc eval (evaluate/)
@@ -90,9 +95,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         output.begin("human")  # however the run ended, the next one in this process starts afresh
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, as Ctrl-C is: every cleanup
+    that undoes a half-done write on Ctrl-C (`except BaseException`, `finally`)
+    undoes it on SIGTERM too, and the run ends with 143. Python's default for
+    SIGTERM ends the process at once, leaving temporaries behind."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_as_exception():
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run(parser: _Parser, args) -> int:
     try:
-        status = args.run(args)
+        with _sigterm_as_exception():
+            status = args.run(args)
+    except Terminated:
+        status = EXIT_TERMINATED
     except KeyboardInterrupt:
         status = 130
     except BrokenPipeError:  # `rbrc … | head`

@@ -148,7 +148,7 @@ def cmd_grade(args) -> int:
                     bad.close()
             if long and not args.keep_going:
                 return _nothing_graded(fh, bad, args.data)
-            written = write_grades(policy, grader, items, fh)
+            written = write_grades(policy, grader, items, fh, progress=None)  # a bar on a terminal only, as fit and eval
     except BaseException:
         fh.discard()
         raise

@@ -49,6 +49,7 @@ def cmd_fit(args) -> int:
     from ..policy.weights import stale_weights, write_weights
     from .data import input_file, open_policy
     from .grader_args import check_grader_options, load_grader, open_cache
+    from ..diagnostics import LOSSY
     from .output import plain_warnings, report
 
     check_settings(args.decay, args.margin, args.val_fraction)
@@ -66,7 +67,7 @@ def cmd_fit(args) -> int:
     # The whole data file is checked before any model loads.
     data = read_comparisons(policy, data_path, grader=bool(args.grader))
     if data.warnings:
-        report(list(data.warnings), {str(data_path): data_path.read_text(encoding="utf-8", errors="replace")})
+        report(list(data.warnings), {str(data_path): data_path.read_text(encoding="utf-8", errors=LOSSY)})
     if data.unrouted:
         print(f"{data.unrouted} line{'s' * (data.unrouted != 1)} of {data_path} route to no response type "
               "(no RBR reward there): skipped", file=sys.stderr)

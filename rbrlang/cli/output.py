@@ -13,6 +13,7 @@ import dataclasses
 import json
 import sys
 import warnings
+from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from .. import diagnostics as dg
@@ -55,7 +56,7 @@ def row(message: str, help: str = "", severity: str = dg.ERROR) -> dict:
 
 def report(diags: Sequence[dg.Diagnostic], sources: dict) -> None:
     if _run.json:
-        _run.rows += [dg.to_row(d) for d in diags]
+        _run.rows += [dg.to_row(dg.with_offsets(d, sources)) for d in diags]
         return
     if diags:
         print(dg.render_all(diags, sources), file=sys.stderr)
@@ -121,21 +122,27 @@ class BadLines:
         self.path, self.limit, self.count = path, limit, 0
         self._last: dict = {}  # the last row shown, in JSON mode
         self._fh = None
-        self._at = 0
+        self._at = 0  # lines read
+        self._offset = 0  # characters before the next line (for the JSON form's offsets)
 
-    def _line(self, number: int) -> str | None:
+    def _line(self, number: int) -> tuple[int, str] | None:
+        """(where line `number` begins in the file's text, its text). Lines are
+        split at `\\n` and decoded one by one, as the JSONL reader does, so the
+        numbers and offsets agree with the reader's (a lone `\\r` ends no line)."""
         try:
             if self._fh is None or number <= self._at:
                 if self._fh is not None:
                     self._fh.close()
-                self._fh, self._at = open(self.path, encoding="utf-8", errors="replace"), 0
-            text = None
+                self._fh, self._at, self._offset = open(self.path, "rb"), 0, 0
+            start, text = None, None
             while self._at < number:
-                text = self._fh.readline()
-                self._at += 1
-                if not text:
+                raw = self._fh.readline()
+                if not raw:
                     return None
-            return text.rstrip("\n")
+                self._at += 1
+                start, text = self._offset, raw.decode("utf-8", dg.LOSSY)
+                self._offset += len(text)
+            return start, text.rstrip("\r\n")
         except OSError:
             return None
 
@@ -143,12 +150,16 @@ class BadLines:
         self.count += 1
         if self.count > self.limit:
             return
+        place = self._line(d.span.line)
         if _run.json:
+            if place is not None:
+                start, text = place
+                d = dataclasses.replace(d, span=dg.placed(d.span, lambda n: (
+                    start, start + len(text)) if n == d.span.line else None))
             self._last = dg.to_row(d)
             _run.rows.append(self._last)
             return
-        text = self._line(d.span.line)
-        source = None if text is None else "\n" * (d.span.line - 1) + text
+        source = None if place is None else "\n" * (d.span.line - 1) + place[1]
         print(dg.render(d, source) + "\n", file=sys.stderr)
 
     def close(self) -> None:
@@ -165,20 +176,27 @@ class BadLines:
 
 @contextlib.contextmanager
 def plain_warnings(command: str):
-    """rbrlang's own warnings (`GraderWarning`, …) printed as one line,
-    `rbrc COMMAND: warning: …`, instead of Python's `FILE:LINE: Category: …`
-    followed by a source line of torch's that means nothing to a user. Other
-    libraries' warnings keep Python's form. A progress bar on screen is kept
-    whole (tqdm's `write`)."""
+    """Warnings printed as one line, `rbrc COMMAND: warning: …`, instead of
+    Python's `FILE:LINE: Category: …` followed by a source line of torch's that
+    means nothing to a user: rbrlang's own (`GraderWarning`, …) as they are,
+    other libraries' with the library's name (`(transformers) …`), their first
+    line only, each once a run (a server would print it every request). A
+    progress bar on screen is kept whole (tqdm's `write`)."""
     previous = warnings.showwarning
+    seen: set = set()
 
     def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
         if not category.__module__.startswith("rbrlang"):
-            return previous(message, category, filename, lineno, file, line)
+            text = text.strip().splitlines()[0] if text.strip() else category.__name__
+            if (category, text) in seen:
+                return
+            seen.add((category, text))
+            text = f"({_library(filename)}) {text}"
         if _run.json:
-            _run.rows.append(row(str(message), severity=dg.WARNING))
+            _run.rows.append(row(text, severity=dg.WARNING))
             return
-        text = f"rbrc {command}: warning: {message}"
+        text = f"rbrc {command}: warning: {text}"
         try:
             from tqdm import tqdm
 
@@ -191,3 +209,12 @@ def plain_warnings(command: str):
         yield
     finally:
         warnings.showwarning = previous
+
+
+def _library(filename: str) -> str:
+    """The package a warning came from, by its file: `…/site-packages/transformers/x.py` -> transformers."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "dist-packages"):
+        if marker in parts and parts.index(marker) + 1 < len(parts):
+            return Path(parts[parts.index(marker) + 1]).stem
+    return Path(filename).stem

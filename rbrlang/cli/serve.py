@@ -5,16 +5,17 @@ and batches concurrent requests into grader batches. Everything cheap is
 checked first (the extra is installed, the policy loads, the port is free),
 then the models load, then it serves until Ctrl-C or SIGTERM, which finish
 the requests in flight (for at most --grace-s seconds) before it exits (130
-after Ctrl-C)."""
+after Ctrl-C, 143 after SIGTERM)."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
 import socket
 import sys
 
-from ..errors import EXIT_OK, RbrError, UsageError
+from ..errors import EXIT_OK, EXIT_TERMINATED, RbrError, UsageError
 
 EPILOG = """\
 request:  {"query": [prompt+response text], "prompts": [prompt text], "labels": [label]}
@@ -33,7 +34,7 @@ def register(sub) -> None:
     import argparse
 
     from ..serve import GRACE_S
-    from ..serve.limits import MAX_BODY, MAX_SAMPLES
+    from ..serve.limits import BODY_TIMEOUT_S, MAX_BODY, MAX_SAMPLES
     from .grader_args import add_grader_options
 
     p = sub.add_parser("serve", help="serve a compiled policy's rewards to OpenRLHF over HTTP",
@@ -58,6 +59,9 @@ def register(sub) -> None:
                    help=f"the largest request body (default {MAX_BODY >> 20}; larger: 413 before it is read)")
     p.add_argument("--max-samples", type=int, default=MAX_SAMPLES, metavar="N",
                    help=f"samples per request at most (default {MAX_SAMPLES}; more: 413)")
+    p.add_argument("--body-timeout-s", type=float, default=BODY_TIMEOUT_S, metavar="SECONDS",
+                   help=f"how long a request's body may take to arrive after its headers (default "
+                        f"{BODY_TIMEOUT_S:g}; slower: 408)")
     p.add_argument("--grace-s", type=float, default=GRACE_S, metavar="SECONDS",
                    help=f"on Ctrl-C or SIGTERM, how long requests in flight may take to finish (default "
                         f"{GRACE_S:g}); a second Ctrl-C quits at once")
@@ -113,6 +117,8 @@ def cmd_serve(args) -> int:
         raise UsageError("--max-body-mb must be more than 0")
     if args.max_samples < 1:
         raise UsageError("--max-samples must be at least 1")
+    if not args.body_timeout_s > 0:
+        raise UsageError("--body-timeout-s must be more than 0")
     if not args.grace_s >= 0:
         raise UsageError("--grace-s cannot be negative")
     # The reward served is the one trained on: fitted weights and calibration are read, and a
@@ -122,7 +128,9 @@ def cmd_serve(args) -> int:
         model_path("--rm", args.rm, "reward model")
         model_files("--rm", args.rm, "reward model")
     sock = listen(args.host, args.port)
-    try:
+    # Warnings one line each, from loading to the last request (a grader's warning
+    # about a request's answers comes while serving, on the grader's thread).
+    with plain_warnings("serve"), contextlib.closing(sock):
         from ..integrations.reward_model import load_reward_model
         from ..rewards import RBRReward
         from ..serve import create_app, server
@@ -135,25 +143,24 @@ def cmd_serve(args) -> int:
             if isinstance(exc, RbrError):
                 raise
             raise load_failure("--rm", args.rm, "reward model", exc) from None
-        with plain_warnings("serve"):
-            grader = load_grader(args)
+        grader = load_grader(args)
         app = create_app(RBRReward(policy, grader, rm), max_batch=args.max_batch,
                          batch_window_ms=args.batch_window_ms, strip_suffixes=args.strip_suffix,
-                         max_body=int(args.max_body_mb * (1 << 20)), max_samples=args.max_samples)
+                         max_body=int(args.max_body_mb * (1 << 20)), max_samples=args.max_samples,
+                         body_timeout_s=args.body_timeout_s)
         srv = server(app, args.host, args.port, args.log_level, grace_s=args.grace_s, access_log=args.access_log)
         print(f"rbrc serve: policy {policy.name} at http://{args.host}:{sock.getsockname()[1]}/get_reward "
               f"(health: /health); Ctrl-C stops after the requests in flight (at most {args.grace_s:g} s)",
               file=sys.stderr)
         try:
             srv.run(sockets=[sock])
-        except KeyboardInterrupt:  # uvicorn raises a captured SIGINT again once it has stopped
+        except KeyboardInterrupt:  # uvicorn raises a captured SIGINT or SIGTERM again once it has stopped
             pass
-    finally:
-        sock.close()
     if srv.force_exit:
         # A second Ctrl-C: quit now, not after the batch the grader thread is still scoring.
         sys.stderr.flush()
         os._exit(130)
-    # Where SIGINT is ignored (a background job's), uvicorn's raising it again does
-    # nothing and the run would end with 0: the exit code says Ctrl-C either way.
-    return 130 if srv.stopped_by == signal.SIGINT else EXIT_OK
+    # uvicorn raises the signal that stopped it again once it has stopped (for SIGTERM,
+    # rbrc's handler: `Terminated`, caught above); where SIGINT is ignored (a background
+    # job's) that does nothing. The exit code says which signal it was either way.
+    return {signal.SIGINT: 130, signal.SIGTERM: EXIT_TERMINATED}.get(srv.stopped_by, EXIT_OK)

@@ -25,8 +25,8 @@ TAIL = "Write only the message itself: say nothing about these instructions."
 # A formula whose prime cover is larger than this is asked for by its first variants only.
 MAX_VARIANTS = 16
 
-UNSATISFIABLE = "E0401"
-NO_GRADED = "W0402"
+UNSATISFIABLE = "E0430"
+NO_GRADED = "W0431"
 
 
 @dataclass(frozen=True)

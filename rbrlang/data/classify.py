@@ -49,10 +49,21 @@ def classify_record(policy: CompiledPolicy, record: Any, line: int = 0) -> Class
     if not isinstance(labels, Mapping):
         raise LineError("E0301", "`propositions` must be an object of labels", "propositions",
                         '"propositions": {"apology": true, …}')
+    # A name the policy does not have is a mistake in the labels (a misspelling, a proposition
+    # since renamed): an error at the name, as the gold and comparison readers make it, not a
+    # label ignored in silence while the line is classified without the value the user meant.
+    # An error, not a warning: `--keep-going` classifies the other lines, and a misspelt
+    # label's intended value would otherwise be lost from every result.
+    unknown = [k for k in labels if k not in policy.proposition_names]
     missing = [p for p in rt.propositions if p not in labels]
+    if unknown and not missing:
+        near = (dg.closest(unknown[0], [p for p in policy.proposition_names if p not in labels])
+                or dg.closest(unknown[0], policy.proposition_names))
+        raise LineError("E0301", f"`{unknown[0]}` is no proposition of policy `{policy.name}`", unknown[0],
+                        f"did you mean `{near}`?" if near else
+                        "use the policy's proposition names: " + ", ".join(policy.proposition_names))
     if missing:
         # A key the policy does not know, close to a missing name: a misspelt label.
-        unknown = [k for k in labels if k not in policy.proposition_names]
         slips = [(k, dg.closest(k, missing)) for k in unknown]
         slips = [(k, m) for k, m in slips if m]
         raise LineError("E0303", f"missing label{'s' * (len(missing) > 1)} for {', '.join(missing)}",

@@ -226,7 +226,7 @@ def read_comparisons(policy: CompiledPolicy, path, grader: bool = False) -> Comp
                                       f"`{labelled[1]}` there and `{parsed[1]}` here: the fit cannot rank a "
                                       "completion against itself", "give the completion the one label it deserves"))
         rows.append((number, *parsed))
-    source = {name: raw.decode("utf-8", errors="replace")}
+    source = {name: raw.decode("utf-8", errors=dg.LOSSY)}
     if not diags:
         diags += _rm_consistency(name, rows, texts)
     if diags:

@@ -6,7 +6,8 @@ Python's `json.loads` takes more than a record should hold, and some of it
 fails later, far from the line, as an internal error: a value nested 100,000
 deep (RecursionError), an integer past Python's digit limit (ValueError), a
 lone UTF-16 surrogate escape (`"\\ud800"`: a `str` no tokenizer can encode);
-and NaN and Infinity are not JSON at all. `parse_json` refuses each with a
+NaN and Infinity are not JSON at all; and a key given twice in one object
+keeps its last value in silence. `parse_json` refuses each with a
 `JSONTextError` that says what and where (NaN and Infinity where no reader
 checks the field they are in: see `finite`).
 """
@@ -53,9 +54,9 @@ class JSONTextError(ValueError):
     """JSON text that `parse_json` does not take: `message`, and `position`, the
     0-based character offset in the text where the problem is (or starts)."""
 
-    def __init__(self, message: str, position: int = 0):
+    def __init__(self, message: str, position: int = 0, length: int = 1):
         super().__init__(message)
-        self.message, self.position = message, position
+        self.message, self.position, self.length = message, position, length
 
 
 class _Refused(Exception):
@@ -81,6 +82,50 @@ def _float(text: str) -> float:
     if not math.isfinite(value):
         raise _Refused(f"the number {text[:24]} is too large for a 64-bit float", text)
     return value
+
+
+class _Duplicate(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _object(pairs: list) -> dict:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):  # `json.loads` keeps the last value without a word
+        seen: set = set()
+        raise _Duplicate(next(k for k, _ in pairs if k in seen or seen.add(k)))
+    return obj
+
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]')
+
+
+def _duplicate_at(text: str) -> tuple[int, int]:
+    """Where the first key given twice in one object is given the second time
+    (offset, length):
+    a walk over the (valid) text's strings and brackets, a stack, no recursion."""
+    stack: list = []  # per open bracket: the keys of an object so far, or None for a list
+    key_next = False
+    for m in _TOKEN.finditer(text):
+        tok = m.group()
+        if tok == "{":
+            stack.append(set())
+            key_next = True
+        elif tok == "[":
+            stack.append(None)
+        elif tok in "]}":
+            stack.pop()
+        elif tok == ",":
+            key_next = bool(stack) and stack[-1] is not None
+        elif tok == ":":
+            key_next = False
+        elif key_next:
+            key = json.loads(tok)  # `"\u0061"` and `"a"` are the same key
+            if key in stack[-1]:
+                return m.start(), len(tok)
+            stack[-1].add(key)
+            key_next = False
+    return 0, 1
 
 
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -132,12 +177,16 @@ def parse_json(text: str, finite: bool = True):
     recursion limit and strings with a lone surrogate are refused; with
     `finite` (strict JSON, as the server takes) so are NaN, Infinity and a
     number a float cannot hold. Without it they are floats, for readers that
-    check each number at its field (and say which field). The rest is `json.loads`."""
+    check each number at its field (and say which field). A key given twice in
+    one object is refused at its second place. The rest is `json.loads`."""
     numbers = {"parse_constant": _constant, "parse_float": _float} if finite else {}
     try:
-        value = json.loads(text, parse_int=_integer, **numbers)
+        value = json.loads(text, parse_int=_integer, object_pairs_hook=_object, **numbers)
     except json.JSONDecodeError as exc:
         raise JSONTextError(f"not valid JSON: {exc.msg}", exc.pos) from None
+    except _Duplicate as exc:
+        raise JSONTextError(f"the key {shown(exc.key)} is given twice in one object (the second value would "
+                            "replace the first without a word); keep one", *_duplicate_at(text)) from None
     except _Refused as exc:
         raise JSONTextError(exc.message, max(0, text.find(exc.token))) from None
     except RecursionError:
@@ -189,8 +238,8 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnost
             try:
                 text = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
-                col = len(raw[:exc.start].decode("utf-8", "replace")) + 1
-                yield number, raw.decode("utf-8", "replace").rstrip("\r\n"), dg.error(
+                col = len(raw[:exc.start].decode("utf-8")) + 1
+                yield number, raw.decode("utf-8", dg.LOSSY).rstrip("\r\n"), dg.error(
                     "E0300", Span(name, number, col, number, col + 1),
                     "not UTF-8 text", "save the file as UTF-8; each line holds one JSON object")
                 continue
@@ -200,7 +249,7 @@ def read_jsonl(path: Path) -> Iterator[tuple[int, str, Union[object, dg.Diagnost
                 value = parse_json(text, finite=False)  # each reader says where a number may not be NaN
             except JSONTextError as exc:
                 col = exc.position + 1
-                yield number, text, dg.error("E0300", Span(name, number, col, number, col + 1), exc.message,
+                yield number, text, dg.error("E0300", Span(name, number, col, number, col + exc.length), exc.message,
                                              "each line holds one JSON object")
             else:
                 yield number, text, value
@@ -214,7 +263,7 @@ def line_texts(path, numbers) -> dict[int, str]:
         return out
     last = max(wanted)
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
+        with open(path, encoding="utf-8", errors=dg.LOSSY) as fh:
             for number, text in enumerate(fh, 1):
                 if number in wanted:
                     out[number] = text.rstrip("\r\n")

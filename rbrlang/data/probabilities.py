@@ -22,6 +22,9 @@ locate that at their lines before they grade anything).
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -105,21 +108,24 @@ def probabilities(policy: CompiledPolicy, grader: Any, conversations: Sequence, 
         graded_cols = np.flatnonzero([p.graded for p in policy.propositions])
         step = int(todo.size) if chunk is None else max(1, int(chunk))
         bar = _bar(int(todo.size), desc, progress)
-        try:
-            for start in range(0, todo.size, step):
-                rows = todo[start:start + step]
-                p, m = _grade(policy, grader, [conversations[i] for i in rows], [completions[i] for i in rows],
-                              detailed)
-                # The whole row: a grader computes `matches` columns exactly, as a line's reader does.
-                p_yes[rows] = p
-                soft[np.ix_(rows, graded_cols)] = True
-                if m is not None:
-                    mass[rows] = m
+        # The grader's warnings (one per call) wait for the bar to close: one line each, not
+        # a bar cut in two around every chunk's warning, nor one warning per chunk.
+        with _held_warnings(bar is not None or todo.size > step):
+            try:
+                for start in range(0, todo.size, step):
+                    rows = todo[start:start + step]
+                    p, m = _grade(policy, grader, [conversations[i] for i in rows],
+                                  [completions[i] for i in rows], detailed)
+                    # The whole row: a grader computes `matches` columns exactly, as a line's reader does.
+                    p_yes[rows] = p
+                    soft[np.ix_(rows, graded_cols)] = True
+                    if m is not None:
+                        mass[rows] = m
+                    if bar is not None:
+                        bar.update(rows.size)
+            finally:
                 if bar is not None:
-                    bar.update(rows.size)
-        finally:
-            if bar is not None:
-                bar.close()
+                    bar.close()
     if calibration is POLICY:
         calibration = policy.calibration
     if calibration is not None and soft.any():
@@ -164,6 +170,40 @@ def _check_given(policy: CompiledPolicy, values: "np.ndarray") -> None:
         row, col = (int(v) for v in np.argwhere(bad)[0])
         raise PolicyError(f"given P(yes) must be finite probabilities in [0, 1]; [{row}, {col}] is "
                           f"{values[row, col]:.6g} (column {col} is proposition `{policy.proposition_names[col]}`)")
+
+
+@contextlib.contextmanager
+def _held_warnings(hold: bool):
+    """Warnings given inside, shown when it ends (after the progress bar has
+    closed), once each: the answer-mass warnings of every grader call merged
+    into one over the whole run (`LowAnswerMass.merge`), others once per
+    message, each at the place it was given. Held only where a run has a bar
+    or several calls: the state `catch_warnings` swaps is the process's, and a
+    trainer's single call (on a server's grader thread) has nothing to hold."""
+    if not hold:
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # the filters apply when they are shown again, below
+        yield
+    shown: dict = {}
+    for w in caught:
+        key = (w.category, "low mass" if hasattr(w.message, "merge") else str(w.message))
+        if key in shown and hasattr(w.message, "merge"):
+            first = shown[key]
+            shown[key] = dataclasses.replace(first, message=first.message.merge(w.message))
+        else:
+            shown.setdefault(key, _Held(w.message, w.category, w.filename, w.lineno))
+    for w in shown.values():
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+@dataclass(frozen=True)
+class _Held:
+    message: Any
+    category: type
+    filename: str
+    lineno: int
 
 
 def _bar(total: int, desc: str, progress: Optional[bool]):

@@ -18,6 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from ..diagnostics import LOSSY, json_type
 from ..errors import LINE_SHAPE, ConversationError, DataError, GraderError, LineError, PolicyError  # noqa: F401 (LINE_SHAPE: for the readers)
 from ..policy import CompiledPolicy
 from ..policy.rendering import check_conversation
@@ -38,7 +39,7 @@ class PromptTooLong(GraderError):
     def located(self, path, lines) -> DataError:
         """The same problems as a `DataError` at their lines of `path` (`lines[i]`: item i's line)."""
         try:
-            source = Path(path).read_text(encoding="utf-8", errors="replace")
+            source = Path(path).read_text(encoding="utf-8", errors=LOSSY)
         except OSError:
             source = ""  # the diagnostics then point at their lines' starts
         texts = source.split("\n")  # lines as the JSONL reader numbers them
@@ -60,22 +61,9 @@ def response_type_of(policy: CompiledPolicy, record: Mapping[str, Any]) -> Optio
         value = record[key]
         if isinstance(value, str):  # only a response type can be unknown
             raise LineError("E0302", str(exc), key, "name a response type of the policy, or give `category` instead")
-        raise LineError("E0301", f"`{key}` must be a string, not {_json_type(value)}", key,
+        raise LineError("E0301", f"`{key}` must be a string, not {json_type(value)}", key,
                         "name a response type of the policy: " + ", ".join(policy.response_types)
                         if key == "response_type" else 'write the request category as text: "category": "C-R"')
-
-
-def _json_type(value: Any) -> str:
-    """The JSON name of a value's type, as the user wrote it."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list):
-        return "a list"
-    return type(value).__name__
 
 
 def checked_conversation(value: Any) -> list:

@@ -59,7 +59,7 @@ def file_sha256(path) -> str:
 
 def raise_bad_lines(diags: list, path: Path) -> None:
     if diags:
-        text = path.read_text(encoding="utf-8", errors="replace")
+        text = path.read_text(encoding="utf-8", errors=dg.LOSSY)
         raise DataError(stopped(diags), {str(path): text})
 
 

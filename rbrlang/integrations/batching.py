@@ -217,7 +217,12 @@ class ThreadBatcher:
         return self.batcher.stats
 
     def submit(self, items: list) -> list:
-        return asyncio.run_coroutine_threadsafe(self.batcher.submit(items), self._loop).result()
+        return self.submit_future(items).result()
+
+    def submit_future(self, items: list):
+        """`submit` without blocking: a `concurrent.futures.Future` of the results
+        (`asyncio.wrap_future` awaits it from another event loop)."""
+        return asyncio.run_coroutine_threadsafe(self.batcher.submit(items), self._loop)
 
     def close(self) -> None:
         """Score what is queued, then end the threads."""

@@ -48,11 +48,16 @@ grader does not see it.
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Mapping, Optional, Sequence
 
 from ..data.jsonl import JSONTextError, parse_json
+from ..diagnostics import json_type
+from ..errors import RbrError
 from ..rewards.reward import UNROUTED_REWARD
-from .samples import ItemReward, Sample, SampleError, check_route, conversation_from, extra_logs
+from .samples import SCORES, ItemReward, Sample, SampleError, check_route, conversation_from, extra_logs
+
+log = logging.getLogger("rbrlang.integrations.openrlhf")
 
 
 def parse_label(label: Any, index: int) -> tuple[Optional[str], Optional[str], Optional[tuple]]:
@@ -70,7 +75,7 @@ def parse_label(label: Any, index: int) -> tuple[Optional[str], Optional[str], O
             raise SampleError(index, f"the label looks like a JSON object but cannot be read: {exc.message} (at "
                                      f"character {exc.position})") from None
     if not isinstance(label, Mapping):
-        raise SampleError(index, f"the label is a category string or a JSON object, not {type(label).__name__}")
+        raise SampleError(index, f"the label is a category string or a JSON object, not {json_type(label)}")
     unknown = sorted(set(label) - {"category", "response_type", "messages"})
     if unknown:
         raise SampleError(index, f"the label has unknown key(s) {', '.join(map(repr, unknown))}; "
@@ -78,7 +83,7 @@ def parse_label(label: Any, index: int) -> tuple[Optional[str], Optional[str], O
     category, response_type = label.get("category"), label.get("response_type")
     for key, value in (("category", category), ("response_type", response_type)):
         if value is not None and not isinstance(value, str):
-            raise SampleError(index, f"the label's `{key}` must be a string, not {type(value).__name__}")
+            raise SampleError(index, f"the label's `{key}` must be a string, not {json_type(value)}")
     if category is None and response_type is None:
         raise SampleError(index, "the label has neither `category` nor `response_type`")
     messages = label.get("messages")
@@ -124,7 +129,7 @@ def samples_from_request(queries: Any, prompts: Any, labels: Any, policy=None,
     fails here, before any grading)."""
     for name, value in (("query", queries), ("prompts", prompts), ("labels", labels)):
         if not isinstance(value, (list, tuple)):
-            raise SampleError(None, f"`{name}` must be a list (one entry per sample), not {type(value).__name__}")
+            raise SampleError(None, f"`{name}` must be a list (one entry per sample), not {json_type(value)}")
     if not len(queries) == len(prompts) == len(labels):
         raise SampleError(None, f"`query`, `prompts` and `labels` must have one entry per sample; got "
                              f"{len(queries)}, {len(prompts)} and {len(labels)}")
@@ -144,13 +149,26 @@ def samples_from_request(queries: Any, prompts: Any, labels: Any, policy=None,
     return out
 
 
-def answer(items: Sequence[ItemReward], has_rm: bool, unrouted: float = UNROUTED_REWARD) -> dict:
+def answer(items: Sequence[ItemReward], has_rm: bool, unrouted: float = UNROUTED_REWARD,
+           scores: str = "reward") -> dict:
     """OpenRLHF's answer for scored samples, as lists (what its `serve_rm` sends):
     `rewards` (`unrouted` where a sample has no route and there is no RM),
-    `scores` (the same numbers: dynamic filtering sees the reward) and
-    `extra_logs` (see `samples.extra_logs`)."""
+    `scores` and `extra_logs` (see `samples.extra_logs`).
+
+    `scores` feed OpenRLHF's dynamic filtering (`--algo.dynamic_filtering_enable`:
+    a prompt is kept when its samples' mean score lies strictly inside
+    `--algo.dynamic_filtering_range`, default (0, 1)): `scores="reward"` sends
+    the rewards again; `"class_score"` the expected class score
+    (`ItemReward.class_score`, in [0, 1] with the default class scores), the
+    reward where a sample has no route."""
     rewards = [i.number(unrouted) for i in items]
-    return {"rewards": rewards, "scores": list(rewards), "extra_logs": extra_logs(items, has_rm)}
+    if scores == "class_score":
+        values = [r if i.class_score is None else i.class_score for i, r in zip(items, rewards)]
+    elif scores == "reward":
+        values = list(rewards)
+    else:
+        raise ValueError(f"scores must be one of {', '.join(SCORES)}, not {scores!r}")
+    return {"rewards": rewards, "scores": values, "extra_logs": extra_logs(items, has_rm)}
 
 
 class RewardFunc:
@@ -160,23 +178,37 @@ class RewardFunc:
     (`asyncio.to_thread` in `_fetch_rewards_via_func`): the calls share grader
     batches through one `ThreadBatcher`, which runs the grader on one thread.
     It answers float tensors, as OpenRLHF's example reward functions do; a
-    sample without a route and without an RM scores `unrouted_reward`.
+    sample without a route and without an RM scores `unrouted_reward`;
+    `scores` says what the answer's `scores` are (`answer`).
+
+    A sample that cannot be scored raises, naming it, and the reason is logged
+    at WARNING first (logger `rbrlang.integrations.openrlhf`): OpenRLHF catches
+    the exception and logs it at INFO only, and the sample gets no reward.
     """
 
-    def __init__(self, reward, strip_suffixes: Sequence[str] = (), unrouted_reward: float = UNROUTED_REWARD):
+    def __init__(self, reward, strip_suffixes: Sequence[str] = (), unrouted_reward: float = UNROUTED_REWARD,
+                 scores: str = "reward"):
         from .loading import batcher_for
 
+        if scores not in SCORES:
+            raise ValueError(f"scores must be one of {', '.join(SCORES)}, not {scores!r}")
         self.reward = reward
         self.strip_suffixes = tuple(strip_suffixes)
         self.unrouted_reward = float(unrouted_reward)
+        self.scores = scores
         self.batcher = batcher_for(reward)
 
     def __call__(self, queries, prompts, labels, **kwargs) -> dict:
         import torch
 
-        samples = samples_from_request(list(queries), list(prompts), list(labels), self.reward.policy,
-                                       self.strip_suffixes)
-        body = answer(self.batcher.submit(samples), self.reward.rm is not None, self.unrouted_reward)
+        try:
+            samples = samples_from_request(list(queries), list(prompts), list(labels), self.reward.policy,
+                                           self.strip_suffixes)
+            items = self.batcher.submit(samples)
+        except RbrError as exc:
+            log.warning("rbrlang reward_func: a request was not scored: %s", exc)
+            raise
+        body = answer(items, self.reward.rm is not None, self.unrouted_reward, self.scores)
         return {"rewards": torch.tensor(body["rewards"], dtype=torch.float32),
                 "scores": torch.tensor(body["scores"], dtype=torch.float32),
                 "extra_logs": {k: torch.tensor(v, dtype=torch.float32) for k, v in body["extra_logs"].items()}}

@@ -11,8 +11,11 @@ this file with `importlib.util.spec_from_file_location` (openrlhf/utils/agent.py
 `SingleTurnAgentExecutor`) in each rollout (vLLM engine) process, so each of
 those processes loads the grader once, on its own device: set RBR_DEVICE, or
 serve one grader for all of them with `rbrc serve` and pass its URL instead.
-Other settings: `rbrlang.integrations.loading`. Imports are absolute: the file
-is loaded outside its package.
+Other settings: `rbrlang.integrations.loading` (`RBR_SCORES=class_score` for
+OpenRLHF's dynamic filtering). A sample that cannot be scored is logged at
+WARNING (OpenRLHF itself logs the failure at INFO and leaves the reward empty):
+look in the rollout workers' logs (Ray: `/tmp/ray/session_latest/logs/`).
+Imports are absolute: the file is loaded outside its package.
 """
 from __future__ import annotations
 
@@ -27,8 +30,9 @@ def reward_func(queries, prompts, labels, **kwargs):
     global _func
     with _lock:  # OpenRLHF calls from many threads at once: load once
         if _func is None:
-            from rbrlang.integrations.loading import shared_reward, strip_suffixes, unrouted_reward_setting
+            from rbrlang.integrations.loading import (scores_setting, shared_reward, strip_suffixes,
+                                                      unrouted_reward_setting)
             from rbrlang.integrations.openrlhf import RewardFunc
 
-            _func = RewardFunc(shared_reward(), strip_suffixes(), unrouted_reward_setting())
+            _func = RewardFunc(shared_reward(), strip_suffixes(), unrouted_reward_setting(), scores_setting())
     return _func(queries, prompts, labels, **kwargs)

@@ -24,6 +24,10 @@ from ..errors import ConversationError, PolicyError, SampleError
 from ..rewards.reward import UNROUTED_REWARD
 
 
+# What OpenRLHF answers' `scores` can be (`openrlhf.answer`, `loading.scores_setting`).
+SCORES = ("reward", "class_score")
+
+
 @dataclass(frozen=True)
 class Sample:
     """One (conversation, completion) to score and how to route it.
@@ -52,6 +56,11 @@ class ItemReward:
     rm: the reward model's score, or None without a reward model.
     routed: whether the sample's category has a response type.
     response_type: that response type, or None.
+    class_score: the expected class score, Σ_c P(class c) · score(c) with the
+        policy's class scores (in [0, 1] unless the author set others): the
+        reward before any fit, and a score for OpenRLHF's dynamic filtering
+        whatever the fitted weights' scale. None where unrouted.
+    class_probabilities: `{class: probability}` (best class first), None where unrouted.
     """
 
     total: Optional[float]
@@ -59,6 +68,8 @@ class ItemReward:
     rm: Optional[float]
     routed: bool
     response_type: Optional[str]
+    class_score: Optional[float] = None
+    class_probabilities: Optional[dict] = None
 
     def number(self, unrouted: float = UNROUTED_REWARD) -> float:
         """The reward as a number (the engines need one): `unrouted` where the
@@ -102,8 +113,17 @@ def score_samples(reward, samples: Sequence[Sample]) -> list[ItemReward]:
     batch = reward([list(s.conversation) for s in samples], [s.completion for s in samples],
                    categories=[s.category for s in samples], response_types=[s.response_type for s in samples])
     return [ItemReward(total=None if total is None else float(total), rbr=float(rbr) if rt is not None else 0.0,
-                       rm=None if rm is None else float(rm), routed=rt is not None, response_type=rt)
-            for total, rbr, rm, rt in zip(batch.rewards, batch.rbr, batch.rm, batch.response_types)]
+                       rm=None if rm is None else float(rm), routed=rt is not None, response_type=rt,
+                       class_score=None if rt is None else expected_class_score(reward.policy, rt, probs),
+                       class_probabilities=None if rt is None else dict(probs))
+            for total, rbr, rm, rt, probs in zip(batch.rewards, batch.rbr, batch.rm, batch.response_types,
+                                                 batch.class_probabilities)]
+
+
+def expected_class_score(policy, response_type: str, class_probabilities: dict) -> float:
+    """Σ_c P(class c) · score(c), the policy's class scores (`ResponseType.scores`)."""
+    rt = policy.response_type(response_type)
+    return float(sum(class_probabilities[c] * s for c, s in zip(rt.classes, rt.scores)))
 
 
 def extra_logs(items: Sequence[ItemReward], has_rm: bool) -> dict[str, list[float]]:

@@ -72,7 +72,7 @@ def trl_ppo_problem(version: Optional[str], has_ppo: bool) -> Optional[str]:
     have = "trl is not installed" if version is None else f"trl {version} is installed and has no trl.experimental.ppo"
     return (f"rbrlang.integrations.trl_ppo needs TRL's PPO trainer, which lives in trl.experimental.ppo up to "
             f"trl 1.12 and was removed in trl 1.13; {have}. Install {SUPPORTED_TRL} with "
-            f"`pip install 'rbrlang[trl]'`. {ALTERNATIVES}")
+            f"`pip install 'rbrlang[trl-ppo]'` (its own extra: the `trl` extra takes any trl). {ALTERNATIVES}")
 
 
 def _require_trl_ppo() -> str:

@@ -14,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 
 from jinja2 import TemplateError
 
-from ..diagnostics import did_you_mean
+from ..diagnostics import did_you_mean, json_type
 from ..errors import PolicyError
 from . import logic, patterns, scoring
 from .format import GRADER, MATCHES, POLICY_FILE, PolicyDocument
@@ -115,11 +115,11 @@ class CompiledPolicy:
         a string; callers add where the item is (a line's field, "item i")."""
         if response_type is not None:
             if not isinstance(response_type, str):
-                raise PolicyError(f"`response_type` must be a string, not {type(response_type).__name__}")
+                raise PolicyError(f"`response_type` must be a string, not {json_type(response_type)}")
             return self.response_type(response_type).name
         if category is not None:
             if not isinstance(category, str):
-                raise PolicyError(f"`category` must be a string, not {type(category).__name__}")
+                raise PolicyError(f"`category` must be a string, not {json_type(category)}")
             return self.route(category)
         return None
 
@@ -130,7 +130,7 @@ class CompiledPolicy:
         if not prop.graded:
             raise PolicyError(f"`{proposition}` is a `matches` proposition: it has no grader prompt")
         if not isinstance(response, str):
-            raise PolicyError(f"the response must be a string, not {type(response).__name__}")
+            raise PolicyError(f"the response must be a string, not {json_type(response)}")
         check_conversation(conversation)  # a string would otherwise render as one message per character
         try:
             return _compiled(prop.template).render(conversation=list(conversation), response=response)
@@ -156,7 +156,7 @@ class CompiledPolicy:
         if prop.graded:
             raise PolicyError(f"`{proposition}` is graded by a model, not matched")
         if not isinstance(response, str):
-            raise PolicyError(f"the response must be a string, not {type(response).__name__}")
+            raise PolicyError(f"the response must be a string, not {json_type(response)}")
         return patterns.search(_regex(prop), response)
 
     # --- classes and features ------------------------------------------------------
@@ -177,7 +177,7 @@ class CompiledPolicy:
         `"no"` is truthy and 0.7 is not a label, so neither may pass silently."""
         if not isinstance(labels, Mapping):
             raise PolicyError(f"labels must be a mapping from proposition name to True or False, "
-                              f"not {type(labels).__name__}")
+                              f"not {json_type(labels)}")
         names = set(self.proposition_names)
         unknown = [k for k in labels if k not in names]
         if unknown:
@@ -189,7 +189,7 @@ class CompiledPolicy:
         numpy = sys.modules.get("numpy")  # numpy booleans are booleans; numpy itself is not needed
         for name, value in labels.items():
             if not (isinstance(value, bool) or (numpy is not None and isinstance(value, numpy.bool_))):
-                raise PolicyError(f"the label of `{name}` is {value!r} ({type(value).__name__}): "
+                raise PolicyError(f"the label of `{name}` is {value!r} ({json_type(value)}): "
                                   "labels are True or False")
 
     def _probabilities(self, probs):

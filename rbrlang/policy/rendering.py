@@ -14,6 +14,7 @@ import re
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
+from ..diagnostics import json_type
 from ..errors import ConversationError
 
 # Names a template may use. `question` and `examples` are filled in at compile
@@ -47,7 +48,7 @@ def transcript(messages: Any) -> str:
 
 def check_conversation(messages: Any) -> None:
     if not isinstance(messages, (list, tuple)):
-        raise ConversationError(f"a conversation is a list of messages, not {type(messages).__name__}")
+        raise ConversationError(f"a conversation is a list of messages, not {json_type(messages)}")
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str) \
                 or not isinstance(m.get("content"), str):

@@ -89,6 +89,22 @@ class GraderWarning(UserWarning):
     pass
 
 
+class LowAnswerMass(GraderWarning):
+    """Little next-token probability on yes/no: `low` of `total` gradings under
+    `minimum`, the lowest `lowest`. Its numbers are kept, so warnings of one
+    run's grader calls can be merged into one (`merge`)."""
+
+    def __init__(self, low: int, total: int, lowest: float, minimum: float):
+        self.low, self.total, self.lowest, self.minimum = low, total, lowest, minimum
+        super().__init__(f"the grader put less than {minimum:.0%} of its next-token probability on "
+                         f"yes/no answers for {low} of {total} gradings (lowest "
+                         f"{lowest:.2e}); check the grader model and the policy's yes/no spellings")
+
+    def merge(self, other: "LowAnswerMass") -> "LowAnswerMass":
+        return LowAnswerMass(self.low + other.low, self.total + other.total, min(self.lowest, other.lowest),
+                             self.minimum)
+
+
 @runtime_checkable
 class Grader(Protocol):
     """What every grader offers. `identity` names everything that changes its
@@ -155,10 +171,8 @@ def warn_low_mass(mass: torch.Tensor, minimum: float, stats: GradeStats) -> None
     low = mass < minimum
     stats.low_mass = int(low.sum())
     if stats.low_mass:
-        warnings.warn(f"the grader put less than {minimum:.0%} of its next-token probability on "
-                      f"yes/no answers for {stats.low_mass} of {low.numel()} gradings (lowest "
-                      f"{float(mass.min()):.2e}); check the grader model and the policy's yes/no spellings",
-                      GraderWarning, stacklevel=_outside_runtime())
+        warnings.warn(LowAnswerMass(stats.low_mass, low.numel(), float(mass.min()), minimum),
+                      stacklevel=_outside_runtime())
 
 
 def cached_slots(cache: Optional[GradeCache], identity: str, policy: CompiledPolicy, conversations, responses,
@@ -329,5 +343,5 @@ class IdsGrader(BaseGrader):
         return p_yes, mass
 
 
-__all__ = ["BaseGrader", "Grader", "Grades", "GradeStats", "GraderWarning", "IdsGrader", "Row", "answer_probability",
-           "file_fingerprint"]
+__all__ = ["BaseGrader", "Grader", "Grades", "GradeStats", "GraderWarning", "IdsGrader", "LowAnswerMass", "Row",
+           "answer_probability", "file_fingerprint"]

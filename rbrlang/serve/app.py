@@ -8,7 +8,8 @@ The protocol, and how the grader gets the conversation as messages, are in
 `rbrlang.integrations.openrlhf`. A request that cannot be scored gets a 4xx
 with `{"error": reason}` and never stops the server: 400, a body that is not a
 JSON object (or not UTF-8, or JSON we refuse: see `data.jsonl.parse_json`);
-413, a body or a sample count over the limits; 422, a sample the policy or the
+408, a body not all sent within the time allowed; 413, a body or a sample
+count over the limits; 422, a sample the policy or the
 grader's context cannot take, naming it (`"sample": i`). What each costs is
 bounded before the work (`limits`). A bug in scoring is a 500 for that request
 alone. Starlette serves; uvicorn's shutdown stops accepting connections and
@@ -31,9 +32,11 @@ from starlette.routing import Route
 from ..data.jsonl import JSONTextError, parse_json
 from ..errors import RbrError, SampleError
 from ..integrations.batching import Batcher
+from ..integrations.loading import scores_setting
 from ..integrations.openrlhf import answer, samples_from_request
 from ..integrations.samples import score_samples
-from .limits import BODY_BUDGET, MAX_BODY, MAX_SAMPLES, BodyBudget, LengthCheck, TooLarge, declared_length, read_body
+from .limits import (BODY_BUDGET, BODY_TIMEOUT_S, MAX_BODY, MAX_SAMPLES, BodyBudget, LengthCheck, TooLarge, TooSlow,
+                     declared_length, read_body)
 
 log = logging.getLogger("rbrlang.serve")
 
@@ -41,6 +44,8 @@ SHAPE = '{"query": [...], "prompts": [...], "labels": [...]}'
 
 
 def _error(status: int, message: str, sample: Optional[int] = None) -> JSONResponse:
+    # OpenRLHF's client logs a failed request at INFO and drops the body: the reason is said here.
+    log.warning("answered %d%s: %s", status, "" if sample is None else f" (sample {sample})", message)
     body = {"error": message}
     if sample is not None:
         body["sample"] = sample
@@ -70,13 +75,17 @@ def grader_description(grader) -> dict:
 
 def create_app(reward, max_batch: int = 64, batch_window_ms: float = 5.0,
                strip_suffixes: Sequence[str] = (), max_body: int = MAX_BODY,
-               max_samples: int = MAX_SAMPLES) -> Starlette:
+               max_samples: int = MAX_SAMPLES, body_timeout_s: float = BODY_TIMEOUT_S,
+               scores: Optional[str] = None) -> Starlette:
     """A Starlette app serving `reward` (an `RBRReward`) to OpenRLHF.
 
-    `max_body` (bytes) and `max_samples` bound one request; the bodies held at
-    once are bounded by `BODY_BUDGET` times `max_body`. `app.state.batcher`
-    holds the `Batcher` (its `stats` count batches) once the app has started."""
+    `max_body` (bytes) and `max_samples` bound one request, and `body_timeout_s`
+    the time its body may take to arrive; the bodies held at once are bounded
+    by `BODY_BUDGET` times `max_body`. `app.state.batcher`
+    holds the `Batcher` (its `stats` count batches) once the app has started.
+    `scores`: what answers' `scores` are (`integrations.openrlhf.answer`); None: `RBR_SCORES`, else "reward"."""
     has_rm = reward.rm is not None
+    scores = scores_setting(scores)
     suffixes = tuple(strip_suffixes)
     lengths = LengthCheck(reward.policy, reward.grader)
     budget = BodyBudget(BODY_BUDGET * max_body)
@@ -104,9 +113,11 @@ def create_app(reward, max_batch: int = 64, batch_window_ms: float = 5.0,
         await budget.reserve(held)
         try:
             try:
-                body = await read_body(request, max_body, declared)
+                body = await read_body(request, max_body, declared, body_timeout_s)
             except TooLarge as exc:
                 return _error(413, str(exc))
+            except TooSlow as exc:
+                return _error(408, str(exc))
             await budget.release(held - len(body))  # what a body sent without a length did not use
             held = len(body)
             return await _reward(body)
@@ -146,14 +157,15 @@ def create_app(reward, max_batch: int = 64, batch_window_ms: float = 5.0,
         except Exception as exc:  # a bug: this request fails, the server goes on
             log.exception("scoring a request failed")
             return _error(500, f"internal error while scoring ({type(exc).__name__}: {exc})")
-        return JSONResponse(answer(items, has_rm))
+        return JSONResponse(answer(items, has_rm, scores=scores))
 
     async def health(request: Request) -> JSONResponse:
         ok = batcher.running
         return JSONResponse({"status": "ok" if ok else "stopped", "policy": reward.policy.name,
                              "grader": grader_description(reward.grader), "rm": has_rm,
                              "in_flight": batcher.in_flight,
-                             "limits": {"max_body": max_body, "max_samples": max_samples},
+                             "limits": {"max_body": max_body, "max_samples": max_samples,
+                                        "body_timeout_s": body_timeout_s},
                              "batching": {"max_batch": batcher.max_batch, "window_ms": batch_window_ms,
                                           **batcher.stats.as_dict()}},
                             status_code=200 if ok else 503)

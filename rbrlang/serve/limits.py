@@ -29,6 +29,7 @@ from ..errors import SampleError
 
 MAX_BODY = 16 << 20  # bytes: OpenRLHF sends one sample a request; a context of 128k tokens is ~0.5 MiB of text
 MAX_SAMPLES = 256  # per request: a larger one would be one oversized grader batch (requests are not split)
+BODY_TIMEOUT_S = 60.0  # seconds from the headers to the body's last byte: 16 MiB at ~280 KB/s
 BODY_BUDGET = 8  # bodies of the largest size that may be held at once (reading, parsing, waiting to be scored)
 
 
@@ -78,16 +79,34 @@ def declared_length(request) -> Optional[int]:
     return max(0, n)
 
 
-async def read_body(request, limit: int, declared: Optional[int]) -> bytes:
-    """The body, or `TooLarge` as soon as it is known to pass `limit`."""
+class TooSlow(Exception):
+    """A body not read whole within the time allowed (a 408): a client that
+    sends its headers and then trickles the body, or stops, would otherwise
+    hold its share of the body budget, and a task, for as long as it likes."""
+
+    def __init__(self, received: int, seconds: float):
+        self.received, self.seconds = received, seconds
+        super().__init__(f"the body was not sent within {seconds:g} s ({received:,} bytes received); "
+                         "send the whole request at once")
+
+
+async def read_body(request, limit: int, declared: Optional[int], timeout_s: float = BODY_TIMEOUT_S) -> bytes:
+    """The body, or `TooLarge` as soon as it is known to pass `limit`, or
+    `TooSlow` when it is not all there `timeout_s` seconds after the headers.
+    One deadline for the whole body, not one per chunk: a byte every second
+    would meet any per-chunk timeout."""
     if declared is not None and declared > limit:
         raise TooLarge(declared, limit, True)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise TooLarge(size, limit, False)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise TooLarge(size, limit, False)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise TooSlow(size, timeout_s) from None
     return b"".join(chunks)
 
 

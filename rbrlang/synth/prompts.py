@@ -20,8 +20,8 @@ from ..data.jsonl import key_span, read_jsonl
 from ..data.records import conversation_of, response_type_of
 
 SHAPE = '{"prompt": [{"role": "user", "content": "…"}], "category": "…"} (or "response_type": "…")'
-UNROUTED = "W0403"
-DEFAULTED = "W0404"
+UNROUTED = "W0432"
+DEFAULTED = "W0433"
 
 
 @dataclass(frozen=True)

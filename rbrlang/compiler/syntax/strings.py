@@ -10,16 +10,23 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "0": "\0"}
 _ESCAPE_RE = re.compile(r"\\(u\{[0-9A-Fa-f]{1,6}\}|.|\n)", re.S)
 
 
+def _value(esc: str):
+    """What an escape (without its backslash) stands for, or None: invalid."""
+    if esc in _ESCAPES:
+        return _ESCAPES[esc]
+    if esc.startswith("u{"):
+        code = int(esc[2:-1], 16)
+        if code <= 0x10FFFF:
+            return chr(code)
+    return None
+
+
 def unescape(body: str) -> str:
     def sub(m: re.Match) -> str:
-        esc = m.group(1)
-        if esc in _ESCAPES:
-            return _ESCAPES[esc]
-        if esc.startswith("u{"):
-            code = int(esc[2:-1], 16)
-            if code <= 0x10FFFF:
-                return chr(code)
-        raise EscapeError(m.group(0), offset=m.start())
+        value = _value(m.group(1))
+        if value is None:
+            raise EscapeError(m.group(0), offset=m.start())
+        return value
 
     return _ESCAPE_RE.sub(sub, body)
 
@@ -30,7 +37,20 @@ def literal_value(token: str) -> tuple[str, int]:
     Triple-quoted strings drop the newline after the opening quotes and the
     whitespace-only line before the closing ones, then remove the common
     indentation, so a long prompt can be indented with the code around it.
+    An invalid escape is an `EscapeError` whose offset is in the token as
+    written (the dedent moves what follows it), so the caret is under it.
     """
+    try:
+        return _literal_value(token)
+    except EscapeError as exc:
+        start = 3 if token.startswith('"""') else 1
+        for m in _ESCAPE_RE.finditer(token, start, len(token) - start):
+            if _value(m.group(1)) is None:  # dedent removes no backslash: the same first bad escape
+                raise EscapeError(m.group(0), offset=m.start()) from None
+        raise
+
+
+def _literal_value(token: str) -> tuple[str, int]:
     if token.startswith('"""'):
         body = token[3:-3]
         start = 3

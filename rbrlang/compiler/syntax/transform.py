@@ -13,6 +13,15 @@ def _tok_span(file: str, tok: Token) -> Span:
     return Span(file, tok.line, tok.column, tok.end_line, tok.end_column, tok.start_pos, tok.end_pos)
 
 
+def _inside(file: str, tok: Token, offset: int, length: int) -> Span:
+    """The span of `length` characters at `offset` in a token (which may run over lines)."""
+    before = str(tok)[:offset]
+    line = tok.line + before.count("\n")
+    column = (tok.column + offset) if "\n" not in before else offset - before.rfind("\n")
+    start = tok.start_pos + offset
+    return Span(file, line, column, line, column + length, start, start + length)
+
+
 @v_args(meta=True)
 class ToAst(Transformer):
     def __init__(self, file: str):
@@ -31,8 +40,8 @@ class ToAst(Transformer):
     def _str(self, tok: Token) -> ast.Str:
         try:
             value, _ = literal_value(str(tok))
-        except EscapeError as exc:
-            raise EscapeError(exc.text, exc.offset, _tok_span(self.file, tok)) from None
+        except EscapeError as exc:  # the caret under the escape itself, not the whole string
+            raise EscapeError(exc.text, exc.offset, _inside(self.file, tok, exc.offset, len(exc.text))) from None
         return ast.Str(value, _tok_span(self.file, tok))
 
     # --- top level -----------------------------------------------------------
