@@ -137,7 +137,7 @@ def test_a_bad_bytes_place_counts_characters_not_bytes(monkeypatch):
     # `\x{ff}` after two `é`s and the offset past it.
     case = GOLDEN / "diagnostics" / "E0003_not_utf8_after_accents.rbr"
     monkeypatch.chdir(case.parent)
-    _, diags, _ = check_file(Path(case.name))
+    diags = check_file(Path(case.name)).diagnostics
     span = diags[0].span
     shown = case.read_bytes().decode("utf-8", dg.LOSSY)
     assert (span.line, span.column) == (3, 13)

@@ -40,9 +40,9 @@ def test_a_keyword_added_to_the_grammar_is_highlighted_without_editing_the_gener
     generator = _generator()
     lex = lexicon()
     assert {"proposition", "matches", "route", "rbr"} <= set(lex.keywords)
-    grown = dataclasses.replace(lex, keywords=lex.keywords + ("instruct",))
+    grown = dataclasses.replace(lex, keywords=lex.keywords + ("rationale",))
     keyword_rule = generator.tm_grammar(grown)["repository"]["keyword"]["match"]
-    assert "instruct" in keyword_rule and "instruct" not in generator.tm_grammar(lex)["repository"]["keyword"]["match"]
+    assert "rationale" in keyword_rule and "rationale" not in generator.tm_grammar(lex)["repository"]["keyword"]["match"]
     # Every literal word of the grammar is in the committed grammar's keyword or operator rule.
     rules = json.loads(GRAMMAR.read_text())["repository"]
     for word in lex.keywords:

@@ -25,6 +25,8 @@ ALLOWED = {
     "serve": {"policy", "runtime", "data", "rewards", "integrations"},
     "compiler": {"policy"},
     "lsp": {"compiler", "policy"},  # the language server: authoring side, over the compiler
+    "generate": {"runtime"},
+    "synth": {"policy", "data", "generate", "compiler"},
 }
 SHARED = {"errors", "diagnostics", "source", "files", "__init__", "_version"}
 

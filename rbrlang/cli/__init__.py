@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit_command.register(sub)
     from . import serve as serve_command; serve_command.register(sub)  # rbrc serve (serve/, OpenRLHF)
     from . import lsp as lsp_command; lsp_command.register(sub)  # rbrc lsp (lsp/, editors)
+    from . import synth as synth_command; synth_command.register(sub)  # rbrc synth (synth/, generate/)
     for command in sub.choices.values():
         # The same flag after the command (`rbrc check FILE --format json`);
         # given there, it wins, else the global one stands.

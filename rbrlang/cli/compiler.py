@@ -36,6 +36,8 @@ def register(sub) -> None:
     p.add_argument("--conversation", metavar="JSON", help="a JSON file with the conversation's messages")
     p.add_argument("--response", metavar="TEXT", help="the response to show in the prompt")
     p.add_argument("--tokenizer", metavar="MODEL", help="count prompt sizes in this tokenizer's tokens")
+    p.add_argument("--synth", action="store_true",
+                   help="print every class's generation instructions (what `rbrc synth` asks for), with sizes")
     p.set_defaults(run=cmd_explain)
 
     p = sub.add_parser("import-yaml", help="convert a policy in the RBR paper's YAML format to .rbr")
@@ -152,6 +154,8 @@ def cmd_explain(args) -> int:
                              "(the prompt they fill in); add it")
     elif args.tokenizer:
         raise UsageError("--tokenizer counts the prompt sizes of the summary; it does not go with --proposition")
+    if args.synth and args.proposition:
+        raise UsageError("--synth prints the class instructions, --proposition one grader prompt: give one of them")
     loaded = load_target(args.target)
     if loaded.failed:
         report(loaded.diagnostics, loaded.sources)
@@ -187,6 +191,11 @@ def cmd_explain(args) -> int:
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
         except (OSError, ValueError, KeyError) as exc:
             raise load_failure("--tokenizer", args.tokenizer, "a tokenizer", exc) from None
+    if args.synth:
+        from ..compiler.instructions import explain_instructions
+
+        sys.stdout.write(explain_instructions(policy, tokenizer))
+        return EXIT_OK
     sys.stdout.write(explain_target(policy, tokenizer).unwrap())
     return EXIT_OK
 

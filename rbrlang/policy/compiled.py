@@ -29,6 +29,7 @@ class Proposition:
     template: str = ""  # Jinja source, for grader propositions
     pattern: str = ""
     flags: str = ""
+    instruct: str = ""  # what a generator is told makes it true (rbrc synth); "" = the question
 
     @property
     def graded(self) -> bool:
@@ -329,7 +330,7 @@ def from_document(doc: Union[PolicyDocument, Mapping[str, Any]], templates: Mapp
     missing = [p.name for p in doc.propositions if p.graded and p.name not in templates]
     if missing:
         raise PolicyError(f"{where}: no template for `{missing[0]}`; recompile the policy")
-    props = tuple(Proposition(p.name, p.kind, p.question, templates[p.name]) if p.graded else
+    props = tuple(Proposition(p.name, p.kind, p.question, templates[p.name], instruct=p.instruct) if p.graded else
                   Proposition(p.name, MATCHES, pattern=p.pattern, flags=p.flags) for p in doc.propositions)
     for prop in props:  # a pattern RE2 cannot run fails here, not in the middle of grading
         if not prop.graded:

@@ -245,6 +245,7 @@ class PropositionRow:
     template_sha256: str = ""
     pattern: str = ""  # matches: the RE2 pattern and its flags
     flags: str = ""
+    instruct: str = ""  # grader: `instruct "…"`, what a generator is told (rbrc synth); "" = the question
 
     @property
     def graded(self) -> bool:
@@ -252,8 +253,11 @@ class PropositionRow:
 
     def to_json(self) -> dict:
         if self.graded:
-            return {"name": self.name, "kind": GRADER, "question": self.question, "template": self.template,
-                    "template_sha256": self.template_sha256}
+            row = {"name": self.name, "kind": GRADER, "question": self.question, "template": self.template,
+                   "template_sha256": self.template_sha256}
+            if self.instruct:  # only when written: policies without `instruct` compile to the same bytes
+                row["instruct"] = self.instruct
+            return row
         return {"name": self.name, "kind": MATCHES, "pattern": self.pattern, "flags": self.flags}
 
     @classmethod
@@ -263,7 +267,7 @@ class PropositionRow:
         kind = _get(obj, "kind", at, lambda v: v in (GRADER, MATCHES), f"`{GRADER}` or `{MATCHES}`")
         if kind == GRADER:
             return cls(name, kind, question=_str(obj, "question", at, ""), template=_str(obj, "template", at),
-                       template_sha256=_str(obj, "template_sha256", at))
+                       template_sha256=_str(obj, "template_sha256", at), instruct=_str(obj, "instruct", at, ""))
         return cls(name, kind, pattern=_str(obj, "pattern", at), flags=_str(obj, "flags", at, ""))
 
 

@@ -62,6 +62,10 @@ class GradeStats:
     retries: int = 0  # servers: requests sent again after a timeout or a 429/5xx answer
     layout: str = ""  # HFGrader: what rows shared, "proposition" prefixes or "item" prefixes
 
+    def count_retry(self) -> None:
+        """One request sent again (a server client's `on_retry`)."""
+        self.retries += 1
+
     @property
     def forwarded(self) -> int:
         return self.prefix_tokens + self.padded_tokens

@@ -29,13 +29,100 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Optional
+from typing import Callable, Optional
 
 from ..errors import GraderError
 from .base import GradeStats, IdsGrader
 from .options import GraderOptions
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+
+
+class Server:
+    """The HTTP side of a client of an OpenAI-compatible server, shared by the
+    grader (completions) and the generator (`rbrlang.generate`, chat
+    completions): one pooled client for the request threads, retries with
+    backoff on connection errors, timeouts and 429/5xx, one-line errors.
+
+    `role` names the server in errors ("the grader server at …"). Pickles
+    without its HTTP client; the copy opens its own."""
+
+    def __init__(self, base_url: str, *, api_key: Optional[str] = None, concurrency: int = 8,
+                 timeout: float = 300.0, retries: int = 4, backoff: float = 0.5, role: str = "grader"):
+        _http()  # fail now, not at the first request
+        root = base_url.rstrip("/")
+        self.base_url = root if root.endswith("/v1") else root + "/v1"
+        self.api_key = api_key
+        self.concurrency = max(1, int(concurrency))
+        self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
+        self.role = role
+        self._lock, self._http_client = threading.Lock(), None
+
+    def _client(self):
+        """One pooled client, shared by the request threads (an httpx client is
+        thread-safe; it does not pickle, so a pickled copy makes a new one)."""
+        with self._lock:
+            if self._http_client is None:
+                httpx = _http()
+                headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+                self._http_client = httpx.Client(
+                    headers=headers, timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+                    limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
+            return self._http_client
+
+    def send(self, method: str, path: str, payload=None, on_retry: Optional[Callable[[], None]] = None) -> dict:
+        """One request, retried on connection errors, timeouts and 429/5xx."""
+        httpx = _http()
+        url = self.base_url + path
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self._client().request(method, url, json=payload)
+            except httpx.TransportError as exc:  # connect, read or write failure, timeout
+                if last:
+                    raise GraderError(f"the {self.role} server at {url} did not answer after {attempt + 1} tries: "
+                                      f"{type(exc).__name__}: {exc}") from None
+            else:
+                if response.status_code < 400:
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise GraderError(f"the {self.role} server at {url} answered with something that is not "
+                                          f"JSON: {response.text[:200]!r}") from None
+                if response.status_code not in RETRY_STATUS or last:
+                    raise GraderError(f"the {self.role} server at {url} answered {response.status_code}: "
+                                      f"{_server_message(response)}")
+            if on_retry is not None:
+                on_retry()
+            time.sleep(min(30.0, self.backoff * 2 ** attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def served_model(self, model: str) -> dict:
+        """The server's entry for `model` from /v1/models (its context length, if it says)."""
+        listing = self.send("GET", "/models")
+        models = listing.get("data") if isinstance(listing, dict) else None
+        if not isinstance(models, list):
+            raise GraderError(f"{self.base_url}/models is not an OpenAI-compatible model list")
+        for entry in models:
+            if isinstance(entry, dict) and entry.get("id") == model:
+                return entry
+        names = ", ".join(str(e.get("id")) for e in models if isinstance(e, dict)) or "none"
+        raise GraderError(f"the server at {self.base_url} does not serve `{model}` (it serves: {names})")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._http_client is not None:
+                self._http_client.close()
+                self._http_client = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_lock"], state["_http_client"] = None, None  # neither pickles
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 class OpenAIGrader(IdsGrader):
@@ -67,18 +154,13 @@ class OpenAIGrader(IdsGrader):
                  prompts_per_request: int = 32, timeout: float = 300.0, retries: int = 4, backoff: float = 0.5,
                  **option_values):
         options = GraderOptions.of(options, **option_values)
-        _http()  # fail now, not at the first request
+        self.server = Server(base_url, api_key=api_key, concurrency=concurrency, timeout=timeout, retries=retries,
+                             backoff=backoff)
         from transformers import AutoTokenizer
 
-        root = base_url.rstrip("/")
-        self.base_url = root if root.endswith("/v1") else root + "/v1"
-        self.model = model
-        self.api_key = api_key
-        self.concurrency = max(1, int(concurrency))
-        self.prompts_per_request = max(1, int(prompts_per_request))
-        self.timeout, self.retries, self.backoff = float(timeout), int(retries), float(backoff)
-        self._lock, self._http_client = threading.Lock(), None
-        served = self._served_model()
+        self.base_url, self.model = self.server.base_url, model
+        self.concurrency, self.prompts_per_request = self.server.concurrency, max(1, int(prompts_per_request))
+        served = self.server.served_model(model)
         limit = served.get("max_model_len")
         limit = limit - 1 if isinstance(limit, int) else None  # room for the answer token
         try:
@@ -91,58 +173,6 @@ class OpenAIGrader(IdsGrader):
         self.identity = json.dumps({"backend": "openai", "url": self.base_url, "model": model,
                                     "root": served.get("root"), "chat": self.encoder.chat})
 
-    # --- HTTP -----------------------------------------------------------------------
-    def _client(self):
-        """One pooled client, shared by the request threads (an httpx client is
-        thread-safe; it does not pickle, so a pickled grader makes a new one)."""
-        with self._lock:
-            if self._http_client is None:
-                httpx = _http()
-                headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-                self._http_client = httpx.Client(
-                    headers=headers, timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
-                    limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency))
-            return self._http_client
-
-    def _send(self, method: str, path: str, payload=None, stats: Optional[GradeStats] = None) -> dict:
-        """One request, retried on connection errors, timeouts and 429/5xx."""
-        httpx = _http()
-        url = self.base_url + path
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
-            try:
-                response = self._client().request(method, url, json=payload)
-            except httpx.TransportError as exc:  # connect, read or write failure, timeout
-                if last:
-                    raise GraderError(f"the grader server at {url} did not answer after {attempt + 1} tries: "
-                                      f"{type(exc).__name__}: {exc}") from None
-            else:
-                if response.status_code < 400:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise GraderError(f"the grader server at {url} answered with something that is not JSON: "
-                                          f"{response.text[:200]!r}") from None
-                if response.status_code not in RETRY_STATUS or last:
-                    raise GraderError(f"the grader server at {url} answered {response.status_code}: "
-                                      f"{_server_message(response)}")
-            if stats is not None:
-                stats.retries += 1
-            time.sleep(min(30.0, self.backoff * 2 ** attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
-
-    def _served_model(self) -> dict:
-        """The server's entry for `model` from /v1/models (its context length, if it says)."""
-        listing = self._send("GET", "/models")
-        models = listing.get("data") if isinstance(listing, dict) else None
-        if not isinstance(models, list):
-            raise GraderError(f"{self.base_url}/models is not an OpenAI-compatible model list")
-        for entry in models:
-            if isinstance(entry, dict) and entry.get("id") == self.model:
-                return entry
-        names = ", ".join(str(e.get("id")) for e in models if isinstance(e, dict)) or "none"
-        raise GraderError(f"the server at {self.base_url} does not serve `{self.model}` (it serves: {names})")
-
     # --- grading --------------------------------------------------------------------
     def _logprobs(self, prompts, token_ids, stats: GradeStats):
         chunks = [list(range(s, min(len(prompts), s + self.prompts_per_request)))
@@ -153,7 +183,7 @@ class OpenAIGrader(IdsGrader):
             payload = {"model": self.model, "prompt": [list(prompts[k]) for k in chunk], "max_tokens": 1,
                        "temperature": 0.0, "logprobs": 1, "logprob_token_ids": list(token_ids),
                        "return_tokens_as_token_ids": True}
-            answer = self._send("POST", "/completions", payload, stats)
+            answer = self.server.send("POST", "/completions", payload, on_retry=stats.count_retry)
             for k, values in zip(chunk, _read_choices(answer, len(chunk), token_ids, self.base_url), strict=True):
                 out[k] = values
 
@@ -173,19 +203,7 @@ class OpenAIGrader(IdsGrader):
         return out
 
     def close(self) -> None:
-        with self._lock:
-            if self._http_client is not None:
-                self._http_client.close()
-                self._http_client = None
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_lock"], state["_http_client"] = None, None  # neither pickles
-        return state
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        self.server.close()
 
 
 def _http():

@@ -119,7 +119,8 @@ def _proposition_specs(ctx: Context, default_template: str) -> tuple[Proposition
                             default_template)
             examples = tuple(ExampleSpec(e.label.text, tuple((t.role, t.text.value) for t in e.turns))
                              for e in item.items if isinstance(e, ast.Example))
-            out.append(PropositionSpec(item.name.text, "grader", question, examples, template))
+            instruct = next((i.text.value for i in item.items if isinstance(i, ast.Instruct)), "")
+            out.append(PropositionSpec(item.name.text, "grader", question, examples, template, instruct=instruct))
     return tuple(out)
 
 

@@ -29,6 +29,7 @@ class PropositionSpec:
     template: str = ""
     pattern: str = ""
     flags: str = ""
+    instruct: str = ""  # `instruct "…"`: for generators (rbrc synth); "" = the question
 
     @property
     def graded(self) -> bool:

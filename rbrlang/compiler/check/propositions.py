@@ -16,6 +16,12 @@ def check_propositions(ctx: Context) -> None:
                       'add `question "…?"`: the yes/no question the grader answers')
         for extra in questions[1:]:
             ctx.error("E0119", extra.span, "question declared twice", "keep one question per proposition")
+        instructs = [i for i in prop.items if isinstance(i, ast.Instruct)]
+        for extra in instructs[1:]:
+            ctx.error("E0119", extra.span, "instruct declared twice", "keep one instruct per proposition")
+        if instructs and not instructs[0].text.value.strip():
+            ctx.error("E0120", instructs[0].text.span, "the instruct text is empty",
+                      "write what a reply does when the answer is yes, or remove the line (the question is used)")
         for extra in templates[1:]:
             ctx.error("E0119", extra.span, "template declared twice", "keep one template per proposition")
         if questions and not questions[0].text.value.strip():

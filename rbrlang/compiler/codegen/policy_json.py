@@ -29,7 +29,7 @@ def build(policy: CheckedPolicy, templates: dict[str, str]) -> PolicyDocument:
         if p.graded:
             digest = sha256(templates[p.name])
             propositions.append(PropositionRow(p.name, GRADER, question=p.question, template=template_path(p.name),
-                                               template_sha256=digest))
+                                               template_sha256=digest, instruct=p.instruct))
             meaning[p.name] = {"grader": digest, "yes": policy.grader.yes, "no": policy.grader.no}
         else:
             propositions.append(PropositionRow(p.name, MATCHES, pattern=p.pattern, flags=p.flags))

@@ -109,6 +109,15 @@ class Question:
 
 
 @dataclass(frozen=True)
+class Instruct:
+    """`instruct "…"`: how a generator is told to make the proposition true
+    (`rbrc synth`); without it, the question is used."""
+
+    text: Str
+    span: Span = _span()
+
+
+@dataclass(frozen=True)
 class PropTemplate:
     name: Ident
     span: Span = _span()
@@ -129,7 +138,7 @@ class Example:
     span: Span = _span()
 
 
-PropItem = Union[Question, PropTemplate, Example]
+PropItem = Union[Question, Instruct, PropTemplate, Example]
 
 
 @dataclass(frozen=True)

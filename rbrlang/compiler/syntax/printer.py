@@ -129,6 +129,8 @@ def _prop_item(part, has: HasComment) -> list[Line]:
     s = part.span
     if isinstance(part, ast.Question):
         return [Line(s.line, f"{INDENT}question {quote(part.text.value, INDENT)}", s.end_line)]
+    if isinstance(part, ast.Instruct):
+        return [Line(s.line, f"{INDENT}instruct {quote(part.text.value, INDENT)}", s.end_line)]
     if isinstance(part, ast.PropTemplate):
         return [Line(s.line, f"{INDENT}template {part.name.text}", s.end_line)]
     if part.short:

@@ -82,6 +82,9 @@ class ToAst(Transformer):
     def question(self, meta, children):
         return ast.Question(self._str(children[0]), self._span(meta))
 
+    def instruct(self, meta, children):
+        return ast.Instruct(self._str(children[0]), self._span(meta))
+
     def prop_template(self, meta, children):
         return ast.PropTemplate(self._ident(children[0]), self._span(meta))
 

@@ -1,0 +1,107 @@
+"""A small OpenAI-compatible chat-completions server on 127.0.0.1, in a
+thread, for the generator client (`rbrlang.generate.openai`): it samples with a
+real transformers model through `HFGenerator`, honouring `n` and `seed`, so
+its replies equal the in-process generator's for the same request.
+
+It can misbehave on purpose: answer the first requests with an error status,
+or drop the connection without an answer, so the client's retries and errors
+are tested against real HTTP."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from rbrlang.generate import GenerationRequest
+
+
+@dataclass
+class ChatBehaviour:
+    fail_first: int = 0  # answer this many chat requests with 503
+    drop_first: int = 0  # then close this many connections without answering
+    delay_s: float = 0.0  # each request waits this long (to see requests overlap)
+    requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ChatServer:
+    """`with ChatServer(generator, "name") as server:` → `server.url`."""
+
+    def __init__(self, generator, name: str, behaviour: ChatBehaviour | None = None):
+        self.generator, self.name = generator, name
+        self.behaviour = behaviour or ChatBehaviour()
+        self._model_lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                if self.path == "/v1/models":
+                    self._json(200, {"object": "list", "data": [{"id": server.name, "object": "model"}]})
+                else:
+                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                if self.path != "/v1/chat/completions":
+                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+                    return
+                status, answer = server._chat(body)
+                if status is None:  # drop: close the socket with no answer at all
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    self.close_connection = True
+                    return
+                self._json(status, answer)
+
+            def _json(self, status, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _chat(self, body):
+        b = self.behaviour
+        with b.lock:
+            b.requests += 1
+            number = b.requests
+            b.in_flight += 1
+            b.max_in_flight = max(b.max_in_flight, b.in_flight)
+        try:
+            time.sleep(b.delay_s)
+            if number <= b.fail_first:
+                return 503, {"error": {"message": "overloaded, try again"}}
+            if number <= b.fail_first + b.drop_first:
+                return None, None
+            if body.get("model") != self.name:
+                return 404, {"error": {"message": f"The model `{body.get('model')}` does not exist."}}
+            request = GenerationRequest(tuple(body["messages"]), int(body.get("n", 1)), int(body.get("seed", 0)))
+            with self._model_lock:
+                (texts,) = self.generator.generate([request])
+            return 200, {"id": "chat-test", "object": "chat.completion", "model": self.name, "choices": [
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "length"}
+                for i, t in enumerate(texts)]}
+        finally:
+            with b.lock:
+                b.in_flight -= 1
