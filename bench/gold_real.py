@@ -1,0 +1,252 @@
+"""The gold loop with a real judge: grade a fixed subset of the released gold set
+with one policy variant and score it the way `rbrc eval` does.
+
+    nice -n 5 python bench/gold_real.py --policy compiled/safety --name today \
+        --grader ~/.cache/rbrlang-smollm2/smollm2-135m-instruct --n 40 --seed 19
+    python bench/gold_real.py --table today prefill system   # the variants side by side
+
+Everything goes through the product's own entry points: the policy is
+`rbrlang.load_policy` (a compiled folder) or `rbrlang.compile_file` (an `.rbr`
+variant), the grader is `rbrlang.runtime.load_grader` with the grade cache (a
+variant's prompts are graded once, ever; rerunning a variant costs nothing), the
+P(yes) and answer mass come from `rbrlang.data.probabilities`, and the scores from
+`rbrlang.evaluate.evaluate`: its split by prompt (seeded) is the tune half (the
+yes-threshold and the Platt calibration are fitted there) and the score half
+(every number below is measured there).
+
+Written per variant under --out: NAME.json (every number) and NAME.md (the
+tables). The subset is `sorted(random.Random(seed).sample(range(351), n))` of
+the gold file's lines, written as gold_subset_nN_sS.jsonl beside them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+GOLD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "openai-rbr" / "gold_train.jsonl"
+if not GOLD.exists():
+    GOLD = Path("/work/shared/data/openai-rbr/gold_train.jsonl")
+MODEL = Path.home() / ".cache" / "rbrlang-smollm2" / "smollm2-135m-instruct"
+OUT = Path(__file__).resolve().parent / "gold_real"
+
+
+def subset(gold: Path, n: int, seed: int, out: Path) -> Path:
+    lines = gold.read_text(encoding="utf-8").splitlines()
+    chosen = sorted(random.Random(seed).sample(range(len(lines)), min(n, len(lines))))
+    path = out / f"gold_subset_n{len(chosen)}_s{seed}.jsonl"
+    text = "".join(lines[i] + "\n" for i in chosen)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+    return path
+
+
+def load(policy_path: str):
+    import rbrlang
+
+    p = Path(policy_path)
+    return rbrlang.compile_file(p) if p.suffix == ".rbr" else rbrlang.load_policy(p)
+
+
+def pooled_auroc(y, p):
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    y, p = np.asarray(y), np.asarray(p)
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else None
+
+
+def run(args) -> dict:
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(args.threads)
+    from rbrlang.data.probabilities import probabilities
+    from rbrlang.data.records import read_line
+    from rbrlang.evaluate import evaluate
+    from rbrlang.runtime import load_grader
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    gold_path = subset(Path(args.gold), args.n, args.seed, out)
+    policy = load(args.policy)
+    grader = load_grader(str(args.grader), device="cpu", dtype="float32", cache=args.cache)
+    rows = [json.loads(line) for line in gold_path.read_text(encoding="utf-8").splitlines()]
+    items = [read_line(policy, r) for r in rows]
+    convs, comps = [c for _, c, _ in items], [x for _, _, x in items]
+
+    load1 = os.getloadavg()[0]
+    start, cpu0 = time.perf_counter(), time.process_time()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the answer-mass warning: measured below instead
+        graded = probabilities(policy, grader, convs, comps, calibration=None, chunk=args.chunk,
+                               progress=args.progress, detailed=True)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+    stats = grader.stats
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = evaluate(policy, gold=gold_path, grader=grader, seed=args.seed).gold
+        cal = evaluate(policy, gold=gold_path, grader=grader, seed=args.seed, calibrate=True).gold
+
+    graded_cols = [j for j, p in enumerate(policy.propositions) if p.graded]
+    mass = graded.answer_mass[:, graded_cols]
+    labels = raw.split  # the tune (fit) and score (report) halves
+    tune, score = raw.split.fit, raw.split.report
+    gold_labels = _labels(policy, rows)
+
+    # What calibration can do with no judge at all: each proposition's yes-rate on the tune half.
+    base = np.full_like(gold_labels, np.nan)
+    for j in graded_cols:
+        has = ~np.isnan(gold_labels[tune, j])
+        base[:, j] = gold_labels[tune, j][has].mean() if has.any() else 0.5
+    y_s = gold_labels[np.ix_(score, graded_cols)]
+    b_s = base[np.ix_(score, graded_cols)]
+    ok = ~np.isnan(y_s)
+
+    def table(report):
+        return [{"name": s.name, "n": s.n, "yes": s.positives, "threshold": s.threshold, "accuracy": s.accuracy,
+                 "f1": _f(s.f1), "auroc": s.auroc, "ece": s.ece, "brier": s.brier} for s in report.propositions
+                if policy.proposition(s.name).graded]
+
+    def summary(report, p_pooled):
+        props = table(report)
+        aurocs = [p["auroc"] for p in props if p["auroc"] is not None]
+        return {
+            "pooled_auroc": pooled_auroc(report.y, p_pooled),
+            "mean_prop_auroc": float(np.mean(aurocs)) if aurocs else None,
+            "props_with_auroc": len(aurocs),
+            "props_auroc_ge_0.6": sum(a >= 0.6 for a in aurocs),
+            "props_auroc_le_0.4": sum(a <= 0.4 for a in aurocs),
+            "mean_accuracy": float(np.mean([p["accuracy"] for p in props])),
+            "pooled_accuracy": float(sum(p["accuracy"] * p["n"] for p in props) / sum(p["n"] for p in props)),
+            "mean_f1": float(np.nanmean([np.nan if p["f1"] is None else p["f1"] for p in props])),
+            "class_accuracy_all": report.class_accuracy,
+            "class_accuracy_score_half": report.report_accuracy,
+            "propositions": props,
+            "confusions": [{"response_type": c.response_type, "classes": list(c.classes),
+                            "matrix": c.matrix.tolist(), "accuracy": c.accuracy} for c in report.confusions],
+        }
+
+    result = {
+        "name": args.name, "policy": str(args.policy), "grader": str(args.grader), "identity": grader.identity,
+        "n": len(rows), "seed": args.seed, "tune_items": len(tune), "score_items": len(score),
+        "gold_subset": str(gold_path), "gold_lines": [int(i) for i in _chosen(Path(args.gold), args.n, args.seed)],
+        "machine": f"{platform.node()} {platform.machine()} {os.cpu_count()} cpus, torch threads {args.threads}",
+        "load_average_start": load1, "load_average_end": os.getloadavg()[0],
+        "grading_wall_s": round(wall, 1), "grading_cpu_s": round(cpu, 1),
+        "graded": stats.graded, "cached": stats.cached, "layout": stats.layout,
+        "forwarded_tokens": stats.forwarded,
+        "mass": {"median": float(np.median(mass)), "min": float(mass.min()), "mean": float(mass.mean()),
+                 "share_under_0.5": float((mass < 0.5).mean()), "gradings": int(mass.size)},
+        "mean_p_yes": float(graded.p_yes[:, graded_cols].mean()),
+        "raw": summary(raw, raw.p_raw),
+        "calibrated": summary(cal, cal.p_cal),
+        "base_rate_only": {"pooled_auroc": pooled_auroc(y_s[ok], b_s[ok])},
+        "command": " ".join([Path(sys.executable).name] + sys.argv),
+    }
+    del labels
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    (out / f"{args.name}.md").write_text(markdown(result), encoding="utf-8")
+    return result
+
+
+def _chosen(gold: Path, n: int, seed: int) -> list[int]:
+    count = len(gold.read_text(encoding="utf-8").splitlines())
+    return [i + 1 for i in sorted(random.Random(seed).sample(range(count), min(n, count)))]
+
+
+def _labels(policy, rows):
+    import numpy as np
+
+    names = policy.proposition_names
+    out = np.full((len(rows), len(names)), np.nan)
+    for i, r in enumerate(rows):
+        for k, v in r["propositions"].items():
+            out[i, names.index(k)] = float(v)
+    return out
+
+
+def _f(v):
+    import math
+
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _n(v, d=3):
+    return "–" if v is None else f"{v:.{d}f}"
+
+
+def markdown(r: dict) -> str:
+    m = r["mass"]
+    lines = [f"### {r['name']} ({r['policy']})", "",
+             f"{r['n']} gold items (seed {r['seed']}: {r['tune_items']} tune, {r['score_items']} score), "
+             f"{m['gradings']} gradings; grading {r['grading_wall_s']} s wall, {r['grading_cpu_s']} s CPU "
+             f"({r['graded']} graded, {r['cached']} from the cache), layout {r['layout'] or '–'}, load average "
+             f"{r['load_average_start']:.2f} → {r['load_average_end']:.2f}.", "",
+             f"Answer mass: median {m['median']:.3f}, min {m['min']:.3f}, under 0.5 on {m['share_under_0.5']:.1%}; "
+             f"mean P(yes) {r['mean_p_yes']:.3f}.", "",
+             "| score half | pooled AUROC | mean per-prop AUROC | props ≥0.6 / ≤0.4 | accuracy | mean F1 | class accuracy |",
+             "|---|---|---|---|---|---|---|"]
+    for key in ("raw", "calibrated"):
+        s = r[key]
+        lines.append(f"| {key} | {_n(s['pooled_auroc'])} | {_n(s['mean_prop_auroc'])} | {s['props_auroc_ge_0.6']} / "
+                     f"{s['props_auroc_le_0.4']} of {s['props_with_auroc']} | {s['pooled_accuracy']:.3f} | "
+                     f"{s['mean_f1']:.3f} | {s['class_accuracy_score_half']:.3f} |")
+    lines += [f"| tune-half yes-rate only | {_n(r['base_rate_only']['pooled_auroc'])} | 0.5 | | | | |", "",
+              "| proposition | n | yes | AUROC | F1 raw | acc raw | F1 cal | acc cal |", "|---|---|---|---|---|---|---|---|"]
+    for a, b in zip(r["raw"]["propositions"], r["calibrated"]["propositions"]):
+        lines.append(f"| {a['name']} | {a['n']} | {a['yes']} | {_n(a['auroc'])} | {_n(a['f1'])} | "
+                     f"{a['accuracy']:.3f} | {_n(b['f1'])} | {b['accuracy']:.3f} |")
+    lines += ["", "Confusion matrices (all items; rows true, columns predicted), raw → calibrated:", ""]
+    for a, b in zip(r["raw"]["confusions"], r["calibrated"]["confusions"]):
+        lines.append(f"- {a['response_type']} ({', '.join(a['classes'])}): {a['matrix']} → {b['matrix']}")
+    return "\n".join(lines) + "\n"
+
+
+def compare(names: list[str], out: Path) -> str:
+    rows = ["| variant | mass median | mass min | share < 0.5 | pooled AUROC raw | pooled AUROC cal | "
+            "mean prop AUROC | class acc raw / cal (score half) | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        r = json.loads((out / f"{name}.json").read_text(encoding="utf-8"))
+        m = r["mass"]
+        rows.append(f"| {name} | {m['median']:.3f} | {m['min']:.3f} | {m['share_under_0.5']:.1%} | "
+                    f"{_n(r['raw']['pooled_auroc'])} | {_n(r['calibrated']['pooled_auroc'])} | "
+                    f"{_n(r['raw']['mean_prop_auroc'])} | {r['raw']['class_accuracy_score_half']:.3f} / "
+                    f"{r['calibrated']['class_accuracy_score_half']:.3f} | {r['grading_wall_s']} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--policy", default="compiled/safety", help="a compiled folder or an .rbr variant")
+    ap.add_argument("--name", help="the variant's name (output file names)")
+    ap.add_argument("--grader", default=str(MODEL))
+    ap.add_argument("--gold", default=str(GOLD))
+    ap.add_argument("--n", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=19)
+    ap.add_argument("--cache", default=str(Path.home() / ".cache" / "rbrlang-gold" / "grades.sqlite"))
+    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--chunk", type=int, default=2, help="items per grader call (the cache keeps each call's grades)")
+    ap.add_argument("--progress", action="store_true")
+    ap.add_argument("--table", nargs="+", metavar="NAME", help="print the variants' summary table and exit")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(compare(args.table, Path(args.out)), end="")
+        return
+    if not args.name:
+        ap.error("--name is required")
+    Path(args.cache).parent.mkdir(parents=True, exist_ok=True)
+    r = run(args)
+    print(markdown(r), end="")
+
+
+if __name__ == "__main__":
+    main()
