@@ -240,6 +240,22 @@ def run(args) -> dict:
             "confusions_score_half": held_out_confusions(p_all),
         }
 
+    # What moves the judge's answer: the item (its conversation) or the question asked? Main-effect
+    # shares of the variance of logit P(yes) over the items × graded propositions grid.
+    z = np.log(np.clip(graded.p_yes[:, graded_cols], 1e-6, 1 - 1e-6) / np.clip(1 - graded.p_yes[:, graded_cols],
+                                                                             1e-6, 1))
+    total = float(((z - z.mean()) ** 2).sum()) or 1.0
+    share_item = float(len(graded_cols) * ((z.mean(axis=1) - z.mean()) ** 2).sum() / total)
+    share_prop = float(len(rows) * ((z.mean(axis=0) - z.mean()) ** 2).sum() / total)
+    with open(out / f"{args.name}.probs.jsonl", "w", encoding="utf-8") as f:
+        for line, p_row, m_row in zip(result_lines := _chosen(Path(args.gold), args.n, args.seed), graded.p_yes,
+                                      graded.answer_mass):
+            f.write(json.dumps({"line": line, "propositions": {n: round(float(v), 6) for n, v in
+                                                               zip(policy.proposition_names, p_row)},
+                                "answer_mass": {n: round(float(v), 6) for n, v in
+                                                zip(policy.proposition_names, m_row)}}) + "\n")
+    del result_lines
+
     result = {
         "name": args.name, "policy": str(args.policy), "grader": str(args.grader), "identity": grader.identity,
         "n": len(rows), "seed": args.seed, "tune_items": len(tune), "score_items": len(score),
@@ -252,6 +268,8 @@ def run(args) -> dict:
         "mass": {"median": float(np.median(mass)), "min": float(mass.min()), "mean": float(mass.mean()),
                  "share_under_0.5": float((mass < 0.5).mean()), "gradings": int(mass.size)},
         "mean_p_yes": float(graded.p_yes[:, graded_cols].mean()),
+        "logit_variance_share": {"item": share_item, "proposition": share_prop,
+                                 "interaction": 1.0 - share_item - share_prop},
         "raw": summary(raw, raw.p_raw, p_raw_all),
         "calibrated": summary(cal, cal.p_cal, p_cal_all),
         "base_rate_only": {"pooled_auroc": pooled_auroc(y_s[ok], b_s[ok])},
@@ -311,7 +329,9 @@ def markdown(r: dict) -> str:
              f"({r['graded']} graded, {r['cached']} from the cache), layout {r['layout'] or '–'}, load average "
              f"{r['load_average_start']:.2f} → {r['load_average_end']:.2f}.", "",
              f"Answer mass: median {m['median']:.3f}, min {m['min']:.3f}, under 0.5 on {m['share_under_0.5']:.1%}; "
-             f"mean P(yes) {r['mean_p_yes']:.3f}.", "",
+             f"mean P(yes) {r['mean_p_yes']:.3f}. Variance of logit P(yes): "
+             f"{r['logit_variance_share']['item']:.0%} between items, "
+             f"{r['logit_variance_share']['proposition']:.0%} between propositions, the rest both.", "",
              "| score half | pooled AUROC | mean per-prop AUROC | props ≥0.6 / ≤0.4 | accuracy | mean F1 | class accuracy |",
              "|---|---|---|---|---|---|---|"]
     for key in ("raw", "calibrated"):
