@@ -444,3 +444,25 @@ def test_every_compiler_entry_returns_one_result_shape(tmp_path):
         assert all(type(r) is Result for r in results)
         assert all(r.failed == (path == bad) and (r.value is None) == (path == bad) for r in results)
         assert all(r.sources[path.name] == src.text for r in results[:2])
+
+
+def test_grader_chat_turns_check_and_compile(tmp_path):
+    """`system` and `prefill` in the grader block reach policy.json and the loaded
+    policy; an empty one is E0118, a second one E0119; without them policy.json's
+    `grader` row is what it always was."""
+    import json
+
+    import rbrlang
+
+    turns = 'rbr 1\ngrader {\n  system "You grade. Reply yes or no."\n  prefill "Answer:"\n}\n' + MINIMAL[6:]
+    policy = rbrlang.compile_file(write(tmp_path / "t.rbr", turns))
+    assert (policy.system, policy.prefill) == ("You grade. Reply yes or no.", "Answer:")
+    assert policy.document.grader.to_json()["prefill"] == "Answer:"
+    plain = rbrlang.compile_file(write(tmp_path / "p.rbr", MINIMAL))
+    assert plain.document.grader.to_json() == {"template": "default", "yes": ["yes", "Yes"], "no": ["no", "No"]}
+    assert (plain.system, plain.prefill) == ("", "")
+    # they change P(yes), so they change the features' meaning (fitted weights are refused)
+    assert plain.response_type("r").schema_hash != policy.response_type("r").schema_hash
+    assert json.loads(json.dumps(policy.document.grader.to_json()))["system"] == policy.system
+    assert codes(tmp_path, turns.replace('"Answer:"', '"  "')) == ["E0118"]
+    assert codes(tmp_path, turns.replace('  prefill "Answer:"\n', '  system "again"\n')) == ["E0119"]

@@ -12,7 +12,7 @@ import rbrlang
 from rbrlang.runtime import HFGrader
 from rbrlang.runtime.encoding import PromptEncoder
 from tests.support import tokenizers as families
-from tests.support.policies import STATIC_FIRST
+from tests.support.policies import MINIMAL, STATIC_FIRST
 from tests.support.files import SHARED, gold_rows, write
 from tests.support.reference import full_forward, trie_size
 
@@ -107,6 +107,50 @@ def test_static_first_templates_share_per_proposition(real_tokenizers, trained_t
     tokenizer = real_tokenizers(name) if kind == "real" else trained_tokenizers[name]
     policy = rbrlang.compile_file(write(tmp_path / "p.rbr", STATIC_FIRST))
     check_exact_and_shared(tokenizer, policy, items, True, "proposition")
+
+
+TURNS = 'rbr 1\ngrader {\n  system "You grade. Reply yes or no."\n  prefill "Answer:"\n}\n' + MINIMAL[len("rbr 1\n"):]
+
+
+@pytest.mark.parametrize("chat", [True, False], ids=["chat", "plain"])
+def test_system_and_prefill_are_in_the_ids(real_tokenizers, tmp_path, items, chat):
+    """The grader block's `system` is the chat's system message (the template's
+    own default replaced) and its `prefill` begins the answer turn: the ids are
+    still exactly the whole text's, and the prefixes are still shared."""
+    tokenizer = real_tokenizers("llama-bpe")
+    policy = rbrlang.compile_file(write(tmp_path / "t.rbr", TURNS))
+    encoder = PromptEncoder(tokenizer, use_chat_template=chat)
+    encoded = encoder.encode_items(policy, [c for c, _ in items[:4]], [r for _, r in items[:4]])
+    for (conv, resp), item in zip(items[:4], encoded):
+        for name, enc in item.items():
+            prompt = policy.render(name, conv, resp)
+            if chat:
+                text = tokenizer.apply_chat_template([{"role": "system", "content": policy.system},
+                                                      {"role": "user", "content": prompt}], tokenize=False,
+                                                     add_generation_prompt=True) + "Answer:"
+                want = tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+            else:
+                text = "You grade. Reply yes or no.\n\n" + prompt + "\nAnswer:"
+                want = (tokenizer.bos_token_id,) + tuple(tokenizer(text, add_special_tokens=False)["input_ids"])
+            assert enc.ids == want
+            assert tokenizer.decode(enc.ids).endswith("Answer:")
+            assert 0 < enc.head <= enc.prop_prefix < len(enc.ids) and enc.item_prefix < len(enc.ids)
+    assert "You grade." in tokenizer.decode(encoded[0]["a"].ids[:encoded[0]["a"].head])
+
+
+def test_chat_turns_are_part_of_the_grade_cache_key(fresh_grader, tmp_path):
+    """The same template with a system message or a prefill is another prompt:
+    the grade cache does not answer it with the plain policy's P(yes)."""
+    plain = rbrlang.compile_file(write(tmp_path / "p.rbr", MINIMAL))
+    turns = rbrlang.compile_file(write(tmp_path / "t.rbr", TURNS))
+    grader = fresh_grader(cache=tmp_path / "grades.sqlite")
+    conv, resp = [{"role": "user", "content": "hi"}], "Hello!"
+    first = grader.grade_detailed(plain, [conv], [resp])
+    other = grader.grade_detailed(turns, [conv], [resp])
+    again = grader.grade_detailed(turns, [conv], [resp])
+    assert (first.stats.cached, other.stats.cached, again.stats.cached) == (0, 0, 2)
+    assert not torch.equal(first.p_yes, other.p_yes)
+    assert torch.equal(other.p_yes, again.p_yes)
 
 
 def test_encode_item_is_encode_items(trained_tokenizers, safety, items):

@@ -274,7 +274,7 @@ def too_long(policy: CompiledPolicy, grader: Any, conversations: Sequence, compl
         return {}
     # The chat template's text around a prompt, a BOS, and a token of slack for a tokenizer's
     # leading-space marker (SentencePiece's "▁").
-    overhead = len(encoder.text("").encode("utf-8")) + 2
+    overhead = len(encoder.text("", policy).encode("utf-8")) + 2
     out = {}
     for i, (conversation, completion) in enumerate(zip(conversations, completions)):
         if max(len(policy.render(n, conversation, completion).encode("utf-8")) for n in names) + overhead <= limit:
@@ -299,7 +299,7 @@ def require_context(policy: CompiledPolicy, grader: Any, conversations: Sequence
 def _measure(policy, encoder, names, conversation, completion, limit: int) -> TooLong:
     """The numbers for the message: the longest prompt with and without the conversation."""
     def lengths(conv):
-        ids = encoder.ids([encoder.text(policy.render(n, conv, completion)) for n in names])
+        ids = encoder.ids([encoder.text(policy.render(n, conv, completion), policy) for n in names])
         return {n: len(x) for n, x in zip(names, ids)}
 
     full, alone = lengths(list(conversation)), lengths([])

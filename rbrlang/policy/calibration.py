@@ -88,8 +88,12 @@ def platt(z, coef: float, intercept: float):
 
 
 def template_hash(policy: "CompiledPolicy", proposition: str) -> str:
-    """The sha256 of a grader proposition's compiled template (what a map is bound to)."""
-    return sha256(policy.proposition(proposition).template)
+    """The sha256 of a grader proposition's compiled template (what a map is bound to),
+    with the grader's chat turns when the policy has any (they change P(yes) too)."""
+    template = policy.proposition(proposition).template
+    if policy.system or policy.prefill:
+        return sha256(json.dumps([template, policy.system, policy.prefill]))
+    return sha256(template)
 
 
 # In the library's words (`evaluate(…, calibrate=True)` fits it); the CLI names the command.

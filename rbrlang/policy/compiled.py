@@ -67,6 +67,10 @@ class CompiledPolicy:
     yes: tuple[str, ...]
     no: tuple[str, ...]
     source_sha256: str = ""
+    # The grader block's chat turns: a system message, and the start of the answer
+    # turn (an answer cue); "" for none. The grader's prompt encoder places them.
+    system: str = ""
+    prefill: str = ""
     # policy.json's rows, for tools that want what the loader does not keep (defines, formulas as written).
     document: Optional[PolicyDocument] = field(default=None, hash=False, repr=False, compare=False)
     # calibration.json's Platt maps of P(yes) (policy/calibration.py); None when absent.
@@ -348,4 +352,5 @@ def from_document(doc: Union[PolicyDocument, Mapping[str, Any]], templates: Mapp
     return CompiledPolicy(
         name=doc.policy, description=doc.description, propositions=props, response_types=rts,
         class_order=doc.class_order, routes=dict(doc.routes), default_route=doc.default_route,
-        yes=doc.grader.yes, no=doc.grader.no, source_sha256=doc.source_sha256, document=doc)
+        yes=doc.grader.yes, no=doc.grader.no, source_sha256=doc.source_sha256, system=doc.grader.system,
+        prefill=doc.grader.prefill, document=doc)

@@ -218,20 +218,27 @@ def _diagram(value, at: At) -> logic.DecisionDiagram:
 
 @dataclass(frozen=True)
 class GraderRow:
-    """`"grader"`: the prompt template the policy's grader block chose, and the answer
-    spellings read as yes and as no."""
+    """`"grader"`: the prompt template the policy's grader block chose, the answer
+    spellings read as yes and as no, and the grader's chat turns around the prompt:
+    a system message and the answer turn's start (absent: none, and the row is
+    written without them, as before they existed)."""
 
     template: str
     yes: tuple[str, ...]
     no: tuple[str, ...]
+    system: str = ""
+    prefill: str = ""
 
     def to_json(self) -> dict:
-        return {"template": self.template, "yes": list(self.yes), "no": list(self.no)}
+        out = {"template": self.template, "yes": list(self.yes), "no": list(self.no)}
+        out.update({k: v for k, v in (("system", self.system), ("prefill", self.prefill)) if v})
+        return out
 
     @classmethod
     def from_json(cls, value, at: At) -> "GraderRow":
         obj = _object(value, at)
-        return cls(_str(obj, "template", at), _strs(obj, "yes", at, nonempty=True), _strs(obj, "no", at, nonempty=True))
+        return cls(_str(obj, "template", at), _strs(obj, "yes", at, nonempty=True), _strs(obj, "no", at, nonempty=True),
+                   _str(obj, "system", at, ""), _str(obj, "prefill", at, ""))
 
 
 @dataclass(frozen=True)

@@ -187,7 +187,10 @@ def cached_slots(cache: Optional[GradeCache], identity: str, policy: CompiledPol
         slots = [(i, j) for i in range(len(responses))]
         if cache is not None:
             # P(yes) depends on the whole prompt and on which tokens count as answers.
-            sha = hashlib.sha256(json.dumps([prop.template, policy.yes, policy.no]).encode()).hexdigest()
+            # P(yes) depends on the grader's chat turns too (added only when set: older keys stay valid).
+            what = [prop.template, policy.yes, policy.no] + ([policy.system, policy.prefill]
+                                                             if policy.system or policy.prefill else [])
+            sha = hashlib.sha256(json.dumps(what).encode()).hexdigest()
             for i, s in enumerate(slots):
                 keys[s] = item_key(identity, sha, conversations[i], responses[i])
             hits = cache.get_many([keys[s] for s in slots])

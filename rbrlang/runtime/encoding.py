@@ -71,15 +71,22 @@ class PromptEncoder:
         self.chat = has_template if use_chat_template is None else use_chat_template
         self.max_length = max_length
         self.truncate = truncate
-        self._static: dict[str, Ids] = {}  # template source -> ids of its static prefix
-        self._head: dict[tuple[str, ...], Ids] = {}  # the graded templates -> ids all their rows start with
+        # Keyed by template source and the policy's chat turns (its system message comes first).
+        self._static: dict[tuple[str, str, str], Ids] = {}  # -> ids of a template's static prefix
+        self._head: dict[tuple[str, ...], Ids] = {}  # the graded templates, turns -> ids all their rows start with
 
-    def text(self, prompt: str) -> str:
-        """The prompt as the grader model reads it."""
+    def text(self, prompt: str, policy: CompiledPolicy | None = None) -> str:
+        """The prompt as the grader model reads it: the user turn of a chat,
+        after the policy's `system` message (when it has one: else the chat
+        template's own), with the answer turn begun by its `prefill` (an answer
+        cue such as "Answer:"), so the next token is the answer. Without a chat
+        template the system text and the prefill go on lines of their own."""
+        system, prefill = (policy.system, policy.prefill) if policy is not None else ("", "")
         if not self.chat:
-            return prompt
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                  add_generation_prompt=True)
+            return (system + "\n\n" if system else "") + prompt + ("\n" + prefill if prefill else "")
+        messages = [{"role": "system", "content": system}] if system else []
+        return self.tokenizer.apply_chat_template(messages + [{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True) + prefill
 
     def ids(self, texts: Sequence[str]) -> list[Ids]:
         """Each text's ids, as the whole text tokenises (one batched call)."""
@@ -96,12 +103,12 @@ class PromptEncoder:
     def static_ids(self, policy: CompiledPolicy, proposition: str) -> Ids:
         """The ids of this proposition's static prefix, as far as two different
         continuations agree on them (a real row may still agree on fewer)."""
-        template = policy.proposition(proposition).template
-        if template not in self._static:
+        key = (policy.proposition(proposition).template, policy.system, policy.prefill)
+        if key not in self._static:
             static = policy.static_prefix(proposition)
-            a, b = self.ids([self.text(static + "\x00a"), self.text(static + "\x01b")])
-            self._static[template] = a[:common_length(a, b)]
-        return self._static[template]
+            a, b = self.ids([self.text(static + "\x00a", policy), self.text(static + "\x01b", policy)])
+            self._static[key] = a[:common_length(a, b)]
+        return self._static[key]
 
     def graded(self, policy: CompiledPolicy) -> list[str]:
         return [p.name for p in policy.propositions if p.graded]
@@ -127,7 +134,7 @@ class PromptEncoder:
         out = []
         for start in range(0, len(responses), BATCH_ITEMS):
             chunk = range(start, min(len(responses), start + BATCH_ITEMS))
-            ids = self.ids([self.text(policy.render(n, conversations[i], responses[i])) for i in chunk
+            ids = self.ids([self.text(policy.render(n, conversations[i], responses[i]), policy) for i in chunk
                             for n in names])
             for k, i in enumerate(chunk):
                 rows = dict(zip(names, ids[k * len(names):(k + 1) * len(names)]))
@@ -151,7 +158,8 @@ class PromptEncoder:
                                   params=("truncate",))
             conversation = conversation[1:]  # never the response
             dropped += 1
-            rows = dict(zip(names, self.ids([self.text(policy.render(n, conversation, response)) for n in names])))
+            rows = dict(zip(names, self.ids([self.text(policy.render(n, conversation, response), policy)
+                                             for n in names])))
 
     def _shares(self, policy: CompiledPolicy, rows: dict[str, Ids], dropped: int) -> dict[str, Encoded]:
         """Mark the shared prefixes of one item's rows. Every row keeps at least
@@ -164,7 +172,7 @@ class PromptEncoder:
         for r in all_ids[1:]:
             item = min(item, common_length(first, r))
         statics = {n: self.static_ids(policy, n) for n in rows}
-        key = tuple(policy.proposition(n).template for n in rows)
+        key = tuple(policy.proposition(n).template for n in rows) + (policy.system, policy.prefill)
         if key not in self._head:
             head_ids = statics[next(iter(rows))]
             for s in statics.values():

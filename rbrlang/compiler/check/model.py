@@ -12,6 +12,8 @@ class GraderSpec:
     template: str
     yes: tuple[str, ...]
     no: tuple[str, ...]
+    system: str = ""  # the grader's system message ("" : the chat template's own)
+    prefill: str = ""  # text the grader's answer turn starts with, before the yes/no token
 
 
 @dataclass(frozen=True)

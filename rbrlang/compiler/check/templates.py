@@ -205,7 +205,13 @@ def check_grader(ctx: Context) -> GraderSpec:
     if both:
         ctx.error("E0118", settings["no"].span if "no" in settings else grader.span,
                   f"`{both[0]}` is spelt as both yes and no", "give each answer its own spellings")
-    return GraderSpec(template, yes, no)
+    system = settings["system"].values[0].value if "system" in settings else ""
+    prefill = settings["prefill"].values[0].value if "prefill" in settings else ""
+    for key, value in (("system", system), ("prefill", prefill)):
+        if key in settings and not value.strip():
+            ctx.error("E0118", settings[key].span, f"an empty `{key}`",
+                      f"give the {'system message' if key == 'system' else 'answer cue'} text, or drop the line")
+    return GraderSpec(template, yes, no, system, prefill)
 
 
 def _string_start_line(ctx: Context, s: ast.Str) -> int:

@@ -31,6 +31,9 @@ def build(policy: CheckedPolicy, templates: dict[str, str]) -> PolicyDocument:
             propositions.append(PropositionRow(p.name, GRADER, question=p.question, template=template_path(p.name),
                                                template_sha256=digest, instruct=p.instruct))
             meaning[p.name] = {"grader": digest, "yes": policy.grader.yes, "no": policy.grader.no}
+            # The grader's chat turns change P(yes) too; absent, the hash is as it always was.
+            meaning[p.name].update({k: v for k, v in (("system", policy.grader.system),
+                                                      ("prefill", policy.grader.prefill)) if v})
         else:
             propositions.append(PropositionRow(p.name, MATCHES, pattern=p.pattern, flags=p.flags))
             meaning[p.name] = {"matches": p.pattern, "flags": p.flags}
@@ -61,7 +64,8 @@ def build(policy: CheckedPolicy, templates: dict[str, str]) -> PolicyDocument:
     return PolicyDocument(
         policy=policy.name, description=policy.description, compiler=__version__,
         source_sha256=policy.source_hash,
-        grader=GraderRow(policy.grader.template, tuple(policy.grader.yes), tuple(policy.grader.no)),
+        grader=GraderRow(policy.grader.template, tuple(policy.grader.yes), tuple(policy.grader.no),
+                         policy.grader.system, policy.grader.prefill),
         propositions=tuple(propositions), defines=tuple(DefineRow(n, f) for n, f in policy.defines),
         class_order=tuple(policy.class_order), response_types=tuple(responses), routes=routes,
         default_route=default)

@@ -84,7 +84,7 @@ class Import:
 
 @dataclass(frozen=True)
 class GraderSetting:
-    key: str  # "template", "yes" or "no"
+    key: str  # "template", "yes", "no", "system" or "prefill"
     values: tuple[Union[Ident, Str], ...]
     span: Span = _span()
 

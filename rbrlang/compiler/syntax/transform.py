@@ -71,6 +71,12 @@ class ToAst(Transformer):
     def grader_no(self, meta, children):
         return ast.GraderSetting("no", tuple(self._str(c) for c in children), self._span(meta))
 
+    def grader_system(self, meta, children):
+        return ast.GraderSetting("system", (self._str(children[0]),), self._span(meta))
+
+    def grader_prefill(self, meta, children):
+        return ast.GraderSetting("prefill", (self._str(children[0]),), self._span(meta))
+
     def template_decl(self, meta, children):
         return ast.Template(self._ident(children[0]), self._str(children[1]), self._span(meta))
 
