@@ -75,8 +75,9 @@ def test_load_grader_by_name_and_its_mistakes(tiny_model_dir, hf, serve):
     assert isinstance(load_grader(str(tiny_model_dir), backend="openai", base_url=server.url), OpenAIGrader)
     with pytest.raises(UsageError, match="unknown grader backend 'tgi'; choose one of hf, vllm, openai"):
         load_grader(str(tiny_model_dir), backend="tgi")
-    with pytest.raises(UsageError, match="needs the server's base URL"):
+    with pytest.raises(UsageError, match="needs the server's base URL") as missing:
         load_grader(str(tiny_model_dir), backend="openai")
+    assert missing.value.params == ("base_url",) and "--" not in str(missing.value)  # the argument, not a flag
     with pytest.raises(UsageError, match="a base URL is for the `openai` backend"):
         load_grader(str(tiny_model_dir), backend="hf", base_url=server.url)
     with pytest.raises(UsageError, match="got int"):

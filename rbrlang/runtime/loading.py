@@ -51,7 +51,7 @@ def load_grader(spec, backend: str = "hf", base_url: Optional[str] = None, **kwa
 
         return VLLMGrader(str(spec), **kwargs)
     if base_url is None:
-        raise UsageError("the `openai` backend needs the server's base URL (--base-url http://HOST:PORT/v1)")
+        raise UsageError("the `openai` backend needs the server's base URL (`base_url`, e.g. http://HOST:PORT/v1)", params=("base_url",))
     from .openai import OpenAIGrader
 
     return OpenAIGrader(base_url, str(spec), **kwargs)
