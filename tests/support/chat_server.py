@@ -8,14 +8,13 @@ or drop the connection without an answer, so the client's retries and errors
 are tested against real HTTP."""
 from __future__ import annotations
 
-import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from rbrlang.generate import GenerationRequest
+
+from .openai_server import OpenAIServer
 
 
 @dataclass
@@ -29,59 +28,18 @@ class ChatBehaviour:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class ChatServer:
+class ChatServer(OpenAIServer):
     """`with ChatServer(generator, "name") as server:` → `server.url`."""
 
     def __init__(self, generator, name: str, behaviour: ChatBehaviour | None = None):
-        self.generator, self.name = generator, name
+        self.generator = generator
         self.behaviour = behaviour or ChatBehaviour()
         self._model_lock = threading.Lock()
-        server = self
+        super().__init__(name)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    route = "/v1/chat/completions"
 
-            def do_GET(self):
-                if self.path == "/v1/models":
-                    self._json(200, {"object": "list", "data": [{"id": server.name, "object": "model"}]})
-                else:
-                    self._json(404, {"error": {"message": f"no route {self.path}"}})
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                if self.path != "/v1/chat/completions":
-                    self._json(404, {"error": {"message": f"no route {self.path}"}})
-                    return
-                status, answer = server._chat(body)
-                if status is None:  # drop: close the socket with no answer at all
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    self.close_connection = True
-                    return
-                self._json(status, answer)
-
-            def _json(self, status, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def _chat(self, body):
+    def answer(self, body):
         b = self.behaviour
         with b.lock:
             b.requests += 1

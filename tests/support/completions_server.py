@@ -9,13 +9,13 @@ stall, or ignore `logprob_token_ids` like a server that only knows top-k.
 Tests that need the real vLLM server use tests/support/vllm_server.py."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
+
+from .openai_server import OpenAIServer
 
 
 @dataclass
@@ -31,59 +31,21 @@ class Behaviour:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class CompletionsServer:
+class CompletionsServer(OpenAIServer):
     """`with CompletionsServer(model, "name") as server:` → `server.url` ("http://127.0.0.1:PORT/v1")."""
 
     def __init__(self, model, name: str, max_model_len: int = 8192, behaviour: Behaviour | None = None):
-        self.model, self.name, self.max_model_len = model.eval(), name, max_model_len
+        self.model, self.max_model_len = model.eval(), max_model_len
         self.behaviour = behaviour or Behaviour()
         self._model_lock = threading.Lock()  # one forward at a time; requests still overlap in flight
-        server = self
+        super().__init__(name)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output clean
-                pass
+    route = "/v1/completions"
 
-            def do_GET(self):
-                if self.path == "/v1/models":
-                    self._json(200, {"object": "list", "data": [
-                        {"id": server.name, "object": "model", "max_model_len": server.max_model_len}]})
-                else:
-                    self._json(404, {"error": {"message": f"no route {self.path}"}})
+    def model_card(self) -> dict:
+        return {**super().model_card(), "max_model_len": self.max_model_len}
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                if self.path != "/v1/completions":
-                    self._json(404, {"error": {"message": f"no route {self.path}"}})
-                    return
-                status, answer = server._complete(body)
-                self._json(status, answer)
-
-            def _json(self, status, obj):
-                data = json.dumps(obj).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                try:
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def _complete(self, body) -> tuple[int, dict]:
+    def answer(self, body) -> tuple[int, dict]:
         b = self.behaviour
         with b.lock:
             b.requests += 1
