@@ -58,6 +58,24 @@ def test_bad_gguf_files_are_one_line_before_any_load_in_every_grader_command(tmp
     assert not any((tmp_path / p).exists() for p in ("o.jsonl", "rep")) and not (compiled / "weights.json").exists()
 
 
+def test_a_file_cut_inside_its_tensor_data_is_refused_before_the_load(tmp_path, rbrc, compiled):
+    """The header is whole, so only the tensor table tells: transformers would read for tens
+    of seconds and then fail with a numpy reshape error (found with SmolLM2's file cut at 60 MB)."""
+    from rbrlang.runtime.gguf import check_gguf
+
+    whole = write_gguf(tmp_path / "whole.gguf", tensors=3)
+    assert check_gguf(whole).size == whole.stat().st_size  # the whole file passes
+    data = whole.read_bytes()
+    for keep in (len(data) - 1, len(data) - 16 * 32 * 4 - 1):
+        cut = tmp_path / f"cut{keep}.gguf"
+        cut.write_bytes(data[:keep])
+        code, _, err = rbrc("grade", compiled, "--data", write(tmp_path / "d.jsonl", ""), "--grader", cut,
+                            "-o", tmp_path / "o.jsonl")
+        assert code == 1 and one_line_error("grade", err) == (
+            f"rbrc grade: error: {cut}: cannot load grader: a GGUF file cut short ({keep} bytes; its tensor table needs {len(data)}); "
+            "download or convert it again"), err
+
+
 def test_the_gguf_fingerprint_covers_the_bytes_not_only_size_and_time(tmp_path):
     """The grade cache's identity of a GGUF file: a file rewritten in place with
     the same size and modification time (as `cp -p` or `unzip` leave one) is

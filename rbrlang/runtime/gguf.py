@@ -54,6 +54,13 @@ class GGUFHeader:
     architecture: str
     chat_template: bool  # `tokenizer.chat_template` is there and not empty
     tokenizer: str  # `tokenizer.ggml.model`: gpt2 (byte-level BPE), llama (sentencepiece), ...
+    # The tensor table: (ggml type, element count, offset in the data section) per tensor, and
+    # where that section starts; with the file's size they tell a file cut inside its tensor data
+    # (the header whole), which transformers would report only after tens of seconds, as a
+    # numpy reshape error.
+    tensors: tuple = ()
+    data_start: int = 0
+    size: int = 0
 
 
 class _Reader:
@@ -115,14 +122,24 @@ def _parse(path: Path, buf) -> GGUFHeader:
         version = r.take("I")
         if version < 2:  # v1 used 32-bit counts; llama.cpp has written v2+ since 2023
             raise PathError(path, f"cannot load grader: GGUF version {version} is too old to read", "convert it again with llama.cpp")
-        _tensors, count = r.take("Q"), r.take("Q")
+        n_tensors, count = r.take("Q"), r.take("Q")
         meta = {}
         for _ in range(count):
             key = r.string().decode("utf-8", "replace")
             kind = r.take("I")
             value = r.value(kind)
-            if key in ("general.architecture", "tokenizer.chat_template", "tokenizer.ggml.model"):
+            if key in ("general.architecture", "tokenizer.chat_template", "tokenizer.ggml.model",
+                       "general.alignment"):
                 meta[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+        tensors = []
+        for _ in range(n_tensors):
+            r.string()
+            elements = 1
+            for _ in range(r.take("I")):
+                elements *= r.take("Q")
+            tensors.append((r.take("I"), elements, r.take("Q")))
+        align = meta.get("general.alignment") or 32
+        data_start = -(-r.at // align) * align if isinstance(align, int) and align > 0 else r.at
     except struct.error:
         raise PathError(path, "cannot load grader: a GGUF file cut short or damaged (its header ends early)",
                         "download or convert it again") from None
@@ -130,7 +147,25 @@ def _parse(path: Path, buf) -> GGUFHeader:
         raise PathError(path, "cannot load grader: the GGUF file names no architecture (general.architecture)",
                         "convert it again with llama.cpp")
     return GGUFHeader(path, version, meta["general.architecture"], bool(meta.get("tokenizer.chat_template")),
-                      str(meta.get("tokenizer.ggml.model") or ""))
+                      str(meta.get("tokenizer.ggml.model") or ""), tuple(tensors), data_start, len(buf))
+
+
+def _check_tensor_data(header: GGUFHeader) -> None:
+    """The tensor table's last byte lies within the file (the header alone parsing is not enough:
+    a download cut in the weights has a whole header). Sizes per ggml type come from the `gguf`
+    package; a type it does not know is left to transformers."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    sizes = {int(k): v for k, v in GGML_QUANT_SIZES.items()}
+    end = header.data_start
+    for kind, elements, offset in header.tensors:
+        if kind not in sizes:
+            return
+        block, nbytes = sizes[kind]
+        end = max(end, header.data_start + offset + elements // block * nbytes)
+    if end > header.size:
+        raise PathError(header.path, f"cannot load grader: a GGUF file cut short ({header.size} bytes; its tensor "
+                        f"table needs {end})", "download or convert it again")
 
 
 def check_gguf(path) -> GGUFHeader:
@@ -148,6 +183,7 @@ def check_gguf(path) -> GGUFHeader:
         raise PathError(path, f"cannot load grader: transformers {__version__} cannot dequantise GGUF "
                         f"architecture `{arch}` (it reads {', '.join(sorted(known))})",
                         "give the model's transformers folder or hub id instead of the GGUF file")
+    _check_tensor_data(header)
     return header
 
 

@@ -1,6 +1,7 @@
 """Real GGUF files for the GGUF checks, written with the `gguf` package's own
 writer (llama.cpp's gguf-py): headers only (metadata, no tensors), enough for
-everything rbrlang reads before transformers loads a file."""
+everything rbrlang reads before transformers loads a file (and, with
+`tensors=`, a few real fp32 tensors, to cut a file inside its weights)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,7 +10,8 @@ from typing import Optional
 TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}{% endfor %}<|assistant|>"
 
 
-def write_gguf(path, arch: str = "llama", chat_template: Optional[str] = TEMPLATE, vocab: int = 300) -> Path:
+def write_gguf(path, arch: str = "llama", chat_template: Optional[str] = TEMPLATE, vocab: int = 300,
+               tensors: int = 0) -> Path:
     """A header-only GGUF file: `general.architecture`, a gpt2-style vocabulary of
     `vocab` tokens (a string array and a float array, as converters write them)
     and, unless None, a chat template."""
@@ -25,6 +27,11 @@ def write_gguf(path, arch: str = "llama", chat_template: Optional[str] = TEMPLAT
     if chat_template is not None:
         w.add_chat_template(chat_template)
     w.add_uint32("rbrlang.after_the_vocabulary", 7)
+    if tensors:
+        import numpy as np
+
+        for i in range(tensors):
+            w.add_tensor(f"blk.{i}.weight", np.full((16, 32), i, dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
