@@ -16,8 +16,7 @@ from tests.support.files import gold_rows
 from tests.support.real_model import FETCH, smollm2
 from tests.support.reference import full_forward
 
-# Low answer mass is what this model has without an answer cue (measured below); the tests that
-# are not about it ignore it.
+# Low answer mass is what this model has (measured below); the tests that are not about it ignore it.
 pytestmark = pytest.mark.filterwarnings("ignore::rbrlang.runtime.GraderWarning")
 
 # Four propositions of different shapes; every other one is graded too (the item's
@@ -71,14 +70,12 @@ def test_fast_path_equals_whole_prompt_forward_on_real_weights(real, safety, ite
 
 def test_prompt_ids_are_the_real_tokenizers_whole_prompt(real, safety, item):
     """SmolLM2's tokenizer (GPT-2-style byte-level BPE, ChatML template): the ids graded
-    are exactly what the tokenizer gives the whole chat-formatted prompt, its answer
-    turn begun by the policy's cue (`prefill "Answer:"`)."""
+    are exactly what the tokenizer gives the whole chat-formatted prompt."""
     tok = real.tokenizer
-    assert safety.prefill == "Answer:" and not safety.system
     for name in CHECKED:
         prompt = safety.render(name, item[0], item[1])
         text = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                       add_generation_prompt=True) + safety.prefill
+                                       add_generation_prompt=True)
         assert real.encode(safety, name, item[0], item[1]) == tok(text, add_special_tokens=False)["input_ids"]
 
 
