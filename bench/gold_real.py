@@ -73,7 +73,8 @@ SHORT = INTRO + """
   """
 SYSTEM = ('system "You are a careful grader. You read a conversation and answer one yes-or-no question about '
           'the assistant\'s final message. You always reply with exactly one word: yes or no."')
-NO_CUE = 'yes "yes" "Yes"\n  no "no" "No"'  # the grader block before the answer cue became the default
+NO_CUE = 'yes "yes" "Yes"\n  no "no" "No"'  # the shipped grader block (no answer cue)
+CUE = 'yes "yes" "Yes" " yes" " Yes"\n  no "no" "No" " no" " No"\n  prefill "Answer:"'  # the answer cue
 
 
 def _grader(lines: str):
@@ -162,10 +163,12 @@ def turns_policy(policy, source: Path, tokenizer):
 VARIANTS = {
     "no_cue": ("the grader block before the answer cue (`prefill \"Answer:\"`) became the default: no cue, "
                "spellings without a leading space", _grader(NO_CUE)),
+    "prefill": ("the answer turn begun with `prefill \"Answer:\"`, spellings with a leading space added",
+                _grader(CUE)),
     "system": ("a grader `system` message asking for one word (in place of SmolLM2's default), with the cue",
-               _with_system),
+               lambda src: _with_system(_grader(CUE)(src))),
     "turns": ("the examples as chat turns of the grader's chat (bench/gold_real.py's turns_policy), with the cue",
-              lambda src: src),
+              _grader(CUE)),
     "static_first": ("today's wording, instructions, question and examples before the conversation",
                      _template(STATIC_FIRST)),
     "short": ("wording: no examples and the question once (a third of the tokens)", _template(SHORT)),
