@@ -483,3 +483,30 @@ def test_an_integer_no_float_holds_is_a_located_error_not_an_overflow(rbrc, tmp_
         "completion_label": "good", "propositions": {"a": 1, "b": 1}})[:-1] + ', "rm_score": ' + huge + "}\n")
     code, _, err = rbrc("fit", folder, "--data", comparisons)
     assert code == 1 and "c.jsonl:1:" in err and "error[E0306]" in err and "Traceback" not in err, err
+
+
+def test_the_length_check_measures_the_prompt_with_the_graders_system_message_and_cue(minimal, tiny_grader):
+    """The byte frame that decides which samples get the exact check is the prompt as it
+    runs: with a long `system` message a sample that fits without it does not, and is
+    refused before grading (the frame used to leave the system message and cue out, so
+    such a sample passed the check and reached the grader)."""
+    from dataclasses import replace
+
+    from rbrlang.integrations.samples import Sample
+    from rbrlang.serve.limits import LengthCheck
+
+    grader = tiny_grader(max_length=640)
+    system = " ".join(f"rule {i}: judge the final message alone." for i in range(80))
+    with_turns = replace(minimal, system=system, prefill="Answer:")
+    sample = Sample(conversation=({"role": "user", "content": "Hello there."},), completion="Hi! How can I help?")
+    bare = LengthCheck(minimal, grader)
+    assert bare._bytes(sample) <= grader.encoder.max_length  # without the system message it passes by its bytes
+    frame = bare.frame
+    check = LengthCheck(with_turns, grader)
+    assert check.frame > frame + len(system)
+    ids = grader.encoder.ids([grader.encoder.text(with_turns.render("a", sample.conversation, sample.completion),
+                                                  with_turns)])[0]
+    assert len(ids) > grader.encoder.max_length  # with the system message it does not fit
+    assert LengthCheck(minimal, grader).too_long([sample]) == {}
+    assert list(check.too_long([sample])) == [0]
+    assert "640" in check.too_long([sample])[0]

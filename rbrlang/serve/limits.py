@@ -129,8 +129,10 @@ class LengthCheck:
             graded = [p.name for p in policy.propositions if p.graded]
             empty = [{"role": "user", "content": ""}]
             try:
-                self.frame = max((len(encoder.text(policy.render(n, empty, "")).encode("utf-8")) for n in graded),
-                                 default=0)
+                # As the grader runs it: the policy's `system` message and answer cue (`prefill`)
+                # are part of every prompt, so they are part of the frame too.
+                self.frame = max((len(encoder.text(policy.render(n, empty, ""), policy).encode("utf-8"))
+                                  for n in graded), default=0)
             except Exception:  # a template that cannot render an empty exchange: check every sample exactly
                 self.frame = self.context
         if self.tokenizer is not None:
