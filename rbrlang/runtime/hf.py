@@ -54,8 +54,8 @@ class HFGrader(BaseGrader):
     """
 
     def __init__(self, model, tokenizer, options: Optional[GraderOptions] = None, *, token_budget: int = 16384,
-                 max_batch: int = 64, model_id: Optional[str] = None, fused_attention: bool = True, kernels: str = "auto",
-                 **option_values):
+                 max_batch: int = 64, model_id: Optional[str] = None, fused_attention: bool = True,
+                 kernels: str = "auto", **option_values):
         self.model = model.eval()
         self.kernels = prepare_kernels(model, kernels)
         # Rows continue a cached prefix; give SDPA a fused kernel for that (see attention.py).
