@@ -22,6 +22,7 @@ prefix forwarded exactly once and no padding.
     python bench/grading.py --json         # one JSON object
     python bench/grading.py --config half_b --device cuda --dtype bfloat16 --n 256
     python bench/grading.py --grader PATH/SmolLM2-135M-Instruct.Q4_1.gguf --n 8 --threads 1   # a real judge
+    python bench/grading.py --n 8 --threads 1 --skip-naive --skip-padded --kernels both   # cpu_kernels A/B
 
 `--grader DIR|FILE.gguf` runs a real model (a transformers folder, or a GGUF
 file dequantised as it loads) in place of a `--config` preset: the real
@@ -117,6 +118,8 @@ def main() -> int:
     ap.add_argument("--skip-naive", action="store_true", help="leave out the one-at-a-time baseline")
     ap.add_argument("--skip-padded", action="store_true", help="leave out the data-order padded baseline")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--kernels", choices=("auto", "stock", "both"), default="auto",
+                    help="ours's HFGrader(kernels=...); both: also `ours_stock`, run just before ours")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -135,7 +138,9 @@ def main() -> int:
             path = build_tiny_grader(Path(tmp) / "grader", seed=0, config=args.config, dtype=dtype,
                                      corpus=templates)
         convs, resps = load_items(args.n)
-        ours = HFGrader.from_pretrained(str(path), device=args.device, dtype=dtype, token_budget=args.token_budget)
+        kernels = "auto" if args.kernels == "both" else args.kernels
+        ours = HFGrader.from_pretrained(str(path), device=args.device, dtype=dtype, token_budget=args.token_budget,
+                                        kernels=kernels)
         device = ours.device
         # The baselines run the same weights through stock transformers (SDPA).
         where = ({"pretrained_model_name_or_path": str(path.parent), "gguf_file": path.name} if is_gguf(path)
@@ -186,6 +191,15 @@ def main() -> int:
         sync(device)
         results["sorted"] = {**since(t), "tokens": sorted_tokens}
 
+        if args.kernels == "both":  # the same grader with torch's own kernels (its own model: the choice is on it)
+            stock_ours = HFGrader.from_pretrained(str(path), device=args.device, dtype=dtype,
+                                                  token_budget=args.token_budget, kernels="stock")
+            sync(device)
+            t = clock()
+            stock_grades = stock_ours.grade_detailed(policy, convs, resps)
+            sync(device)
+            results["ours_stock"] = {**since(t), "tokens": stock_grades.stats.forwarded}
+
         sync(device)
         t = clock()
         grades = ours.grade_detailed(policy, convs, resps)
@@ -215,7 +229,10 @@ def main() -> int:
         "max_abs_diff_p_yes_sorted": sorted_diff,
         "encode_seconds": round(encode_seconds, 3),
         "layout": grades.stats.layout,
+        "kernels": ours.kernels.reason,
     }
+    if args.kernels == "both":
+        out["max_abs_diff_p_yes_kernels"] = float((grades.p_yes.double() - stock_grades.p_yes.double()).abs().max())
     if device.type == "cuda":
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
@@ -241,6 +258,9 @@ def main() -> int:
         print(f"tokens_ratio {out['tokens_ratio']:.3f}  speedup (vs faster baseline) {out['speedup']:.2f}×  "
               f"max |ΔP(yes)| {max_diff:.1e} (sorted baseline {sorted_diff:.1e})  shared per {grades.stats.layout}")
         print(f"encode (whole prompts tokenised, part of ours) {encode_seconds:.2f} s")
+        print(f"ours's kernels: {ours.kernels.reason}")
+        if args.kernels == "both":
+            print(f"max |ΔP(yes)| ours vs ours_stock {out['max_abs_diff_p_yes_kernels']:.1e}")
     return 0
 
 

@@ -231,3 +231,23 @@ def test_grpo_trains_the_real_model_on_the_real_judges_rewards(tmp_path, real, w
             texts = [c[0]["content"] for c in completions]
             want = expected_rewards(policy, real, prompts, texts, categories)
             assert got[:, 0].tolist() == pytest.approx(want, abs=1e-5)
+
+
+def test_kernels_grade_the_real_model_as_torch_alone_does_in_fp32(real, worded):
+    """cpu_kernels.py's route (whichever this CPU's probe allows) against torch's own
+    kernels at fp32, on real weights: two items, the worded policy. The route is also
+    fp32 when the user's process asked torch for bf16 products ("medium"), which on an
+    AMX CPU turns torch's own fp32 linear layers into bf16 ones."""
+    rows = gold_rows(2)
+    items = [r["prompt"] for r in rows], [r["completion"][0]["content"] for r in rows]
+    stock = HFGrader.from_pretrained(str(smollm2()), device="cpu", dtype="float32", kernels="stock")
+    assert stock.kernels.linear == "stock" and real.kernels.requested == "auto"
+    want = stock.grade(worded[1], *items).double()
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        got = real.grade(worded[1], *items).double()
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert float((got - want).abs().max()) < 1e-5

@@ -25,6 +25,7 @@ from .answers import AnswerTokens, GraderError, yes_probability
 from .attention import register, use_fused_prefix_attention
 from .base import BaseGrader, Grades, GradeStats, GraderWarning, Row, device_and_dtype, file_fingerprint
 from .batching import plan_batches
+from .cpu_kernels import prepare as prepare_kernels
 from .gguf import check_gguf, is_gguf, split
 from .options import GraderOptions
 
@@ -43,14 +44,20 @@ class HFGrader(BaseGrader):
             config, the weights' files and the dtype).
         fused_attention: rows after a cached prefix use a fused SDPA kernel
             (attention.py).
+        kernels: "auto" (the default): fp32 linear layers on a CPU take oneDNN
+            where a start-up probe finds it exact, else MKL pinned to fp32;
+            "stock": torch's own settings (cpu_kernels.py; `self.kernels` says
+            what was chosen and why).
 
     Pickles with its model and tokenizer (as large as the model); its grade
     cache goes as its path and the prefix key/values are not kept.
     """
 
     def __init__(self, model, tokenizer, options: Optional[GraderOptions] = None, *, token_budget: int = 16384,
-                 max_batch: int = 64, model_id: Optional[str] = None, fused_attention: bool = True, **option_values):
+                 max_batch: int = 64, model_id: Optional[str] = None, fused_attention: bool = True,
+                 kernels: str = "auto", **option_values):
         self.model = model.eval()
+        self.kernels = prepare_kernels(model, kernels)
         # Rows continue a cached prefix; give SDPA a fused kernel for that (see attention.py).
         self.fused_attention = fused_attention and use_fused_prefix_attention(model)
         self.device = next(model.parameters()).device
@@ -100,6 +107,7 @@ class HFGrader(BaseGrader):
         self.__dict__.update(state)
         if self.fused_attention:  # the model's config names our kernel; a fresh process has not registered it
             register()
+        self.kernels = prepare_kernels(self.model, self.kernels.requested)  # this CPU's answer, not the pickler's
 
     # --- scoring rows (base.BaseGrader runs the rest) ---------------------------------------
     def _score(self, rows, answers, stats):
