@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -69,11 +70,14 @@ from rbrlang.runtime.gguf import is_gguf  # noqa: E402
 from tests.support.reference import full_forward, padded_forward, sorted_last_token_forward  # noqa: E402
 from rbrlang.runtime.tiny import build_tiny_grader  # noqa: E402
 
-GOLD = ROOT.parent / "shared" / "data" / "openai-rbr" / "gold_train.jsonl"
+GOLD_ENV = "RBRLANG_GOLD"  # the gold file elsewhere (a GPU machine gets no ../shared: bench/gpu.py --gold)
+GOLD = Path(os.environ.get(GOLD_ENV) or ROOT.parent / "shared" / "data" / "openai-rbr" / "gold_train.jsonl")
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, per GPU
 
 
 def load_items(n: int):
+    if not GOLD.is_file():
+        raise SystemExit(f"no gold items at {GOLD}: set ${GOLD_ENV} to a gold_train.jsonl")
     rows = [json.loads(line) for line in GOLD.read_text().splitlines()][:n]
     return [r["prompt"] for r in rows], [r["completion"][0]["content"] for r in rows]
 
@@ -239,25 +243,35 @@ def main() -> int:
     if args.json:
         print(json.dumps(out))
         return 0
-    load = out["machine_load"]
-    print(f"{out['machine']}; config {args.config} ({params / 1e6:.1f}M params, {args.dtype}, {device}); "
-          f"N={args.n} × {len(names)} propositions; {args.rounds} rounds; load average "
-          f"{load['load_average_before']} → {load['load_average_after']}, steal {load['steal_fraction']}")
-    print(f"{'method':10} {'tokens/item':>12} {'× minimum':>10} {'median s':>9} {'min s':>8} {'spread':>7} "
-          f"{'items/s':>9} {'CPU s':>8} {'useful GF/s':>11} {'max |ΔP|':>9}")
-    for k, e in methods.items():
+    print(report(out))
+    return 0
+
+
+def report(out: dict) -> str:
+    """The JSON object as a table (also bench/gpu.py's summary)."""
+    load, n = out["machine_load"], out["n"]
+    lines = [f"{out['machine']}; config {out['config']} ({out['params'] / 1e6:.1f}M params, {out['dtype']}, "
+             f"{out['device']}); N={n} × {out['propositions']} propositions; {out['rounds']} rounds; load average "
+             f"{load['load_average_before']} → {load['load_average_after']}, steal {load['steal_fraction']}",
+             f"{'method':10} {'tokens/item':>12} {'× minimum':>10} {'median s':>9} {'min s':>8} {'spread':>7} "
+             f"{'items/s':>9} {'CPU s':>8} {'useful GF/s':>11} {'max |ΔP|':>9}"]
+    for k, e in out["methods"].items():
         s = e["seconds"]
         if k == "encode":
-            print(f"{k:10} {'':>12} {'':>10} {s['median']:9.3f} {s['min']:8.3f} {s['spread']:7.1%} {'':>9} "
-                  f"{e['cpu_seconds']['median']:8.2f}   (prompt encoding alone; part of ours)")
+            lines.append(f"{k:10} {'':>12} {'':>10} {s['median']:9.3f} {s['min']:8.3f} {s['spread']:7.1%} {'':>9} "
+                         f"{e['cpu_seconds']['median']:8.2f}   (prompt encoding alone; part of ours)")
             continue
-        print(f"{k:10} {e['tokens_per_item']:12.0f} {e['tokens_vs_minimum']:10.3f} {s['median']:9.3f} "
-              f"{s['min']:8.3f} {s['spread']:7.1%} {e['items_per_second']:9.2f} {e['cpu_seconds']['median']:8.2f} "
-              f"{e['useful_gflops']:11.2f} {e['max_abs_diff_p_yes']:9.1e}")
-    print(f"minimum    {work.tokens / args.n:12.0f}")
+        lines.append(f"{k:10} {e['tokens_per_item']:12.0f} {e['tokens_vs_minimum']:10.3f} {s['median']:9.3f} "
+                     f"{s['min']:8.3f} {s['spread']:7.1%} {e['items_per_second']:9.2f} "
+                     f"{e['cpu_seconds']['median']:8.2f} {e['useful_gflops']:11.2f} {e['max_abs_diff_p_yes']:9.1e}"
+                     + (f"  CUDA events {e['cuda_event_seconds']['median']:.3f} s" if "cuda_event_seconds" in e
+                        else "")
+                     + (f", {e['achieved_tflops']} TFLOP/s ({e.get('roofline_fraction', '?')} of peak)"
+                        if "achieved_tflops" in e else ""))
+    lines.append(f"minimum    {out['minimum_tokens_per_item']:12.0f}")
     for pair, r in out["ratios_ours_over"].items():
-        print(f"{pair:20} median of per-round ratios {r['median']:.3f} (min {r['min']:.3f}, max {r['max']:.3f})")
-    return 0
+        lines.append(f"{pair:20} median of per-round ratios {r['median']:.3f} (min {r['min']:.3f}, max {r['max']:.3f})")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

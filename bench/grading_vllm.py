@@ -236,7 +236,7 @@ def report(out: dict, ours: list[str], engines: list[str]) -> str:
                      + (f"  (CUDA events {e['cuda_event_seconds']['median']:.3f} s)" if "cuda_event_seconds" in e
                         else ""))
     for pair, r in out["ratios_ours_over"].items():
-        lines.append(f"ours/peer {pair:40} median of per-round ratios {r['median']:.3f} "
+        lines.append(f"{pair:44} median of per-round ratios {r['median']:.3f} "
                      f"(min {r['min']:.3f}, max {r['max']:.3f})")
     diffs = next(v for k, v in out.items() if k.startswith("max_abs_diff_p_yes_vs_"))
     lines.append("max |ΔP(yes)| vs " + ours[0] + ": " + ", ".join(f"{k} {v:.1e}" for k, v in diffs.items()))

@@ -3,6 +3,7 @@ dry run, bench/grading.py end to end at the smallest scale): what its figures
 are made of, checked without timing anything."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import random
 import subprocess
@@ -159,3 +160,28 @@ def test_an_unknown_variant_option_is_hfgraders_own_error():
     code, _, err = run_bench("bench/grading.py", "--config", "tiny", "--n", "1", "--rounds", "1",
                              "--variant", "x:no_such_option=1")
     assert code != 0 and "no_such_option" in err
+
+
+def test_the_gpu_script_plans_its_jobs_and_says_at_once_what_is_missing(tmp_path):
+    code, out, _ = run_bench("bench/gpu.py", "--plan", "--smollm2", tmp_path, "--variant", "stock:fused_attention=False")
+    jobs = [line.split(" ", 1)[0] for line in out.splitlines()]
+    assert code == 0 and jobs == ["half_b_vllm", "half_b_stock", "smollm2_vllm"]
+    assert "--config half_b --device cuda --dtype bfloat16" in out and "--variant stock:fused_attention=False" in out
+    no_vllm = importlib.util.find_spec("vllm") is None
+    code, out, err = run_bench("bench/gpu.py", "--out", tmp_path / "out", timeout=60)
+    if no_vllm:
+        assert code == 3 and err.count("\n") == 1 and "vLLM is not installed" in err and "--without-vllm" in err
+    code, out, err = run_bench("bench/gpu.py", "--without-vllm", "--gold", tmp_path / "none.jsonl", timeout=60)
+    assert code == 3 and "no gold items at" in err
+
+
+def test_the_gpu_script_dry_run_records_everything_in_one_folder(tmp_path):
+    """--dry-run: the same steps on this CPU at the smallest scale (ours and stock transformers)."""
+    code, out, err = run_bench("bench/gpu.py", "--dry-run", "--without-vllm", "--out", tmp_path)
+    assert code == 0, err
+    record = json.loads((tmp_path / "gpu.json").read_text())
+    assert record["dry_run"] and {"torch", "python", "nvidia_smi"} <= set(record["environment"])
+    job = record["jobs"]["half_b_stock"]
+    assert job["rc"] == 0 and job["result"]["methods"]["ours"]["tokens_every_round_equal"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpu.json", "gpu.log", "summary.txt"]
+    assert "== half_b_stock (rc 0" in (tmp_path / "summary.txt").read_text()
