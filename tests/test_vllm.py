@@ -116,6 +116,26 @@ def test_engine_uses_the_grade_cache(engine, safety, gold, tmp_path):
     assert torch.equal(first.p_yes, again.p_yes)
 
 
+def test_the_grade_cache_keys_differ_by_backend_and_auto_picks_hf_without_a_gpu(engine, hf, safety, gold):
+    """`--backend auto` keys the cache on the grader it builds: an HF grade is
+    never served for vLLM's, nor the other way (the same model folder)."""
+    from rbrlang.runtime.cache import item_key
+    from rbrlang.runtime.loading import choose_backend
+
+    sha = "0" * 64  # one proposition's template hash
+    keys = {item_key(g.identity, sha, gold[0][0], gold[1][0]) for g in (engine, hf)}
+    assert len(keys) == 2 and engine.identity != hf.identity
+    assert choose_backend(prompts=10 ** 6) == ("hf", "no CUDA GPU here")  # vLLM is installed: the GPU decides
+
+
+def test_engine_counts_the_prompt_tokens_its_prefix_cache_held(engine, safety, gold):
+    engine.llm.reset_prefix_cache()
+    first = engine.grade_detailed(safety, gold[0][:2], gold[1][:2])
+    again = engine.grade_detailed(safety, gold[0][:2], gold[1][:2])
+    # the same prompts again: every whole block of each hits (a prompt's last block is always computed)
+    assert first.stats.engine_cached_tokens < again.stats.engine_cached_tokens < again.stats.prompt_tokens
+
+
 def test_engine_warns_at_the_caller_and_pickles_without_its_engine(engine, safety):
     import pickle
     import warnings

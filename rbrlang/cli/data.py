@@ -137,7 +137,8 @@ def cmd_grade(args) -> int:
         if bad.count and not args.keep_going:
             return _nothing_graded(fh, bad, args.data)
         with plain_warnings("grade"):
-            grader = load_grader(args, open_cache(args), policy)
+            graded = sum(p.graded for p in policy.propositions)
+            grader = load_grader(args, open_cache(args), policy, prompts=len(items) * graded)
             # Prompts over the grader's context, found from token counts before any forward pass.
             items, long = check_lengths(policy, grader, items, data)
             if long:

@@ -73,7 +73,8 @@ def cmd_fit(args) -> int:
               "(no RBR reward there): skipped", file=sys.stderr)
     progress = None if sys.stderr.isatty() else False
     with plain_warnings("fit"):
-        grader = load_grader(args, open_cache(args), policy) if data.to_grade.any() else None
+        prompts = int(data.to_grade.sum()) * sum(p.graded for p in policy.propositions)  # for --backend auto
+        grader = load_grader(args, open_cache(args), policy, prompts=prompts) if data.to_grade.any() else None
         result = fit_policy(policy, data, grader=grader, decay=args.decay, margin=args.margin, seed=args.seed,
                             val_fraction=args.val_fraction, progress=progress)
     print(_table(result))

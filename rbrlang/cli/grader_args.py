@@ -2,7 +2,7 @@
 eval, serve): one set of options, checked one way, one way to build the grader.
 
 Three steps, so each command can put the slow work last:
-1. `add_grader_options(parser, …)`: `--grader MODEL --backend hf|vllm|openai
+1. `add_grader_options(parser, …)`: `--grader MODEL --backend hf|vllm|openai|auto
    --base-url URL --device --dtype --token-budget --max-batch --truncate
    --no-chat-template` and, where the command keeps grades, `--cache/--no-cache`;
 2. `check_grader_options(args)`: everything that costs no model load: options
@@ -14,6 +14,8 @@ Three steps, so each command can put the slow work last:
    `rbrlang.runtime.load_grader` with one `GraderOptions` (the options every
    backend takes) and the options this backend takes besides; what
    transformers or the server says when that fails becomes one line.
+   `--backend auto` is settled here (`runtime.loading.choose_backend`, given the
+   job's size where the command knows it) and said in one line on stderr.
 
 The per-backend options default to None so a check can tell "given" from
 "left at the default" (`--device cpu` with `--backend openai` is a slip)."""
@@ -55,8 +57,9 @@ def add_grader_options(parser, *, required: bool, grader_help: str = "a local mo
     (group or parser).add_argument("--grader", metavar="MODEL", required=required, help=grader_help)
     g = parser.add_argument_group("grader options (see docs/COMMANDS.md, \"The grader options\")")
     g.add_argument("--backend", choices=BACKENDS, default="hf",
-                   help="what runs the grader: transformers here (hf, the default), vLLM's engine here (vllm), or "
-                        "an OpenAI-compatible server at --base-url serving MODEL (openai)")
+                   help="what runs the grader: transformers here (hf, the default), vLLM's engine here (vllm), "
+                        "an OpenAI-compatible server at --base-url serving MODEL (openai), or vllm where it is "
+                        "installed, a CUDA GPU is here and the job is large, else hf (auto: the choice is logged)")
     g.add_argument("--base-url", metavar="URL", help="the server for --backend openai, e.g. http://HOST:8000/v1")
     g.add_argument("--device", help="hf: auto (the default: cuda if there is one), cpu, cuda, cuda:N")
     g.add_argument("--dtype", choices=DTYPES, help="hf, vllm: the weights' type (default auto)")
@@ -91,12 +94,13 @@ def check_grader_options(args) -> None:
         raise UsageError(f"--base-url is for --backend openai (a server); --backend {backend} runs the model here")
     for name in args.grader_options:
         takers = BACKEND_OPTIONS[name][1]
-        if getattr(args, name) is not None and backend not in takers:
+        # auto may become any backend that runs the model here: its options are all allowed
+        if getattr(args, name) is not None and backend not in takers and backend != "auto":
             option = "--" + name.replace("_", "-")
             raise UsageError(f"{option} is for --backend {' or '.join(takers)}; --backend {backend} "
                              f"{'runs on the server' if backend == 'openai' else 'chooses its own'}")
     needs_backend_extra(f"rbrc {args.command}", backend)
-    if backend == "hf":
+    if backend in ("hf", "auto"):
         check_device("--device", args.device or "auto")
     header = model_path("--grader", args.grader, "grader", gguf=backend != "openai")
     if header is not None and not header.chat_template and not args.no_chat_template:
@@ -269,14 +273,16 @@ def model_files(option: str, name: str, what: str) -> None:
 
 # --- step 3: the load ---------------------------------------------------------------------
 
-def load_grader(args, cache=None, policy=None):
+def load_grader(args, cache=None, policy=None, prompts=None):
     """The grader `args` name, built by `rbrlang.runtime.load_grader` with the
     options its backend takes. Call `check_grader_options` first. Before any
     grading: the tokenizer has a chat template (or --no-chat-template was
-    given) and, given the `policy`, its yes/no spellings are tokens."""
+    given) and, given the `policy`, its yes/no spellings are tokens.
+    `prompts`: the job's (item, proposition) prompts, where the command knows
+    them (for `--backend auto`)."""
     from ..runtime import GraderOptions, load_grader as load
 
-    backend = args.backend
+    backend = resolve_backend(args, prompts)
     # openai: the served model's weights are on the server; here only its tokenizer is loaded.
     model_files("--grader", args.grader, "the served model's tokenizer" if backend == "openai" else "grader")
     shared = GraderOptions(cache=cache, use_chat_template=False if args.no_chat_template else None,
@@ -303,6 +309,21 @@ def load_grader(args, cache=None, policy=None):
         except GraderError as exc:
             raise PathError(args.grader, f"cannot grade with it: {exc}") from None
     return grader
+
+
+def resolve_backend(args, prompts=None) -> str:
+    """`--backend` as given, or what `auto` chooses, said in one line on stderr
+    (with the options given that the choice does not take: they are not used)."""
+    if args.backend != "auto":
+        return args.backend
+    from ..runtime.loading import choose_backend
+
+    backend, why = choose_backend(prompts, args.device, args.grader)
+    unused = ["--" + n.replace("_", "-") for n in args.grader_options
+              if getattr(args, n) is not None and backend not in BACKEND_OPTIONS[n][1]]
+    print(f"rbrc {args.command}: --backend auto: {backend} ({why})"
+          + (f"; {', '.join(unused)} not used (for hf)" if unused else ""), file=sys.stderr)
+    return backend
 
 
 def load_failure(option: str, name: str, what: str, exc: BaseException) -> GraderError:

@@ -59,6 +59,7 @@ class GradeStats:
     low_mass: int = 0
     dropped_turns: int = 0
     prompt_tokens: int = 0  # engines and servers: prompt ids sent (they do their own prefix caching)
+    engine_cached_tokens: int = 0  # vLLM: of those, the ones its prefix cache held (not computed)
     retries: int = 0  # servers: requests sent again after a timeout or a 429/5xx answer
     layout: str = ""  # HFGrader: what rows shared, "proposition" prefixes or "item" prefixes
 

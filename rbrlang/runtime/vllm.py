@@ -129,6 +129,8 @@ class VLLMGrader(IdsGrader):
         except Exception as exc:
             raise GraderError(f"the vLLM engine failed: {_first_line(exc)}") from exc
         stats.batches += 1
+        # What the prefix cache held (vLLM counts whole blocks): prompt_tokens less these is what it computed.
+        stats.engine_cached_tokens += sum(getattr(r, "num_cached_tokens", None) or 0 for r in outputs)
         out = []
         for k, result in enumerate(outputs):
             step = result.outputs[0].logprobs[0] if result.outputs and result.outputs[0].logprobs else {}
