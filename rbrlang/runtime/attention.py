@@ -234,58 +234,80 @@ def _packed_split(query, key, value, layout, scale):
 
 
 def _packed_gemm(query, key, value, layout, scale):
-    """Per group, chunk of whole rows and key head: the scores of the key
-    head's query heads against the group's prefix and against the chunk's own
-    keys (block-diagonal causal: each row sees itself up to the query) as two
-    oneDNN products, one softmax over both, two products with the values."""
+    """Per group, chunk of queries and key head: the scores of the key head's
+    query heads against the group's prefix and the chunk's own keys (joined:
+    the prefix, then the chunk's rows up to its last query) as one oneDNN
+    product, an additive mask that keeps each query to its own row's keys at
+    or before it, softmax, one product with the values."""
     _, heads, _, d = query.shape
     kv_heads = key.shape[1]
     groups = heads // kv_heads
     base = layout.prefix_total
     out = query.new_empty(1, query.shape[2], heads, d)  # [1, T, H, D]
     key, value = key[0], value[0]
-    for p0, p, q0, count, rows in layout.group_queries():
-        budget = max(1, _SCORE_BYTES // (4 * groups * (p + 1)))  # queries per chunk, so its scores fit the cache
-        chunks, current = [], []
-        for s, n in rows:
-            if current and sum(m for _, m in current) + n > budget:
-                chunks.append(current)
-                current = []
-            current.append((s, n))
-        chunks.append(current)
-        # oneDNN takes the second operand as a contiguous [N, K] "weight" (else a slow reorder per call).
-        values_t = value[:, p0:p0 + p].transpose(1, 2).contiguous() if p else None  # [Hkv, D, P]
-        for chunk in chunks:
-            c0, c1 = chunk[0][0], chunk[-1][0] + chunk[-1][1]
-            n = c1 - c0
-            mask = _block_causal(layout, chunk, query.dtype)
+    for p0, p, _, _, rows in layout.group_queries():
+        for c0, c1, k0 in _gemm_chunks(layout, rows, groups, p):
+            n, width = c1 - c0, p + c1 - k0
+            mask = _chunk_mask(layout, rows, c0, c1, k0, p, query.dtype)  # [n, width]
             q = query[0, :, c0:c1].reshape(kv_heads, groups * n, d) * scale  # [Hkv, G·n, D]
-            own_t = value[:, base + c0:base + c1].transpose(1, 2).contiguous()
+            # oneDNN takes the second operand as a contiguous [N, K] "weight" (else a slow reorder per call):
+            # the keys a chunk sees, and the values transposed, are copied once per chunk (small beside its scores).
+            keys = torch.cat([key[:, p0:p0 + p], key[:, base + k0:base + c1]], 1)
+            values_t = torch.cat([value[:, p0:p0 + p], value[:, base + k0:base + c1]], 1).transpose(1, 2).contiguous()
             for h in range(kv_heads):
-                own = _LINEAR(q[h], key[h, base + c0:base + c1], None, "none", [], "").view(groups, n, n)
-                own += mask
-                if p:
-                    prefix = _LINEAR(q[h], key[h, p0:p0 + p], None, "none", [], "")
-                    weights = torch.softmax(torch.cat([prefix, own.view(groups * n, n)], 1), -1)
-                    o = _LINEAR(weights[:, :p].contiguous(), values_t[h], None, "none", [], "")
-                    o += _LINEAR(weights[:, p:].contiguous(), own_t[h], None, "none", [], "")
-                else:
-                    o = _LINEAR(torch.softmax(own.view(groups * n, n), -1), own_t[h], None, "none", [], "")
+                scores = _LINEAR(q[h], keys[h], None, "none", [], "").view(groups, n, width)
+                scores += mask
+                weights = torch.softmax(scores, -1).view(groups * n, width)
+                o = _LINEAR(weights, values_t[h], None, "none", [], "")
                 out[0, c0:c1, h * groups:(h + 1) * groups] = o.view(groups, n, d).transpose(0, 1)
     return out.transpose(1, 2)
 
 
-def _block_causal(layout, chunk, dtype) -> torch.Tensor:
-    """`[n, n]` additive mask of consecutive rows: 0 where a query sees a key of
-    its own row at or before it, -inf elsewhere (kept with the layout: every layer asks)."""
-    key = ("block", chunk[0][0], len(chunk), dtype)
+_MIN_CHUNK_ROWS = 192  # product rows (queries × query heads) below which consecutive short rows share a chunk
+
+
+def _gemm_chunks(layout, rows, groups, prefix) -> list[tuple[int, int, int]]:
+    """(first query, end, first own key) of each chunk of a group's rows: a
+    chunk's scores stay about `_SCORE_BYTES`; short rows share one, a long row
+    is cut (each part against its row's keys up to its last query)."""
+    key = ("chunks", rows[0][0], len(rows), groups, prefix, _SCORE_BYTES)
+    if key in layout._device:
+        return layout._device[key]
+    chunks, current = [], None  # current: [first query, end, first own key]
+    for s, n in rows:
+        fits = current is not None and groups * (current[1] - current[0]) < _MIN_CHUNK_ROWS and (
+            4 * groups * (s + n - current[0]) * (prefix + s + n - current[2]) <= _SCORE_BYTES)
+        if fits:
+            current[1] = s + n
+            continue
+        if current is not None:
+            chunks.append(tuple(current))
+            current = None
+        step = max(16, _SCORE_BYTES // (4 * groups * (prefix + n)))
+        for a in range(s, s + n, step):
+            chunks.append((a, min(s + n, a + step), s))
+        last = chunks.pop()
+        current = list(last)
+    if current is not None:
+        chunks.append(tuple(current))
+    layout._device[key] = chunks
+    return chunks
+
+
+def _chunk_mask(layout, rows, c0, c1, k0, prefix, dtype) -> torch.Tensor:
+    """`[c1 - c0, prefix + c1 - k0]` additive: 0 on the prefix and on a query's
+    own row at or before it, -inf elsewhere (kept with the layout: every layer asks)."""
+    key = ("mask", c0, c1, k0, prefix, dtype)
     if key not in layout._device:
-        n = sum(m for _, m in chunk)
-        mask = torch.full((n, n), float("-inf"), dtype=dtype)
-        at = 0
-        for _, m in chunk:
-            mask[at:at + m, at:at + m].triu_(1)
-            at += m
+        row_of = torch.empty(c1 - k0, dtype=torch.long)
+        for r, (s, n) in enumerate(rows):
+            lo, hi = max(s, k0), min(s + n, c1)
+            if lo < hi:
+                row_of[lo - k0:hi - k0] = r
+        q_pos, k_pos = torch.arange(c0, c1)[:, None], torch.arange(k0, c1)[None]
+        own = (row_of[c0 - k0:][:, None] == row_of[None]) & (k_pos <= q_pos)
+        mask = torch.zeros(c1 - c0, prefix + c1 - k0, dtype=dtype)
+        mask[:, prefix:].masked_fill_(~own, float("-inf"))
         layout._device[key] = mask
     return layout._device[key]
 
