@@ -117,6 +117,8 @@ def main() -> int:
     ap.add_argument("--skip-naive", action="store_true", help="leave out the one-at-a-time baseline")
     ap.add_argument("--skip-padded", action="store_true", help="leave out the data-order padded baseline")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--padded-ours", action="store_true",
+                    help="also run ours with packed=False (right-padded rows), in the same run")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -191,6 +193,15 @@ def main() -> int:
         grades = ours.grade_detailed(policy, convs, resps)
         sync(device)
         results["ours"] = {**since(t), "tokens": grades.stats.forwarded}
+
+        if args.padded_ours:  # the earlier row path on the same weights, for a before/after in one run
+            old = HFGrader.from_pretrained(str(path), device=args.device, dtype=dtype,
+                                           token_budget=args.token_budget, packed=False)
+            sync(device)
+            t = clock()
+            padded_grades = old.grade_detailed(policy, convs, resps)
+            sync(device)
+            results["ours_padded"] = {**since(t), "tokens": padded_grades.stats.forwarded}
 
     reference = naive if "naive" in results else by_length
     max_diff = float((grades.p_yes.double() - reference.double()).abs().max())

@@ -66,7 +66,7 @@ _LINEAR = _onednn_linear()
 _SCORE_BYTES = 2 << 20  # one chunk's scores in `_packed_gemm`: about an L2 cache
 # Which CPU float32 kernel packed rows take: "gemm" (oneDNN products) or "split"
 # (flash kernel + log-sum-exp); bench/attention.py measures both (RESULTS.md).
-CPU_PACKED_KERNEL = "gemm"
+CPU_PACKED_KERNEL = "split"  # measured 1.79x faster than "gemm" at SmolLM2 shapes, one thread (RESULTS.md)
 
 
 def prefix_causal_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
