@@ -130,3 +130,88 @@ def test_model_rows_continuing_a_shared_cache(tmp_path):
         whole = torch.cat([prefix, rows[:1]], 1)
         left = ours(torch.cat([pad, whole], 1), attention_mask=mask).logits[0, -1]
         torch.testing.assert_close(left, want[0], atol=1e-5, rtol=0)
+
+
+# --- packed rows (PackedRows): rows end to end after their groups' cached prefixes ----------
+
+PACKS = [  # (prefix length per group, row lengths per group)
+    ([40], [[7, 3, 12, 1, 9]]),               # one item's rows, one-token row among them
+    ([25, 0, 13], [[5, 5], [4, 6, 1], [8]]),  # several groups, one without a cached prefix
+    ([30, 18], [[0, 6, 0], [3]]),             # empty rows (no queries: the prefix's own key/values)
+    ([0], [[11, 2]]),                         # no prefix at all
+    ([60], [[10, 10, 10]]),                   # identical row lengths
+]
+
+
+def packed_inputs(prefixes, rows, heads=8, kv_heads=2, d=32, dtype=torch.float32, seed=0):
+    layout = attention.PackedRows.of(prefixes, rows)
+    g = torch.Generator().manual_seed(seed)
+    query = torch.randn(1, layout.tokens, heads, d, generator=g).transpose(1, 2)
+    key = torch.randn(1, kv_heads, layout.prefix_total + layout.tokens, d, generator=g) * 2
+    value = torch.randn(1, kv_heads, layout.prefix_total + layout.tokens, d, generator=g)
+    return layout, query.to(dtype), key.to(dtype), value.to(dtype)
+
+
+def packed_reference(layout, query, key, value, scale=None):
+    """Float64 softmax over exactly the keys each query may see, written out."""
+    groups = query.shape[1] // key.shape[1]
+    q, k, v = query.double(), key.double().repeat_interleave(groups, 1), value.double().repeat_interleave(groups, 1)
+    scores = q @ k.transpose(-1, -2) * (q.shape[-1] ** -0.5 if scale is None else scale)
+    allowed = torch.zeros(layout.tokens, layout.prefix_total + layout.tokens, dtype=torch.bool)
+    for g, s, n in layout.rows:
+        p0, p = layout.groups[g]
+        for i in range(n):
+            allowed[s + i, p0:p0 + p] = True
+            allowed[s + i, layout.prefix_total + s:layout.prefix_total + s + i + 1] = True
+    return torch.softmax(scores.masked_fill(~allowed, float("-inf")), -1) @ v
+
+
+@pytest.fixture(params=["gemm", "gemm_chunked", "split", "masked"])
+def packed_path(request, monkeypatch):
+    """Every way `packed_attention` computes on CPU: oneDNN products (whole
+    groups, or one row per chunk), flash calls merged by log-sum-exp, SDPA
+    with the layout's mask (what a device without a kernel of its own takes)."""
+    if request.param.startswith("gemm") and attention._LINEAR is None:
+        pytest.skip("this torch has no oneDNN")
+    monkeypatch.setattr(attention, "CPU_PACKED_KERNEL", "gemm" if request.param.startswith("gemm") else "split")
+    if request.param == "gemm_chunked":
+        monkeypatch.setattr(attention, "_SCORE_BYTES", 1)  # every row its own chunk
+    if request.param == "masked":
+        monkeypatch.setattr(attention, "_CPU_FLASH", None)
+        monkeypatch.setattr(attention, "_LINEAR", None)
+    return request.param
+
+
+@pytest.mark.parametrize("pack", PACKS)
+def test_packed_rows_match_the_written_out_softmax(pack, packed_path):
+    layout, q, k, v = packed_inputs(*pack)
+    for scale in (None, 0.07):
+        out = attention.packed_attention(q, k, v, layout, scale=scale)
+        assert out.shape == q.shape and out.dtype == q.dtype
+        torch.testing.assert_close(out.double(), packed_reference(layout, q, k, v, scale), atol=1e-5, rtol=0)
+
+
+def test_packed_rows_see_their_prefix_and_themselves_only(packed_path):
+    layout, q, k, v = packed_inputs([20, 15], [[6, 4], [5]])
+    out = attention.packed_attention(q, k, v, layout)
+    base = layout.prefix_total
+    for where, changed_rows in ((slice(0, 20), range(0, 10)),         # group 0's prefix: its two rows
+                                (slice(20, 35), range(10, 15)),       # group 1's prefix: its row
+                                (slice(base + 6, base + 8), range(6, 10))):  # row 1's first keys: itself only
+        v2 = v.clone()
+        v2[:, :, where] += 100.0
+        moved = (attention.packed_attention(q, k, v2, layout) - out).abs().amax(dim=(0, 1, 3))
+        assert set(torch.nonzero(moved > 1).flatten().tolist()) == set(changed_rows)
+
+
+def test_packed_half_precision_split():
+    layout, q, k, v = packed_inputs([50, 20], [[9, 4], [7]], dtype=torch.bfloat16)
+    out = attention.packed_attention(q, k, v, layout)
+    assert out.dtype == torch.bfloat16
+    assert (out.double() - packed_reference(layout, q, k, v)).abs().max() < 3e-2
+
+
+def test_packed_layout_must_fit_the_tensors():
+    layout, q, k, v = packed_inputs([10], [[4, 4]])
+    with pytest.raises(ValueError, match="do not fit a layout"):
+        attention.packed_attention(q, k[:, :, 1:], v[:, :, 1:], layout)

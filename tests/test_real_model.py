@@ -251,3 +251,14 @@ def test_kernels_grade_the_real_model_as_torch_alone_does_in_fp32(real, worded):
     finally:
         torch.set_float32_matmul_precision(before)
     assert float((got - want).abs().max()) < 1e-5
+
+def test_real_model_rows_go_packed_near_the_trie_minimum(real, safety, item, graded):
+    """The fast path checked above is the packed one: no padding, forwarded
+    tokens within 3% of the fewest any sharing could forward."""
+    from tests.support.reference import trie_size
+
+    grades, _ = graded
+    assert real.packed and grades.stats.padded_tokens == grades.stats.suffix_tokens
+    rows = [tuple(real.encode(safety, n, item[0], item[1])) for n in safety.proposition_names
+            if safety.proposition(n).graded]
+    assert grades.stats.forwarded <= 1.03 * trie_size(rows), (grades.stats.forwarded, trie_size(rows))

@@ -160,6 +160,7 @@ def test_context_too_long_errors_or_drops_oldest_turns(tmp_path, safety):
 
 
 def test_out_of_memory_halves_the_batch(tiny_model_dir, safety):
+    """The padded path (`packed=False`); test_packed_rows.py splits a pack."""
     class Tight(HFGrader):
         """Fails like a full GPU whenever a batch has more than two rows."""
         def _last_logits(self, rows, kv, offset):
@@ -172,7 +173,7 @@ def test_out_of_memory_halves_the_batch(tiny_model_dir, safety):
     tok = AutoTokenizer.from_pretrained(tiny_model_dir)
     convs = [[{"role": "user", "content": "q" * k}] for k in range(1, 9)]
     resps = ["a"] * 8
-    tight = Tight(model, tok, token_budget=1 << 20)
+    tight = Tight(model, tok, token_budget=1 << 20, packed=False)
     grades = tight.grade_detailed(safety, convs, resps)
     assert grades.stats.oom_splits > 0 and tight.max_batch <= 2
     plain = HFGrader(model, tok).grade(safety, convs, resps)

@@ -36,3 +36,31 @@ def plan_batches(lengths: Sequence[int], token_budget: int, max_batch: int,
         batches.append(order[cut[j]:j])
         j = cut[j]
     return batches[::-1]
+
+
+def plan_packs(groups: Sequence[Sequence[int]], token_budget: int) -> list[list[tuple[int, list[int]]]]:
+    """Group rows into packed forwards (no padding: a pack's cost is the sum
+    of its rows' lengths).
+
+    `groups[g]` holds the lengths of the rows that continue group g's cached
+    prefix. Rows are taken in order and a pack is closed when the next row
+    would take it past `token_budget` tokens (a row longer than the budget
+    goes alone), so a group's rows stay together unless the budget cuts them.
+    Returns, per pack, `(group, [row indices])` in order.
+    """
+    packs: list[list[tuple[int, list[int]]]] = []
+    current: list[tuple[int, list[int]]] = []
+    used = 0
+    for g, lengths in enumerate(groups):
+        for r, n in enumerate(lengths):
+            if current and used + n > token_budget:
+                packs.append(current)
+                current, used = [], 0
+            if current and current[-1][0] == g:
+                current[-1][1].append(r)
+            else:
+                current.append((g, [r]))
+            used += n
+    if current:
+        packs.append(current)
+    return packs
