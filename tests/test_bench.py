@@ -150,8 +150,9 @@ def test_grading_bench_runs_end_to_end_in_rounds_with_two_variants(tmp_path):
     assert json.loads(out.read_text()) == result
     a, b = result["methods"]["a"], result["methods"]["b"]
     assert len(a["seconds"]["rounds"]) == 2 and a["tokens_every_round_equal"]
-    assert a["tokens_per_item"] == b["tokens_per_item"] and a["max_abs_diff_p_yes"] < 1e-5
-    assert result["variants"]["b"]["fused_attention"] is False
+    # b (stock attention) cannot read packed rows, so it pads: more tokens, the same answers.
+    assert a["tokens_per_item"] < b["tokens_per_item"] and a["max_abs_diff_p_yes"] < 1e-5
+    assert b["max_abs_diff_p_yes"] < 1e-5 and result["variants"]["b"]["fused_attention"] is False
     assert set(result["ratios_ours_over"]) == {"a/sorted", "b/sorted"}
     assert result["machine_load"]["load_average_before"] and "encode" in result["methods"]
 
