@@ -152,11 +152,7 @@ class HFGrader(BaseGrader):
         for prefix, group in groups.items():
             kv = self._prefix_kv(prefix, job.stats) if prefix else None
             todo.append((kv, len(prefix), [job.rows[k].enc.ids[len(prefix):] for k in group], group))
-        if self.packed:
-            self._run_packed(todo, job)
-        else:
-            for kv, offset, rows, slots in todo:
-                self._run(rows, slots, kv, offset, job)
+        self._run_groups(todo, job)
 
     def _grade_by_item(self, job):
         heads: dict[tuple, dict[int, list[int]]] = {}
@@ -179,11 +175,7 @@ class HFGrader(BaseGrader):
                     group = items[order[b]]
                     offset = len(head) + len(middles[b])
                     todo.append((kv, offset, [job.rows[k].enc.ids[offset:] for k in group], group))
-                if self.packed:
-                    self._run_packed(todo, job)
-                else:
-                    for kv, offset, rows, slots in todo:
-                        self._run(rows, slots, kv, offset, job)
+                self._run_groups(todo, job)
 
     def _prefix_kv(self, ids: tuple, stats) -> tuple:
         """Key/values of a shared prefix, computed once and kept for the grader's lifetime."""
@@ -241,6 +233,14 @@ class HFGrader(BaseGrader):
                                   torch.cat([v[:, :, :base], v[:, :, base + start:base + start + n]], 2))
                                  for k, v in layers))
         return kvs
+
+    def _run_groups(self, groups, job):
+        """Grade groups ((kv, offset, rows, slots)): packed, or each in padded batches."""
+        if self.packed:
+            self._run_packed(groups, job)
+        else:
+            for kv, offset, rows, slots in groups:
+                self._run(rows, slots, kv, offset, job)
 
     def _run(self, rows, slots, kv, offset, job):
         """`rows[r]` (continuing `kv`) is graded into output slot `slots[r]`."""
